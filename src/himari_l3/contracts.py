@@ -1,0 +1,370 @@
+"""Data contracts at Layer 3's boundaries (names kept from the user's document).
+
+All records are immutable, validate themselves on construction and round-trip through JSON
+(``to_dict`` / ``from_dict``). A bad value raises the contract's exception, naming the field,
+the value and the allowed range.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import time
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar, Self
+
+from . import _validate as v
+from ._exceptions import (
+    InvalidCascadeIndicatorsException,
+    InvalidRLPredictionException,
+    InvalidSignalException,
+    ValidationError,
+)
+
+__all__ = [
+    "CascadeIndicators",
+    "CascadeRecommendation",
+    "EnsembleAllocation",
+    "MarketRegime",
+    "PositionSizingDecision",
+    "RLPrediction",
+    "TacticalAction",
+    "TacticalSignal",
+    "ValidationStatus",
+]
+
+
+class TacticalAction(enum.StrEnum):
+    """Layer 2's decision for one strategy and symbol."""
+
+    STRONG_BUY = "STRONG_BUY"
+    BUY = "BUY"
+    HOLD = "HOLD"
+    SELL = "SELL"
+    STRONG_SELL = "STRONG_SELL"
+
+    @classmethod
+    def _missing_(cls, value: object) -> TacticalAction | None:
+        if isinstance(value, str):
+            key = value.strip().upper().replace("-", "_").replace(" ", "_")
+            return cls.__members__.get(key)
+        return None
+
+    @property
+    def direction(self) -> int:
+        """+1 for buys, -1 for sells, 0 for HOLD."""
+        return _ACTION_DIRECTION[self]
+
+
+_ACTION_DIRECTION = {
+    TacticalAction.STRONG_BUY: 1,
+    TacticalAction.BUY: 1,
+    TacticalAction.HOLD: 0,
+    TacticalAction.SELL: -1,
+    TacticalAction.STRONG_SELL: -1,
+}
+
+
+class MarketRegime(enum.StrEnum):
+    """Market regime. Layer 2 spellings map onto it case-insensitively (see `_REGIME_ALIASES`)."""
+
+    TRENDING_UP = "TRENDING_UP"
+    TRENDING_DOWN = "TRENDING_DOWN"
+    RANGING = "RANGING"
+    HIGH_VOLATILITY = "HIGH_VOLATILITY"
+    CRISIS = "CRISIS"
+
+    @classmethod
+    def _missing_(cls, value: object) -> MarketRegime | None:
+        if isinstance(value, str):
+            key = value.strip().upper().replace("-", "_").replace(" ", "_")
+            name = _REGIME_ALIASES.get(key, key)
+            return cls.__members__.get(name)
+        return None
+
+
+# Layer 2 emits a few other spellings; they mean the same regimes.
+_REGIME_ALIASES = {
+    "CRISIS_FLIGHT": "CRISIS",
+    "FLIGHT_TO_SAFETY": "CRISIS",
+    "HIGH_VOL": "HIGH_VOLATILITY",
+    "VOLATILE": "HIGH_VOLATILITY",
+    "RANGE": "RANGING",
+    "RANGE_BOUND": "RANGING",
+    "SIDEWAYS": "RANGING",
+    "MEAN_REVERTING": "RANGING",
+    "TREND_UP": "TRENDING_UP",
+    "UPTREND": "TRENDING_UP",
+    "BULL": "TRENDING_UP",
+    "TREND_DOWN": "TRENDING_DOWN",
+    "DOWNTREND": "TRENDING_DOWN",
+    "BEAR": "TRENDING_DOWN",
+}
+
+
+class CascadeRecommendation(enum.StrEnum):
+    """What the cascade-risk stage recommends, from the score."""
+
+    EXIT = "EXIT"
+    REDUCE_75 = "REDUCE_75%"
+    REDUCE_50 = "REDUCE_50%"
+    MONITOR = "MONITOR"
+
+
+class ValidationStatus(enum.StrEnum):
+    """PASS: sized as computed. WARN: sized, but a limit or risk stage cut it.
+    REJECT: no position (the reasons say why)."""
+
+    PASS = "PASS"
+    WARN = "WARN"
+    REJECT = "REJECT"
+
+
+def _enum(exc: type[ValidationError], name: str, enum_type: type[Any], value: object) -> Any:
+    try:
+        return enum_type(value)
+    except ValueError:
+        allowed = ", ".join(m.value for m in enum_type)
+        raise exc(name, value, f"one of {allowed}") from None
+
+
+def _set(obj: object, name: str, value: object) -> None:
+    object.__setattr__(obj, name, value)
+
+
+class _Record:
+    """JSON round-trip shared by the contracts."""
+
+    _exc: ClassVar[type[ValidationError]] = ValidationError
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: _jsonable(getattr(self, f.name)) for f in fields(self)}  # type: ignore[arg-type]
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Self:
+        if not isinstance(data, dict):
+            raise cls._exc(cls.__name__, data, "a JSON object")
+        names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise cls._exc(unknown[0], data[unknown[0]], f"one of the fields {sorted(names)}")
+        try:
+            return cls(**data)
+        except TypeError as err:  # a required field is missing
+            raise cls._exc(cls.__name__, sorted(data), f"all required fields ({err})") from None
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, dict):
+        return {str(_jsonable(k)): _jsonable(x) for k, x in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(x) for x in value]
+    if hasattr(value, "to_dict"):
+        return value.to_dict()
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class TacticalSignal(_Record):
+    """One Layer 2 decision for a strategy and a symbol.
+
+    ``expected_return`` is the expected return *of the trade in the signal's direction* over its
+    holding horizon (0.02 = +2 % if the signal is right about direction and size); 0 means
+    "no edge" and is a value, not "missing". ``predicted_volatility`` is the standard deviation
+    of the asset's return over the same horizon (0.05 = 5 %).
+    """
+
+    _exc: ClassVar[type[ValidationError]] = InvalidSignalException
+
+    strategy_id: str
+    symbol: str
+    action: TacticalAction
+    confidence: float
+    risk_score: float
+    regime: MarketRegime
+    timestamp_ns: int = field(default_factory=time.time_ns)
+    expected_return: float | None = None
+    predicted_volatility: float | None = None
+    signal_strength: float | None = None
+    sentiment_score: float | None = None
+    sentiment_confidence: float | None = None
+
+    def __post_init__(self) -> None:
+        e = InvalidSignalException
+        v.nonempty_str(e, "strategy_id", self.strategy_id)
+        v.nonempty_str(e, "symbol", self.symbol)
+        _set(self, "action", _enum(e, "action", TacticalAction, self.action))
+        _set(self, "regime", _enum(e, "regime", MarketRegime, self.regime))
+        _set(self, "confidence", v.in_range(e, "confidence", self.confidence, 0.0, 1.0))
+        _set(self, "risk_score", v.in_range(e, "risk_score", self.risk_score, 0.0, 1.0))
+        ts = self.timestamp_ns
+        if isinstance(ts, bool) or not isinstance(ts, int) or ts < 0:
+            raise e("timestamp_ns", ts, "an integer number of nanoseconds >= 0")
+        _set(self, "expected_return",
+             v.optional_in_range(e, "expected_return", self.expected_return, -1.0, 1.0))
+        if self.predicted_volatility is not None:
+            _set(self, "predicted_volatility",
+                 v.positive(e, "predicted_volatility", self.predicted_volatility, 5.0))
+        _set(self, "signal_strength",
+             v.optional_in_range(e, "signal_strength", self.signal_strength, 0.0, 1.0))
+        _set(self, "sentiment_score",
+             v.optional_in_range(e, "sentiment_score", self.sentiment_score, 0.0, 1.0))
+        _set(self, "sentiment_confidence",
+             v.optional_in_range(e, "sentiment_confidence", self.sentiment_confidence, 0.0, 1.0))
+
+
+@dataclass(frozen=True, slots=True)
+class CascadeIndicators(_Record):
+    """Layer 1 market-stress readings for one symbol.
+
+    ``funding_rate`` per funding interval as a fraction (0.0001 = 0.01 %); ``oi_change_pct`` the
+    open-interest change as a fraction (-0.12 = a 12 % drop); ``volume_ratio`` current volume
+    over its average (1 = normal); ``onchain_whale_pressure`` in [0, 1] (1 = heavy whale
+    selling); ``exchange_netflow_zscore`` z-score of net inflow to exchanges (positive =
+    coins moving onto exchanges, i.e. selling pressure); ``liquidation_volume_24h`` in USD,
+    optional, kept for the audit trail.
+    """
+
+    _exc: ClassVar[type[ValidationError]] = InvalidCascadeIndicatorsException
+
+    funding_rate: float
+    oi_change_pct: float
+    volume_ratio: float
+    onchain_whale_pressure: float
+    exchange_netflow_zscore: float
+    liquidation_volume_24h: float | None = None
+
+    def __post_init__(self) -> None:
+        e = InvalidCascadeIndicatorsException
+        _set(self, "funding_rate", v.in_range(e, "funding_rate", self.funding_rate, -1.0, 1.0))
+        _set(self, "oi_change_pct", v.in_range(e, "oi_change_pct", self.oi_change_pct, -1.0, 10.0))
+        _set(self, "volume_ratio", v.in_range(e, "volume_ratio", self.volume_ratio, 0.0, 1000.0))
+        _set(self, "onchain_whale_pressure",
+             v.in_range(e, "onchain_whale_pressure", self.onchain_whale_pressure, 0.0, 1.0))
+        _set(self, "exchange_netflow_zscore",
+             v.in_range(e, "exchange_netflow_zscore", self.exchange_netflow_zscore, -50.0, 50.0))
+        _set(self, "liquidation_volume_24h",
+             v.optional_in_range(e, "liquidation_volume_24h", self.liquidation_volume_24h,
+                                 0.0, 1e13))
+
+    @classmethod
+    def calm(cls) -> CascadeIndicators:
+        """Readings of a quiet market (score 0): handy for examples and tests."""
+        return cls(0.0001, 0.0, 1.0, 0.0, 0.0)
+
+
+@dataclass(frozen=True, slots=True)
+class PositionSizingDecision(_Record):
+    """Phase 1 output: a signed USD target for one strategy and symbol, with its trace.
+
+    The ``*_size_usd`` fields hold the (unsigned) size after each stage in order; the final
+    ``position_size_usd`` is signed (negative = short). ``diagnostics`` holds every multiplier,
+    every input that mattered and ``binding_limit`` (which cap or rule bound the size).
+    """
+
+    position_size_usd: float
+    symbol: str
+    strategy_id: str
+    timestamp_ns: int
+    action: TacticalAction
+    kelly_size_usd: float
+    conformal_size_usd: float
+    sentiment_size_usd: float
+    regime_size_usd: float
+    cascade_size_usd: float
+    capped_size_usd: float
+    cascade_risk_score: float
+    cascade_recommendation: CascadeRecommendation
+    current_regime: MarketRegime
+    position_size_units: float
+    stop_loss_price: float | None
+    take_profit_price: float | None
+    validation_status: ValidationStatus
+    reason_codes: tuple[str, ...]
+    latency_ms: float
+    diagnostics: dict[str, Any]
+
+    def __post_init__(self) -> None:
+        # Safety net on the way out: a NaN or infinite size must never leave Layer 3.
+        if not math.isfinite(self.position_size_usd):
+            raise ValidationError("position_size_usd", self.position_size_usd, "a finite number")
+        if isinstance(self.action, str):
+            _set(self, "action", TacticalAction(self.action))
+            _set(self, "cascade_recommendation", CascadeRecommendation(self.cascade_recommendation))
+            _set(self, "current_regime", MarketRegime(self.current_regime))
+            _set(self, "validation_status", ValidationStatus(self.validation_status))
+            _set(self, "reason_codes", tuple(self.reason_codes))
+
+    @property
+    def position_pct(self) -> float:
+        """Signed size as a fraction of the portfolio value used for sizing."""
+        pv = float(self.diagnostics.get("portfolio_value", 0.0))
+        return self.position_size_usd / pv if pv > 0 else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class RLPrediction(_Record):
+    """One validated answer of the RL model for a signal.
+
+    ``optimal_position_pct`` is a signed fraction of the portfolio in [-1, 1].
+    """
+
+    _exc: ClassVar[type[ValidationError]] = InvalidRLPredictionException
+
+    optimal_position_pct: float
+    confidence: float
+    predicted_return: float
+    predicted_volatility: float
+    model_version: str
+    latency_ms: float
+    timestamp_ns: int
+
+    def __post_init__(self) -> None:
+        e = InvalidRLPredictionException
+        _set(self, "optimal_position_pct",
+             v.in_range(e, "optimal_position_pct", self.optimal_position_pct, -1.0, 1.0))
+        _set(self, "confidence", v.in_range(e, "confidence", self.confidence, 0.0, 1.0))
+        _set(self, "predicted_return",
+             v.in_range(e, "predicted_return", self.predicted_return, -1.0, 1.0))
+        _set(self, "predicted_volatility",
+             v.in_range(e, "predicted_volatility", self.predicted_volatility, 0.0, 5.0))
+        v.nonempty_str(e, "model_version", self.model_version, 128)
+        _set(self, "latency_ms", v.in_range(e, "latency_ms", self.latency_ms, 0.0, 1e7))
+
+
+@dataclass(frozen=True, slots=True)
+class EnsembleAllocation(_Record):
+    """Phase 2/3 output: one signed USD target per symbol, netted across strategies.
+
+    ``breakdown[strategy_id][symbol]`` is each strategy's signed contribution after every
+    limit; ``provenance[symbol]`` says which path decided it (``{"path": "rl" | "baseline",
+    "reason": ...}``); ``binding_limits[symbol]`` names the limit that bound it (or "none");
+    ``rejected_signals`` lists signals dropped by validation, with the reason; ``trace``
+    records what each stage did.
+    """
+
+    allocations: dict[str, float]
+    total_allocated_usd: float
+    portfolio_value: float
+    utilization_pct: float
+    strategy_weights: dict[str, float]
+    drifted_strategies: list[str]
+    max_drift_pct: float
+    correlation_penalties: dict[str, float]
+    timestamp_ns: int
+    breakdown: dict[str, dict[str, float]] = field(default_factory=dict)
+    provenance: dict[str, dict[str, str]] = field(default_factory=dict)
+    binding_limits: dict[str, str] = field(default_factory=dict)
+    rejected_signals: list[dict[str, Any]] = field(default_factory=list)
+    trace: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for sym, usd in self.allocations.items():
+            if not math.isfinite(usd):
+                raise ValidationError(f"allocations[{sym}]", usd, "a finite number")
+
+    @property
+    def num_positions(self) -> int:
+        return sum(1 for x in self.allocations.values() if x != 0.0)
