@@ -1,0 +1,5 @@
+"""Typed configuration tree and its loader."""
+
+from .schema import SizingConfig
+
+__all__ = ["SizingConfig"]

@@ -1,0 +1,211 @@
+"""The typed configuration tree (one tree, parsed once, passed explicitly).
+
+Every model is frozen and rejects unknown keys, so a typo in YAML fails loudly with its key
+path instead of being ignored. Defaults are the values documented in ``docs/config.md``.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+from typing import Any, TypeVar
+
+import pydantic
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from .._exceptions import ConfigError
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def parse_config(model: type[M], data: Any, root: str = "") -> M:
+    """Validate ``data`` as ``model``; errors become a ConfigError naming the key path."""
+    try:
+        return model.model_validate(data)
+    except pydantic.ValidationError as err:
+        first = err.errors()[0]
+        path = ".".join(str(p) for p in (root, *first["loc"]) if p != "")
+        msg = first["msg"]
+        if first["type"] == "extra_forbidden":
+            msg = "unknown key"
+        raise ConfigError(
+            f"{path or model.__name__}: {msg} (value {first.get('input')!r})"
+        ) from None
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+class KellyConfig(_Strict):
+    """Bayesian Kelly base size (docs/sizing-math.md §2)."""
+
+    model: Literal["binary", "gaussian"] = "binary"
+    fraction: float = Field(0.25, gt=0.0, le=1.0)
+    max_fraction: float = Field(0.5, gt=0.0, le=1.0)
+    prior_strength: float = Field(50.0, gt=0.0, le=1e6)
+    uncertainty_z: float = Field(1.0, ge=0.0, le=5.0)
+    default_payoff_ratio: float = Field(1.0, gt=0.0, le=100.0)
+    payoff_prior_strength: float = Field(20.0, gt=0.0, le=1e6)
+    risk_weight: float = Field(0.5, ge=0.0, le=1.0)
+
+
+class ConformalConfig(_Strict):
+    """Online conformal scaling (docs/sizing-math.md §3)."""
+
+    alpha: float = Field(0.1, gt=0.0, lt=0.5)
+    window: int = Field(250, ge=10, le=100_000)
+    min_samples: int = Field(20, ge=2, le=100_000)
+    cold_start_factor: float = Field(0.8, gt=0.0, le=1.0)
+    min_multiplier: float = Field(0.25, gt=0.0, le=1.0)
+    aci_gamma: float = Field(0.005, ge=0.0, le=0.1)
+    reference_volatility: float = Field(0.02, gt=0.0, le=5.0)
+
+    @model_validator(mode="after")
+    def _samples_fit_window(self) -> ConformalConfig:
+        if self.min_samples > self.window:
+            raise ValueError(
+                f"min_samples was {self.min_samples}, expected <= window ({self.window})"
+            )
+        return self
+
+
+class SentimentConfig(_Strict):
+    """Direction-aware sentiment adjustment."""
+
+    enabled: bool = True
+    weight: float = Field(0.15, ge=0.0, le=0.5)
+    neutral_low: float = Field(0.4, ge=0.0, le=0.5)
+    neutral_high: float = Field(0.6, ge=0.5, le=1.0)
+
+
+class RegimeMultipliers(_Strict):
+    """Multipliers for a long position; shorts use the mirror (up and down swapped)."""
+
+    TRENDING_UP: float = Field(1.2, ge=0.0, le=2.0)
+    TRENDING_DOWN: float = Field(0.8, ge=0.0, le=2.0)
+    RANGING: float = Field(1.0, ge=0.0, le=2.0)
+    HIGH_VOLATILITY: float = Field(0.6, ge=0.0, le=2.0)
+    CRISIS: float = Field(0.2, ge=0.0, le=2.0)
+
+
+class RegimeConfig(_Strict):
+    """Per-symbol regime hysteresis: slow to loosen, fast to tighten."""
+
+    multipliers: RegimeMultipliers = RegimeMultipliers()
+    confirmation_periods: int = Field(3, ge=1, le=1000)
+    escalation_periods: int = Field(1, ge=1, le=1000)
+
+
+class CascadeThresholds(_Strict):
+    """Reading at which each component saturates at 1."""
+
+    funding_rate: float = Field(0.001, gt=0.0, le=1.0)
+    oi_drop: float = Field(0.10, gt=0.0, le=1.0)
+    volume_ratio: float = Field(3.0, gt=1.0, le=1000.0)
+    whale_pressure: float = Field(0.8, gt=0.0, le=1.0)
+    netflow_zscore: float = Field(3.0, gt=0.0, le=50.0)
+
+
+class CascadeWeights(_Strict):
+    funding_rate: float = Field(0.20, ge=0.0, le=1.0)
+    oi_drop: float = Field(0.25, ge=0.0, le=1.0)
+    volume_ratio: float = Field(0.15, ge=0.0, le=1.0)
+    whale_pressure: float = Field(0.25, ge=0.0, le=1.0)
+    netflow_zscore: float = Field(0.15, ge=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _sum_to_one(self) -> CascadeWeights:
+        total = sum(self.model_dump().values())
+        if abs(total - 1.0) > 1e-9:
+            raise ValueError(f"weights summed to {total!r}, expected 1.0")
+        return self
+
+
+class CascadeConfig(_Strict):
+    """Cascade-risk score and its recommendation bands."""
+
+    thresholds: CascadeThresholds = CascadeThresholds()
+    weights: CascadeWeights = CascadeWeights()
+    exit_above: float = Field(0.8, ge=0.0, le=1.0)
+    reduce_75_above: float = Field(0.6, ge=0.0, le=1.0)
+    reduce_50_above: float = Field(0.4, ge=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> CascadeConfig:
+        if not self.reduce_50_above <= self.reduce_75_above <= self.exit_above:
+            raise ValueError("expected reduce_50_above <= reduce_75_above <= exit_above")
+        return self
+
+
+class LimitsConfig(_Strict):
+    """Direction rules and per-position caps."""
+
+    allow_short: bool = False
+    max_position_pct: float = Field(0.15, gt=0.0, le=1.0)
+    max_position_usd: float | None = Field(None, gt=0.0)
+    min_position_usd: float = Field(10.0, ge=0.0)
+
+
+class ExecutionConfig(_Strict):
+    """Stop-loss and take-profit distances in predicted-volatility units."""
+
+    stop_loss_sigma: float = Field(2.0, gt=0.0, le=20.0)
+    take_profit_sigma: float = Field(3.0, gt=0.0, le=50.0)
+
+
+class SizingConfig(_Strict):
+    """Everything Phase 1 reads."""
+
+    kelly: KellyConfig = KellyConfig()
+    conformal: ConformalConfig = ConformalConfig()
+    sentiment: SentimentConfig = SentimentConfig()
+    regime: RegimeConfig = RegimeConfig()
+    cascade: CascadeConfig = CascadeConfig()
+    limits: LimitsConfig = LimitsConfig()
+    execution: ExecutionConfig = ExecutionConfig()
+
+
+class CorrelationConfig(_Strict):
+    """Rolling, time-aligned correlation monitor."""
+
+    window: int = Field(120, ge=5, le=100_000)
+    min_observations: int = Field(20, ge=3, le=100_000)
+    max_correlation: float = Field(0.7, ge=0.0, le=1.0)
+    penalty_strength: float = Field(0.5, ge=0.0, le=1.0)
+    use_multi_asset_kelly: bool = True
+
+
+class PortfolioConfig(_Strict):
+    """Phase 2 hierarchical budgets and drift tracking."""
+
+    max_position_pct: float = Field(0.15, gt=0.0, le=1.0)
+    max_strategy_pct: float = Field(0.40, gt=0.0, le=1.0)
+    max_portfolio_pct: float = Field(0.80, gt=0.0, le=1.0)
+    drift_threshold: float = Field(0.20, gt=0.0, le=10.0)
+    weight_history_size: int = Field(10_000, ge=10, le=10_000_000)
+    correlation: CorrelationConfig = CorrelationConfig()
+
+
+class CircuitBreakerConfig(_Strict):
+    """Guards the RL endpoint (docs/deployment.md)."""
+
+    enabled: bool = True
+    failure_threshold: int = Field(5, ge=1, le=1000)
+    window_sec: float = Field(60.0, gt=0.0, le=86_400.0)
+    initial_timeout_sec: float = Field(30.0, gt=0.0, le=86_400.0)
+    max_timeout_sec: float = Field(300.0, gt=0.0, le=86_400.0)
+    backoff_multiplier: float = Field(2.0, ge=1.0, le=10.0)
+
+
+class RLConfig(_Strict):
+    """Optional RL model blended on top of the Phase 2 baseline."""
+
+    enabled: bool = False
+    use_mock: bool = False
+    endpoint: str | None = None
+    timeout_sec: float = Field(0.15, gt=0.0, le=60.0)
+    min_confidence: float = Field(0.0, ge=0.0, le=1.0)
+    max_rl_weight: float = Field(0.5, ge=0.0, le=1.0)
+    mock_success_rate: float = Field(0.9, ge=0.0, le=1.0)
+    mock_seed: int | None = None
+    performance_history_size: int = Field(10_000, ge=10, le=10_000_000)

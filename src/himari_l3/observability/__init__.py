@@ -1,0 +1,1 @@
+"""Adapters that observe decisions: Prometheus metrics."""

@@ -1,0 +1,209 @@
+"""The catalogue of ``himari_l3_*`` Prometheus families, bound to an injectable registry.
+
+Names follow Prometheus conventions (``_total`` counters, base units: seconds, USD, ratios
+0..1), except the five circuit-breaker names the user's document fixes. Labels are bounded:
+actions, statuses, paths, reasons and limits come from closed sets, and symbol / strategy
+labels go through :class:`BoundedLabel` (the first ``max_values`` distinct values, then
+``"__other__"``). docs/metrics.md lists every family; a test checks the two agree.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+
+__all__ = ["BoundedLabel", "Layer3Metrics"]
+
+_LAT = (0.00001, 0.00002, 0.00005, 0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01,
+        0.02, 0.05, 0.1, 0.15, 0.2, 0.5, 1.0)
+_PCT = (0.0, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.125, 0.15, 0.2, 0.3, 0.5, 1.0)
+_USD = (0.0, 100.0, 500.0, 1_000.0, 2_500.0, 5_000.0, 10_000.0, 15_000.0, 25_000.0,
+        50_000.0, 100_000.0, 250_000.0, 1_000_000.0)
+_MULT = (0.0, 0.1, 0.2, 0.25, 0.4, 0.5, 0.6, 0.75, 0.8, 0.9, 1.0, 1.05, 1.1, 1.15, 1.2, 1.5)
+_RET = (-0.2, -0.1, -0.05, -0.02, -0.01, -0.005, 0.0, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2)
+
+
+class BoundedLabel:
+    """Keeps a label's cardinality bounded: new values past ``max_values`` map to __other__."""
+
+    def __init__(self, max_values: int = 64) -> None:
+        self.max_values = max_values
+        self._seen: set[str] = set()
+        self._lock = threading.Lock()
+
+    def __call__(self, value: str) -> str:
+        if value in self._seen:
+            return value
+        with self._lock:
+            if len(self._seen) < self.max_values:
+                self._seen.add(value)
+                return value
+        return "__other__"
+
+
+class Layer3Metrics:
+    """Every Layer 3 metric family, registered once on ``registry``."""
+
+    def __init__(self, registry: CollectorRegistry | None = None, max_label_values: int = 64):
+        r = self.registry = registry if registry is not None else CollectorRegistry()
+        self.symbol_label = BoundedLabel(max_label_values)
+        self.strategy_label = BoundedLabel(max_label_values)
+        p = "himari_l3_"
+
+        # --- build ---------------------------------------------------------------
+        self.build_info = Info(p + "build", "Layer 3 version and state schema", registry=r)
+
+        # --- Phase 1: per-signal sizing --------------------------------------------
+        self.sizing_decisions = Counter(p + "sizing_decisions_total",
+            "Phase 1 decisions by action and validation status", ["action", "status"],
+            registry=r)
+        self.sizing_latency = Histogram(p + "sizing_latency_seconds",
+            "Time to size one signal (Phase 1)", buckets=_LAT, registry=r)
+        self.position_size_usd = Histogram(p + "position_size_usd",
+            "Absolute Phase 1 target size in USD", buckets=_USD, registry=r)
+        self.position_size_ratio = Histogram(p + "position_size_ratio",
+            "Absolute Phase 1 target size as a fraction of portfolio value", buckets=_PCT,
+            registry=r)
+        self.kelly_fraction = Histogram(p + "kelly_fraction_ratio",
+            "Fractional Kelly size of the Kelly stage (fraction of portfolio)", buckets=_PCT,
+            registry=r)
+        self.kelly_win_probability = Histogram(p + "kelly_win_probability",
+            "Penalised posterior win probability used by Kelly",
+            buckets=(0.0, 0.2, 0.3, 0.4, 0.5, 0.55, 0.6, 0.65, 0.7, 0.8, 0.9, 1.0), registry=r)
+        self.kelly_posterior_trades = Gauge(p + "kelly_posterior_trades",
+            "Realised trades in a strategy's Kelly posterior", ["strategy"], registry=r)
+        self.conformal_multiplier = Histogram(p + "conformal_multiplier",
+            "Conformal stage multiplier", buckets=_MULT, registry=r)
+        self.conformal_coverage = Gauge(p + "conformal_coverage_ratio",
+            "Empirical coverage of conformal intervals per strategy", ["strategy"], registry=r)
+        self.conformal_alpha = Gauge(p + "conformal_alpha",
+            "Adaptive miscoverage level alpha_t per strategy", ["strategy"], registry=r)
+        self.conformal_samples = Gauge(p + "conformal_window_samples",
+            "Scores in a strategy's conformal window", ["strategy"], registry=r)
+        self.sentiment_multiplier = Histogram(p + "sentiment_multiplier",
+            "Sentiment stage multiplier", buckets=_MULT, registry=r)
+        self.regime_multiplier = Histogram(p + "regime_multiplier",
+            "Regime stage multiplier in effect", buckets=_MULT, registry=r)
+        self.regime_state = Gauge(p + "regime_state",
+            "1 for the regime in effect (long side) per symbol, 0 otherwise",
+            ["symbol", "regime"], registry=r)
+        self.regime_changes = Counter(p + "regime_changes_total",
+            "Regime changes that took effect, by kind", ["kind"], registry=r)
+        self.regime_false_flips = Counter(p + "regime_false_flips_total",
+            "Raw regime flips that reverted before confirmation", registry=r)
+        self.cascade_score = Gauge(p + "cascade_risk_score",
+            "Latest cascade risk score per symbol (0..1)", ["symbol"], registry=r)
+        self.cascade_score_hist = Histogram(p + "cascade_risk_score_distribution",
+            "Cascade risk scores seen", buckets=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0),
+            registry=r)
+        self.cascade_recommendations = Counter(p + "cascade_recommendations_total",
+            "Cascade recommendations issued", ["recommendation"], registry=r)
+        self.cascade_component = Gauge(p + "cascade_component",
+            "Latest cascade component value per symbol", ["symbol", "component"], registry=r)
+        self.binding_limits = Counter(p + "binding_limits_total",
+            "Decisions whose size a limit bound, by limit", ["limit"], registry=r)
+        self.reason_codes = Counter(p + "reason_codes_total",
+            "Reason codes attached to decisions", ["reason"], registry=r)
+        self.invalid_inputs = Counter(p + "invalid_inputs_total",
+            "Inputs rejected by validation", ["kind"], registry=r)
+        self.outcomes = Counter(p + "outcomes_total",
+            "Realised trade outcomes learned from", ["result"], registry=r)
+        self.realized_return = Histogram(p + "realized_return",
+            "Realised trade returns learned from", buckets=_RET, registry=r)
+
+        # --- Phase 2: portfolio ------------------------------------------------------
+        self.allocations = Counter(p + "allocations_total",
+            "Portfolio allocations produced, by phase", ["phase"], registry=r)
+        self.allocation_latency = Histogram(p + "allocation_latency_seconds",
+            "Time to allocate one batch, by phase", ["phase"], buckets=_LAT, registry=r)
+        self.allocated_usd = Gauge(p + "portfolio_allocated_usd",
+            "Gross USD allocated by the latest allocation", registry=r)
+        self.utilization = Gauge(p + "portfolio_utilization_ratio",
+            "Gross allocation over portfolio value", registry=r)
+        self.portfolio_value = Gauge(p + "portfolio_value_usd",
+            "Portfolio value used for the latest allocation", registry=r)
+        self.positions = Gauge(p + "portfolio_positions",
+            "Symbols with a non-zero target", registry=r)
+        self.symbol_allocation = Gauge(p + "symbol_allocation_usd",
+            "Signed USD target per symbol", ["symbol"], registry=r)
+        self.strategy_weight = Gauge(p + "strategy_weight",
+            "Share of gross allocation per strategy", ["strategy"], registry=r)
+        self.max_drift = Gauge(p + "strategy_weight_drift_max_ratio",
+            "Largest strategy weight change vs the previous allocation", registry=r)
+        self.drift_events = Counter(p + "strategy_drift_events_total",
+            "Strategies whose weight moved more than the drift threshold", registry=r)
+        self.budget_scaledowns = Counter(p + "budget_scaledowns_total",
+            "Proportional scale-downs by the budget that bound", ["limit"], registry=r)
+        self.correlation_penalty = Histogram(p + "correlation_penalty_ratio",
+            "Fraction of a symbol's size removed for correlated exposure", buckets=_PCT,
+            registry=r)
+        self.correlation_max = Gauge(p + "correlation_max_abs",
+            "Largest absolute pairwise correlation in the monitor", registry=r)
+        self.correlation_observations = Gauge(p + "correlation_window_observations",
+            "Aligned return observations in the correlation window", registry=r)
+        self.correlation_shrinkage = Gauge(p + "correlation_shrinkage",
+            "Ledoit-Wolf shrinkage intensity in use", registry=r)
+        self.signals_rejected = Counter(p + "signals_rejected_total",
+            "Signals dropped from a batch, by reason", ["reason"], registry=r)
+        self.remaining_budget = Gauge(p + "remaining_risk_budget_usd",
+            "Gross budget left under the portfolio limit", registry=r)
+        self.netted_usd = Counter(p + "netted_usd_total",
+            "USD of opposing strategy exposure cancelled by netting", registry=r)
+
+        # --- Phase 3: hybrid RL ----------------------------------------------------
+        self.decisions = Counter(p + "decisions_total",
+            "Hybrid decisions by path (rl / fallback)", ["path"], registry=r)
+        self.decision_latency = Histogram(p + "decision_latency_seconds",
+            "Hybrid decision latency by path", ["path"], buckets=_LAT, registry=r)
+        self.rl_requests = Counter(p + "rl_requests_total",
+            "RL prediction requests by outcome", ["outcome"], registry=r)
+        self.rl_latency = Histogram(p + "rl_request_latency_seconds",
+            "RL prediction request latency", buckets=_LAT, registry=r)
+        self.rl_blend_weight = Histogram(p + "rl_blend_weight",
+            "Weight given to the RL target in the blend", buckets=_MULT, registry=r)
+        self.rl_usage = Gauge(p + "rl_usage_ratio",
+            "Share of hybrid decisions that used RL", registry=r)
+        self.rl_symbol_fallbacks = Counter(p + "rl_symbol_fallbacks_total",
+            "Symbols decided by the baseline, by reason", ["reason"], registry=r)
+        self.rl_limit_clips = Counter(p + "rl_limit_clips_total",
+            "Blended RL targets cut back by a Phase 1/2 limit", ["limit"], registry=r)
+        self.rl_advantage = Gauge(p + "rl_advantage",
+            "Mean realised return of the RL path minus the baseline path", registry=r)
+        self.path_outcomes = Counter(p + "path_outcomes_total",
+            "Realised outcomes recorded per decision path", ["path"], registry=r)
+
+        # --- circuit breaker (names fixed by the user's document) ------------------------
+        self.cb_state = Gauge(p + "circuit_breaker_state",
+            "Circuit breaker state: 0 closed, 1 half-open, 2 open", ["breaker"], registry=r)
+        self.cb_failures = Counter(p + "circuit_breaker_failures_total",
+            "Failures counted by the circuit breaker", ["breaker"], registry=r)
+        self.cb_fallbacks = Counter(p + "circuit_breaker_fallbacks_total",
+            "Fallbacks to the baseline recorded by the circuit breaker", ["breaker"],
+            registry=r)
+        self.cb_timeout = Gauge(p + "circuit_breaker_timeout_sec",
+            "Current open timeout of the circuit breaker in seconds", ["breaker"], registry=r)
+        self.cb_success_rate = Gauge(p + "circuit_breaker_success_rate",
+            "Share of attempted calls that succeeded (0..1)", ["breaker"], registry=r)
+        self.cb_transitions = Counter(p + "circuit_breaker_transitions_total",
+            "Circuit breaker state transitions", ["breaker", "to_state"], registry=r)
+        self.cb_rejections = Counter(p + "circuit_breaker_rejections_total",
+            "Calls rejected while the breaker was open", ["breaker"], registry=r)
+
+        # --- service and operations -------------------------------------------------
+        self.http_requests = Counter(p + "http_requests_total",
+            "HTTP requests by endpoint and status code", ["endpoint", "code"], registry=r)
+        self.http_latency = Histogram(p + "http_request_duration_seconds",
+            "HTTP request duration by endpoint", ["endpoint"], buckets=_LAT, registry=r)
+        self.config_reloads = Counter(p + "config_reloads_total",
+            "Config reload attempts by result", ["result"], registry=r)
+        self.config_last_reload = Gauge(p + "config_last_reload_timestamp_seconds",
+            "Unix time of the last successful config load", registry=r)
+        self.persistence_writes = Counter(p + "persistence_writes_total",
+            "Records written to the store, by kind", ["kind"], registry=r)
+        self.persistence_errors = Counter(p + "persistence_errors_total",
+            "Store operations that failed, by operation", ["operation"], registry=r)
+        self.persistence_latency = Histogram(p + "persistence_write_duration_seconds",
+            "Time to write one record or snapshot", buckets=_LAT, registry=r)
+        self.state_snapshots = Counter(p + "state_snapshots_total",
+            "Learned-state snapshots committed", registry=r)

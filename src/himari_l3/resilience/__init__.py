@@ -1,0 +1,5 @@
+"""Resilience around Layer 3's optional dependencies (the RL endpoint)."""
+
+from .circuit_breaker import CircuitBreaker, CircuitEvent, CircuitState, failure_reason
+
+__all__ = ["CircuitBreaker", "CircuitEvent", "CircuitState", "failure_reason"]

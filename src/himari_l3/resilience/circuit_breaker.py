@@ -1,0 +1,478 @@
+"""A circuit breaker for the RL endpoint: a pure, thread-safe state machine that emits events.
+
+::
+
+    CLOSED ──(failure_threshold failures within window_sec)──▶ OPEN
+    OPEN ──(open timeout elapsed; exactly one caller admitted)──▶ HALF_OPEN
+    HALF_OPEN ──(probe succeeds)──▶ CLOSED      (timeout back to initial_timeout_sec)
+    HALF_OPEN ──(probe fails)──▶ OPEN           (timeout × backoff_multiplier, capped)
+
+With the defaults the open timeouts run 30 → 60 → 120 → 240 → 300 → 300 s. The breaker knows
+nothing about HTTP or Prometheus: clients report outcomes (``record_success`` /
+``record_failure``) and observers subscribe with ``add_listener`` to a frozen `CircuitEvent`.
+Time comes from an injected `Clock`, so tests advance a ``ManualClock`` instead of sleeping.
+
+Outcomes are not tied to the call that was admitted: a late failure of a call admitted before
+the breaker opened is counted but does not change an OPEN state; a failure reported while
+HALF_OPEN re-opens the circuit (the conservative reading).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import math
+import threading
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, ParamSpec, TypeVar
+
+from .._clock import SYSTEM_CLOCK, Clock
+from .._exceptions import CircuitBreakerOpenException, StateRestoreError
+
+__all__ = ["CircuitBreaker", "CircuitEvent", "CircuitState", "failure_reason"]
+
+logger = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+_EXPORT_VERSION = 1
+
+
+class CircuitState(enum.StrEnum):
+    """Breaker state; ``code`` is the number the ``*_circuit_breaker_state`` gauge shows."""
+
+    CLOSED = "closed"
+    HALF_OPEN = "half_open"
+    OPEN = "open"
+
+    @property
+    def code(self) -> int:
+        """0 closed, 1 half-open, 2 open."""
+        return _STATE_CODE[self]
+
+
+_STATE_CODE = {CircuitState.CLOSED: 0, CircuitState.HALF_OPEN: 1, CircuitState.OPEN: 2}
+
+
+@dataclass(frozen=True, slots=True)
+class CircuitEvent:
+    """Something the breaker did or saw, as delivered to listeners.
+
+    ``kind`` is one of "state_change", "failure", "success", "fallback", "rejected";
+    ``timestamp`` is the breaker clock's monotonic time in seconds; ``reason`` says why
+    (the failure reason, or what caused a state change).
+    """
+
+    name: str
+    kind: str
+    old_state: CircuitState
+    new_state: CircuitState
+    timestamp: float
+    reason: str = ""
+
+
+Listener = Callable[[CircuitEvent], None]
+
+
+def failure_reason(exc: BaseException) -> str:
+    """Map an exception from a guarded call onto a bounded reason code."""
+    if isinstance(exc, TimeoutError):
+        return "timeout"
+    if isinstance(exc, ConnectionError):
+        return "connection_error"
+    if isinstance(exc, Exception):
+        return "error"
+    return "cancelled"  # CancelledError, KeyboardInterrupt: the probe slot must still be freed
+
+
+def _positive(name: str, value: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+        math.isfinite(value) and value > 0
+    ):
+        raise ValueError(f"{name} was {value!r}, expected a finite number > 0")
+    return float(value)
+
+
+class CircuitBreaker:
+    """Guard an unreliable dependency: fail fast while it is down, probe it once to recover.
+
+    Parameters
+    ----------
+    All but ``name`` are keyword-only.
+
+    name : label used in events, logs and `CircuitBreakerOpenException`.
+    failure_threshold : failures inside ``window_sec`` that open the circuit.
+    window_sec : length of the sliding failure window (older failures expire).
+    initial_timeout_sec, max_timeout_sec, backoff_multiplier : the open timeout starts at
+        ``initial_timeout_sec``, is multiplied after each failed probe and capped at the maximum.
+    call_deadline_sec : if set, a successful call slower than this counts as a failure ("slow").
+    enabled : when False the breaker always admits and never trips (outcomes are still counted).
+    clock : time source (default the system clock).
+    listeners : callables receiving every `CircuitEvent`; their exceptions are logged, not raised.
+    """
+
+    def __init__(
+        self,
+        name: str = "rl",
+        *,
+        failure_threshold: int = 5,
+        window_sec: float = 60.0,
+        initial_timeout_sec: float = 30.0,
+        max_timeout_sec: float = 300.0,
+        backoff_multiplier: float = 2.0,
+        call_deadline_sec: float | None = None,
+        enabled: bool = True,
+        clock: Clock | None = None,
+        listeners: Iterable[Listener] = (),
+    ) -> None:
+        if isinstance(failure_threshold, bool) or not isinstance(failure_threshold, int) or (
+            failure_threshold < 1
+        ):
+            raise ValueError(f"failure_threshold was {failure_threshold!r}, expected an int >= 1")
+        self.name = name
+        self.failure_threshold = failure_threshold
+        self.window_sec = _positive("window_sec", window_sec)
+        self.initial_timeout_sec = _positive("initial_timeout_sec", initial_timeout_sec)
+        self.max_timeout_sec = _positive("max_timeout_sec", max_timeout_sec)
+        if self.max_timeout_sec < self.initial_timeout_sec:
+            raise ValueError(f"max_timeout_sec was {max_timeout_sec!r}, expected >= "
+                             f"initial_timeout_sec ({initial_timeout_sec!r})")
+        self.backoff_multiplier = _positive("backoff_multiplier", backoff_multiplier)
+        if self.backoff_multiplier < 1.0:
+            raise ValueError(f"backoff_multiplier was {backoff_multiplier!r}, expected >= 1")
+        self.call_deadline_sec = (
+            None if call_deadline_sec is None else _positive("call_deadline_sec", call_deadline_sec)
+        )
+        self._clock: Clock = clock if clock is not None else SYSTEM_CLOCK
+        self._lock = threading.Lock()
+        self._listeners: list[Listener] = list(listeners)
+        self._enabled = bool(enabled)
+        self._init_locked()
+
+    def _init_locked(self) -> None:
+        self._state = CircuitState.CLOSED
+        self._failures: deque[float] = deque()
+        self._timeout = self.initial_timeout_sec
+        self._opened_at = 0.0
+        self._probe_started = 0.0
+        self._consecutive_open = 0
+        self._forced_open = False
+        self._last_failure_reason = ""
+        self._calls = self._successes = self._failures_total = 0
+        self._rejections = self._fallbacks = 0
+
+    # -- observers -------------------------------------------------------------------------
+
+    def add_listener(self, listener: Listener) -> None:
+        """Subscribe ``listener`` to every `CircuitEvent` (how metrics observe the breaker)."""
+        with self._lock:
+            self._listeners.append(listener)
+
+    def _emit(self, events: list[CircuitEvent]) -> None:
+        # Called without the lock held, so a listener may safely query the breaker.
+        with self._lock:
+            listeners = tuple(self._listeners)
+        for event in events:
+            for listener in listeners:
+                try:
+                    listener(event)
+                except Exception:
+                    logger.exception("circuit breaker %r: listener %r failed on %s",
+                                     self.name, listener, event.kind)
+
+    def _event(self, events: list[CircuitEvent], kind: str, reason: str = "",
+               old: CircuitState | None = None) -> None:
+        old = self._state if old is None else old
+        events.append(CircuitEvent(self.name, kind, old, self._state,
+                                   self._clock.monotonic(), reason))
+
+    def _move_locked(self, new: CircuitState, reason: str, events: list[CircuitEvent]) -> None:
+        old, self._state = self._state, new
+        if old is not new:
+            log = logger.warning if new is CircuitState.OPEN else logger.info
+            log("circuit breaker %r: %s -> %s (%s)", self.name, old.value, new.value, reason)
+            self._event(events, "state_change", reason, old)
+
+    def _open_locked(self, now: float, reason: str, events: list[CircuitEvent]) -> None:
+        self._opened_at = now
+        self._consecutive_open += 1
+        self._move_locked(CircuitState.OPEN, reason, events)
+
+    def _close_locked(self, reason: str, events: list[CircuitEvent]) -> None:
+        self._failures.clear()
+        self._timeout = self.initial_timeout_sec
+        self._consecutive_open = 0
+        self._move_locked(CircuitState.CLOSED, reason, events)
+
+    def _prune_locked(self, now: float) -> None:
+        while self._failures and now - self._failures[0] >= self.window_sec:
+            self._failures.popleft()
+
+    def _retry_in_locked(self, now: float) -> float:
+        if self._forced_open:
+            # No automatic retry while forced; report the current timeout as a finite back-off.
+            return self._timeout
+        if self._state is CircuitState.OPEN:
+            return max(0.0, self._opened_at + self._timeout - now)
+        return 0.0
+
+    # -- admission -------------------------------------------------------------------------
+
+    def _admit(self) -> tuple[bool, float]:
+        events: list[CircuitEvent] = []
+        with self._lock:
+            now = self._clock.monotonic()
+            admitted = self._admit_locked(now, events)
+            retry_in = self._retry_in_locked(now)
+            if not admitted:
+                self._rejections += 1
+                self._event(events, "rejected", "forced_open" if self._forced_open else "open")
+        self._emit(events)
+        return admitted, retry_in
+
+    def _admit_locked(self, now: float, events: list[CircuitEvent]) -> bool:
+        if self._forced_open:
+            return False
+        if self._enabled and self._state is not CircuitState.CLOSED:
+            if self._state is CircuitState.OPEN:
+                if now - self._opened_at < self._timeout:
+                    return False
+                self._move_locked(CircuitState.HALF_OPEN, "open timeout elapsed", events)
+            elif now - self._probe_started < self._timeout:
+                return False  # HALF_OPEN and the single probe is still in flight
+            # else: the probe never reported back within a full timeout; treat it as lost.
+            self._probe_started = now
+        self._calls += 1
+        return True
+
+    def allow_request(self) -> bool:
+        """Admit a call (True) or reject it (False, counted as a rejection)."""
+        return self._admit()[0]
+
+    def before_call(self) -> None:
+        """Admit a call or raise `CircuitBreakerOpenException` with the time to the next probe."""
+        admitted, retry_in = self._admit()
+        if not admitted:
+            raise CircuitBreakerOpenException(self.name, retry_in)
+
+    # -- outcomes --------------------------------------------------------------------------
+
+    def record_success(self, duration_sec: float | None = None) -> None:
+        """Report a successful call; slower than ``call_deadline_sec`` counts as a failure."""
+        deadline = self.call_deadline_sec
+        if duration_sec is not None and deadline is not None and duration_sec > deadline:
+            self.record_failure("slow")
+            return
+        events: list[CircuitEvent] = []
+        with self._lock:
+            self._successes += 1
+            self._event(events, "success")
+            if self._state is CircuitState.HALF_OPEN and not self._forced_open:
+                self._close_locked("probe succeeded", events)
+        self._emit(events)
+
+    def record_failure(self, reason: str) -> None:
+        """Report a failed call (``reason`` is a short, bounded code such as "timeout")."""
+        events: list[CircuitEvent] = []
+        with self._lock:
+            now = self._clock.monotonic()
+            self._failures_total += 1
+            self._last_failure_reason = reason
+            self._event(events, "failure", reason)
+            if self._state is CircuitState.CLOSED:
+                self._failures.append(now)
+                self._prune_locked(now)
+            if self._forced_open or not self._enabled:
+                pass  # counted above; an operator override decides the state
+            elif self._state is CircuitState.HALF_OPEN:
+                self._timeout = min(self._timeout * self.backoff_multiplier, self.max_timeout_sec)
+                self._open_locked(now, f"probe failed: {reason}", events)
+            elif self._state is CircuitState.CLOSED and len(self._failures) >= (
+                self.failure_threshold
+            ):
+                self._open_locked(now, f"{len(self._failures)} failures within "
+                                       f"{self.window_sec:g}s, last: {reason}", events)
+        self._emit(events)
+
+    def record_fallback(self) -> None:
+        """Count a fallback taken by the caller because of this breaker or its dependency."""
+        events: list[CircuitEvent] = []
+        with self._lock:
+            self._fallbacks += 1
+            self._event(events, "fallback")
+        self._emit(events)
+
+    # -- guarded calls ---------------------------------------------------------------------
+
+    def call(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run ``fn`` under the breaker (the lock is not held while it runs)."""
+        self.before_call()
+        start = self._clock.monotonic()
+        try:
+            result = fn(*args, **kwargs)
+        except BaseException as exc:
+            self.record_failure(failure_reason(exc))
+            raise
+        self.record_success(self._clock.monotonic() - start)
+        return result
+
+    async def call_async(
+        self, coro_fn: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """Await ``coro_fn(*args, **kwargs)`` under the breaker; cancellation counts as failure."""
+        self.before_call()
+        start = self._clock.monotonic()
+        try:
+            result = await coro_fn(*args, **kwargs)
+        except (Exception, asyncio.CancelledError) as exc:
+            self.record_failure(failure_reason(exc))
+            raise
+        self.record_success(self._clock.monotonic() - start)
+        return result
+
+    # -- operator controls -----------------------------------------------------------------
+
+    @property
+    def state(self) -> CircuitState:
+        """The current state (an OPEN breaker whose timeout elapsed stays OPEN until probed)."""
+        return self._state
+
+    @property
+    def enabled(self) -> bool:
+        """False: admit everything and never trip (a forced open still wins)."""
+        return self._enabled
+
+    @enabled.setter
+    def enabled(self, value: bool) -> None:
+        events: list[CircuitEvent] = []
+        with self._lock:
+            self._enabled = bool(value)
+            if not self._enabled and not self._forced_open:
+                self._close_locked("disabled", events)
+        self._emit(events)
+
+    def force_open(self) -> None:
+        """Operator override: reject every call until `force_close` or `reset`."""
+        events: list[CircuitEvent] = []
+        with self._lock:
+            self._forced_open = True
+            if self._state is not CircuitState.OPEN:
+                self._opened_at = self._clock.monotonic()
+                self._move_locked(CircuitState.OPEN, "forced open", events)
+        self._emit(events)
+
+    def force_close(self) -> None:
+        """Operator override: close now and forget recent failures (counters are kept)."""
+        events: list[CircuitEvent] = []
+        with self._lock:
+            self._forced_open = False
+            self._close_locked("forced close", events)
+        self._emit(events)
+
+    def reset(self) -> None:
+        """Back to a fresh CLOSED breaker: window, timeout, override and counters cleared."""
+        events: list[CircuitEvent] = []
+        with self._lock:
+            old = self._state
+            self._init_locked()
+            if old is not CircuitState.CLOSED:
+                self._state = old
+                self._move_locked(CircuitState.CLOSED, "reset", events)
+        self._emit(events)
+
+    # -- introspection and persistence -----------------------------------------------------
+
+    def get_state(self) -> dict[str, Any]:
+        """A JSON-ready snapshot (all numbers finite)."""
+        with self._lock:
+            now = self._clock.monotonic()
+            self._prune_locked(now)
+            attempted = self._successes + self._failures_total
+            return {
+                "name": self.name,
+                "state": self._state.value,
+                "state_code": self._state.code,
+                "failure_count": len(self._failures),
+                "failure_threshold": self.failure_threshold,
+                "total_failures": self._failures_total,
+                "total_successes": self._successes,
+                "total_calls": self._calls,
+                "total_rejections": self._rejections,
+                "total_fallbacks": self._fallbacks,
+                "consecutive_open_count": self._consecutive_open,
+                "current_timeout_sec": self._timeout,
+                "time_until_retry_sec": self._retry_in_locked(now),
+                "success_rate": self._successes / attempted if attempted else 1.0,
+                "last_failure_reason": self._last_failure_reason,
+                "forced_open": self._forced_open,
+                "enabled": self._enabled,
+            }
+
+    def export_state(self) -> dict[str, Any]:
+        """Persistable state; times are stored relative to now so any clock can restore them."""
+        with self._lock:
+            now = self._clock.monotonic()
+            self._prune_locked(now)
+            return {
+                "version": _EXPORT_VERSION,
+                "name": self.name,
+                "state": self._state.value,
+                "current_timeout_sec": self._timeout,
+                "consecutive_open_count": self._consecutive_open,
+                "opened_ago_sec": now - self._opened_at if self._state is not
+                CircuitState.CLOSED else None,
+                "failure_ages_sec": [now - t for t in self._failures],
+                "forced_open": self._forced_open,
+                "enabled": self._enabled,
+                "last_failure_reason": self._last_failure_reason,
+                "counters": {"calls": self._calls, "successes": self._successes,
+                             "failures": self._failures_total, "rejections": self._rejections,
+                             "fallbacks": self._fallbacks},
+            }
+
+    def restore_state(self, data: dict[str, Any]) -> None:
+        """Restore `export_state` output. A HALF_OPEN export comes back OPEN and due for a probe
+        (its probe's outcome was lost). Raises `StateRestoreError` on malformed input."""
+        try:
+            if data["version"] != _EXPORT_VERSION:
+                raise ValueError(f"version {data['version']!r} != {_EXPORT_VERSION}")
+            state = CircuitState(data["state"])
+            timeout = float(data["current_timeout_sec"])
+            if not self.initial_timeout_sec <= timeout <= self.max_timeout_sec:
+                raise ValueError(f"current_timeout_sec {timeout!r} outside "
+                                 f"[{self.initial_timeout_sec}, {self.max_timeout_sec}]")
+            opened_ago = float(data["opened_ago_sec"] or 0.0)
+            ages = [float(a) for a in data["failure_ages_sec"]]
+            counters = {k: int(data["counters"][k]) for k in
+                        ("calls", "successes", "failures", "rejections", "fallbacks")}
+            consecutive = int(data["consecutive_open_count"])
+            if any(not math.isfinite(a) or a < 0 for a in [*ages, opened_ago]) or min(
+                counters.values()) < 0:
+                raise ValueError("negative or non-finite ages or counters")
+        except (KeyError, TypeError, ValueError) as err:
+            raise StateRestoreError(f"circuit breaker {self.name!r}: cannot restore "
+                                    f"state: {err!r}") from None
+        events: list[CircuitEvent] = []
+        with self._lock:
+            now = self._clock.monotonic()
+            old = self._state
+            self._failures = deque(sorted(now - a for a in ages))
+            self._timeout = timeout
+            self._consecutive_open = consecutive
+            self._forced_open = bool(data["forced_open"])
+            self._enabled = bool(data["enabled"])
+            self._last_failure_reason = str(data["last_failure_reason"])
+            self._calls, self._successes = counters["calls"], counters["successes"]
+            self._failures_total, self._rejections = counters["failures"], counters["rejections"]
+            self._fallbacks = counters["fallbacks"]
+            if state is CircuitState.HALF_OPEN:
+                state, self._opened_at = CircuitState.OPEN, now - timeout
+            else:
+                self._opened_at = now - opened_ago
+            self._state = old
+            self._move_locked(state, "restored", events)
+        self._emit(events)

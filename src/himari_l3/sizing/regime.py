@@ -1,0 +1,135 @@
+"""Per-symbol regime hysteresis: slow to loosen, fast to tighten.
+
+Each symbol keeps its own recent regime observations and, for each trade direction, the
+regime in effect. A direction's multiplier table is the configured long table, mirrored for
+shorts (a downtrend favours a short). On every observation, for each direction:
+
+* **loosen** (move to a larger multiplier) only to the safest regime seen in the last
+  ``confirmation_periods`` observations, so a looser regime needs that many confirmations;
+* **tighten** (move to a smaller multiplier) to the loosest regime seen in the last
+  ``escalation_periods`` observations, so a safer regime takes effect within that many.
+
+The first observation of a symbol sets its state. A *false flip* is a raw regime change
+whose run ended before reaching ``confirmation_periods`` observations.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..config.schema import RegimeConfig
+from ..contracts import MarketRegime
+
+__all__ = ["RegimeTracker", "SymbolRegimeState"]
+
+_MIRROR = {
+    MarketRegime.TRENDING_UP: MarketRegime.TRENDING_DOWN,
+    MarketRegime.TRENDING_DOWN: MarketRegime.TRENDING_UP,
+}
+
+
+@dataclass(slots=True)
+class SymbolRegimeState:
+    """Learned regime state of one symbol."""
+
+    recent: deque[MarketRegime]
+    effective_long: MarketRegime
+    effective_short: MarketRegime
+    run_length: int = 1
+    run_is_flip: bool = False
+    observations: int = 1
+    raw_changes: int = 0
+    effective_changes: int = 0
+    false_flips: int = 0
+    last_change: str = field(default="none")  # "tighten" / "loosen" / "none"
+
+
+class RegimeTracker:
+    """Regime state per symbol; CRISIS on one symbol never touches another's multiplier."""
+
+    def __init__(self, config: RegimeConfig) -> None:
+        self.config = config
+        m = config.multipliers
+        self._long = {r: float(getattr(m, r.value)) for r in MarketRegime}
+        self._short = {r: self._long[_MIRROR.get(r, r)] for r in MarketRegime}
+        self._window = max(config.confirmation_periods, config.escalation_periods)
+        self.states_: dict[str, SymbolRegimeState] = {}
+
+    def table(self, direction: int) -> dict[MarketRegime, float]:
+        return self._short if direction < 0 else self._long
+
+    def observe(self, symbol: str, regime: MarketRegime) -> SymbolRegimeState:
+        """Record one observation for ``symbol`` and update both directions' state."""
+        st = self.states_.get(symbol)
+        if st is None:
+            st = SymbolRegimeState(deque([regime], maxlen=self._window), regime, regime)
+            self.states_[symbol] = st
+            return st
+        prev = st.recent[-1]
+        st.observations += 1
+        if regime != prev:
+            st.raw_changes += 1
+            if st.run_is_flip and st.run_length < self.config.confirmation_periods:
+                st.false_flips += 1
+            st.run_length, st.run_is_flip = 1, True
+        else:
+            st.run_length += 1
+        st.recent.append(regime)
+        st.last_change = "none"
+        new_long = self._step(st.effective_long, st.recent, self._long)
+        new_short = self._step(st.effective_short, st.recent, self._short)
+        for old, new in ((st.effective_long, new_long), (st.effective_short, new_short)):
+            if new != old:
+                st.effective_changes += 1
+                st.last_change = "tighten" if self._long[new] < self._long[old] else "loosen"
+        st.effective_long, st.effective_short = new_long, new_short
+        return st
+
+    def _step(
+        self, current: MarketRegime, recent: deque[MarketRegime], table: dict[MarketRegime, float]
+    ) -> MarketRegime:
+        cfg = self.config
+        items = list(recent)
+        if len(items) >= cfg.confirmation_periods:
+            safest = min(items[-cfg.confirmation_periods:], key=table.__getitem__)
+            if table[safest] > table[current]:
+                current = safest
+        if len(items) >= cfg.escalation_periods:
+            loosest = max(items[-cfg.escalation_periods:], key=table.__getitem__)
+            if table[loosest] < table[current]:
+                current = loosest
+        return current
+
+    def effective(self, st: SymbolRegimeState, direction: int) -> tuple[MarketRegime, float]:
+        """(regime in effect, multiplier) for a trade in ``direction``."""
+        if direction < 0:
+            return st.effective_short, self._short[st.effective_short]
+        return st.effective_long, self._long[st.effective_long]
+
+    def export_state(self) -> dict[str, Any]:
+        return {
+            sym: {
+                "recent": [r.value for r in st.recent],
+                "effective_long": st.effective_long.value,
+                "effective_short": st.effective_short.value,
+                "run_length": st.run_length, "run_is_flip": st.run_is_flip,
+                "observations": st.observations, "raw_changes": st.raw_changes,
+                "effective_changes": st.effective_changes, "false_flips": st.false_flips,
+                "last_change": st.last_change,
+            }
+            for sym, st in sorted(self.states_.items())
+        }
+
+    def restore_state(self, state: dict[str, Any]) -> None:
+        self.states_ = {
+            sym: SymbolRegimeState(
+                deque((MarketRegime(r) for r in d["recent"]), maxlen=self._window),
+                MarketRegime(d["effective_long"]), MarketRegime(d["effective_short"]),
+                int(d["run_length"]), bool(d["run_is_flip"]), int(d["observations"]),
+                int(d["raw_changes"]), int(d["effective_changes"]), int(d["false_flips"]),
+                str(d["last_change"]),
+            )
+            for sym, d in state.items()
+        }
