@@ -102,6 +102,13 @@ class Layer3Phase1:
         self._last_prediction: dict[tuple[str, str], tuple[float | None, float | None]] = {}
         self.decisions_total = 0
 
+    def apply_config(self, config: SizingConfig) -> None:
+        """Swap in a new sizing config; learned state is kept (hot reload)."""
+        self.config = config
+        self.kelly.config = config.kelly
+        self.conformal.reconfigure(config.conformal)
+        self.regimes.reconfigure(config.regime)
+
     # ------------------------------------------------------------------ sizing
     def observe_regime(self, symbol: str, regime: MarketRegime) -> None:
         """Advance ``symbol``'s regime hysteresis by one period (Phase 2 calls this once
@@ -241,10 +248,11 @@ class Layer3Phase1:
             "current_position_usd": current,
             "kelly": {"model": k.model, "win_prob": k.win_prob,
                       "win_prob_effective": k.win_prob_effective,
-                      "payoff_ratio": k.payoff_ratio, "edge": k.edge,
+                      "payoff_ratio": _json_float(k.payoff_ratio), "edge": _json_float(k.edge),
                       "full_kelly": k.full_kelly, "risk_multiplier": k.risk_multiplier,
                       "fraction": k.fraction, "observations": k.observations},
-            "conformal": {"multiplier": conf_mult, "quantile": conf_q, "samples": conf_n},
+            "conformal": {"multiplier": conf_mult, "quantile": _json_float(conf_q),
+                          "samples": conf_n},
             "sentiment_multiplier": sent_mult,
             "regime": {"observed": signal.regime.value, "effective": regime.value,
                        "multiplier": reg_mult},
@@ -345,7 +353,7 @@ class Layer3Phase1:
             self.conformal.restore_state(state["conformal"])
             self.regimes.restore_state(state["regime"])
             self._last_prediction = {
-                tuple(k.split("\x1f", 1)): (p[0], p[1])  # type: ignore[misc]
+                tuple(k.split("\x1f", 1)): (p[0], p[1])
                 for k, p in state["last_prediction"].items()
             }
             self.decisions_total = int(state["decisions_total"])
@@ -367,6 +375,12 @@ class Layer3Phase1:
                               "false_flips": st.false_flips}
                         for sym, st in sorted(self.regimes.states_.items())},
         }
+
+
+def _json_float(x: float) -> float | None:
+    """Trace values must be strict JSON (HTTP responses refuse NaN/Infinity): a value that
+    is undefined (NaN) or unbounded (an infinite conformal quantile) is recorded as None."""
+    return x if math.isfinite(x) else None
 
 
 def _override(

@@ -1,5 +1,19 @@
 """Typed configuration tree and its loader."""
 
-from .schema import SizingConfig
+from .schema import (
+    CircuitBreakerConfig,
+    Layer3Config,
+    PortfolioConfig,
+    RLConfig,
+    SizingConfig,
+    parse_config,
+)
 
-__all__ = ["SizingConfig"]
+__all__ = [
+    "CircuitBreakerConfig",
+    "Layer3Config",
+    "PortfolioConfig",
+    "RLConfig",
+    "SizingConfig",
+    "parse_config",
+]

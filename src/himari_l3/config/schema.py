@@ -6,8 +6,7 @@ path instead of being ignored. Defaults are the values documented in ``docs/conf
 
 from __future__ import annotations
 
-from typing import Literal
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -209,3 +208,13 @@ class RLConfig(_Strict):
     mock_success_rate: float = Field(0.9, ge=0.0, le=1.0)
     mock_seed: int | None = None
     performance_history_size: int = Field(10_000, ge=10, le=10_000_000)
+
+
+class Layer3Config(_Strict):
+    """The root of ``config/layer3.yaml``."""
+
+    portfolio_value: float = Field(100_000.0, gt=0.0, le=1e13)
+    sizing: SizingConfig = SizingConfig()
+    portfolio: PortfolioConfig = PortfolioConfig()
+    rl: RLConfig = RLConfig()
+    circuit_breaker: CircuitBreakerConfig = CircuitBreakerConfig()

@@ -10,8 +10,10 @@ labels go through :class:`BoundedLabel` (the first ``max_values`` distinct value
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client.metrics_core import Metric
 
 __all__ = ["BoundedLabel", "Layer3Metrics"]
 
@@ -42,11 +44,29 @@ class BoundedLabel:
         return "__other__"
 
 
+class _PreCollectHooks:
+    """Registered first on the registry: runs hooks (flushing deferred writes) before the
+    families are read, so every scrape sees every decision made before it."""
+
+    def __init__(self) -> None:
+        self.hooks: list[Callable[[], None]] = []
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        for hook in self.hooks:
+            hook()
+        return iter(())
+
+
 class Layer3Metrics:
     """Every Layer 3 metric family, registered once on ``registry``."""
 
     def __init__(self, registry: CollectorRegistry | None = None, max_label_values: int = 64):
         r = self.registry = registry if registry is not None else CollectorRegistry()
+        self._pre_collect = _PreCollectHooks()
+        r.register(self._pre_collect)
         self.symbol_label = BoundedLabel(max_label_values)
         self.strategy_label = BoundedLabel(max_label_values)
         p = "himari_l3_"
@@ -207,3 +227,7 @@ class Layer3Metrics:
             "Time to write one record or snapshot", buckets=_LAT, registry=r)
         self.state_snapshots = Counter(p + "state_snapshots_total",
             "Learned-state snapshots committed", registry=r)
+
+    def add_pre_collect_hook(self, hook: Callable[[], None]) -> None:
+        """Run ``hook`` before every collection of this registry."""
+        self._pre_collect.hooks.append(hook)

@@ -8,7 +8,10 @@ on ``prometheus_client.REGISTRY`` (created once, so several orchestrators built 
 
 from __future__ import annotations
 
+import logging
 import threading
+from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import REGISTRY
@@ -22,7 +25,10 @@ if TYPE_CHECKING:
 
 __all__ = ["PrometheusObserver", "default_observer"]
 
+log = logging.getLogger(__name__)
+
 _REGIMES = tuple(r.value for r in MarketRegime)
+_MAX_PENDING = 4096
 
 
 class PrometheusObserver(Observer):
@@ -34,6 +40,27 @@ class PrometheusObserver(Observer):
 
         self.metrics.build_info.info({"version": __version__, "state_schema": "1"})
         self._children: dict[tuple[Any, ...], Any] = {}
+        # Hot-path hooks only enqueue (tens of ns); the writes happen when the registry is
+        # collected (a scrape, a test reading a sample) or when the queue gets long.
+        self._pending: deque[tuple[Callable[..., None], tuple[Any, ...]]] = deque()
+        self._flush_lock = threading.Lock()
+        self.metrics.add_pre_collect_hook(self.flush)
+
+    def _defer(self, fn: Callable[..., None], *args: Any) -> None:
+        self._pending.append((fn, args))
+        if len(self._pending) >= _MAX_PENDING:
+            self.flush()
+
+    def flush(self) -> None:
+        """Apply every deferred metric write (in order)."""
+        with self._flush_lock:
+            pending = self._pending
+            while pending:
+                fn, args = pending.popleft()
+                try:
+                    fn(*args)
+                except Exception:  # a bad write must not break a scrape or a decision
+                    log.exception("metric write %s failed", getattr(fn, "__name__", fn))
 
     def _child(self, metric: Any, *labels: str) -> Any:
         # labels() takes a lock and hashes; cache the children on the hot path.
@@ -45,6 +72,9 @@ class PrometheusObserver(Observer):
 
     # ----------------------------------------------------------------- Phase 1
     def on_sizing(self, decision: PositionSizingDecision) -> None:
+        self._defer(self._write_sizing, decision)
+
+    def _write_sizing(self, decision: PositionSizingDecision) -> None:
         m = self.metrics
         d = decision.diagnostics
         self._child(m.sizing_decisions, decision.action.value,
@@ -72,10 +102,17 @@ class PrometheusObserver(Observer):
             self._child(m.reason_codes, reason).inc()
 
     def on_invalid_input(self, kind: str, field: str) -> None:
+        self._defer(self._write_invalid_input, kind, field)
+
+    def _write_invalid_input(self, kind: str, field: str) -> None:
         self._child(self.metrics.invalid_inputs, kind).inc()
 
     def on_outcome(self, strategy_id: str, symbol: str, realized_return: float,
                    learned: dict[str, Any]) -> None:
+        self._defer(self._write_outcome, strategy_id, symbol, realized_return, learned)
+
+    def _write_outcome(self, strategy_id: str, symbol: str, realized_return: float,
+                       learned: dict[str, Any]) -> None:
         m = self.metrics
         strat = m.strategy_label(strategy_id)
         self._child(m.outcomes, "win" if realized_return > 0 else "loss").inc()
@@ -87,6 +124,9 @@ class PrometheusObserver(Observer):
             self._child(m.conformal_coverage, strat).set(learned["conformal_coverage"])
 
     def on_regime(self, symbol: str, state: dict[str, Any]) -> None:
+        self._defer(self._write_regime, symbol, dict(state))
+
+    def _write_regime(self, symbol: str, state: dict[str, Any]) -> None:
         m = self.metrics
         sym = m.symbol_label(symbol)
         effective = state["effective_long"]
@@ -102,6 +142,10 @@ class PrometheusObserver(Observer):
     # ----------------------------------------------------------- Phase 2 and 3
     def on_allocation(self, phase: str, allocation: EnsembleAllocation,
                       latency_sec: float) -> None:
+        self._defer(self._write_allocation, phase, allocation, latency_sec)
+
+    def _write_allocation(self, phase: str, allocation: EnsembleAllocation,
+                          latency_sec: float) -> None:
         m = self.metrics
         self._child(m.allocations, phase).inc()
         self._child(m.allocation_latency, phase).observe(latency_sec)
@@ -131,18 +175,21 @@ class PrometheusObserver(Observer):
             m.netted_usd.inc(netted)
 
     def on_correlation(self, stats: dict[str, Any]) -> None:
+        self._defer(self._write_correlation, stats)
+
+    def _write_correlation(self, stats: dict[str, Any]) -> None:
         m = self.metrics
         m.correlation_max.set(stats["max_abs_correlation"])
         m.correlation_observations.set(stats["observations"])
         m.correlation_shrinkage.set(stats["shrinkage"])
 
     def on_event(self, name: str, labels: dict[str, str], value: float = 1.0) -> None:
+        self._defer(self._write_event, name, labels, value)
+
+    def _write_event(self, name: str, labels: dict[str, str], value: float = 1.0) -> None:
         """Named events from Phase 3, the breaker, the service and the store."""
         metric = getattr(self.metrics, name)
-        if labels:
-            child = self._child(metric, *labels.values())
-        else:
-            child = metric
+        child = self._child(metric, *labels.values()) if labels else metric
         kind = type(metric).__name__
         if kind == "Counter":
             child.inc(value)
@@ -163,3 +210,34 @@ def default_observer() -> PrometheusObserver:
         if _default is None:
             _default = PrometheusObserver(Layer3Metrics(REGISTRY))
         return _default
+
+
+def breaker_listener(observer: PrometheusObserver, breaker: Any) -> Any:
+    """A circuit-breaker listener writing the breaker's metrics (the user's five and more).
+
+    ``breaker`` is a :class:`~himari_l3.resilience.CircuitBreaker`; its current timeout and
+    success rate are read when the (deferred) write happens.
+    """
+    m = observer.metrics
+    name = breaker.name
+
+    def write(kind: str, new_state_code: int, to_state: str) -> None:
+        state = breaker.get_state()
+        observer._child(m.cb_state, name).set(new_state_code)
+        observer._child(m.cb_timeout, name).set(state["current_timeout_sec"])
+        observer._child(m.cb_success_rate, name).set(state["success_rate"])
+        if kind == "failure":
+            observer._child(m.cb_failures, name).inc()
+        elif kind == "fallback":
+            observer._child(m.cb_fallbacks, name).inc()
+        elif kind == "rejected":
+            observer._child(m.cb_rejections, name).inc()
+        elif kind == "state_change":
+            observer._child(m.cb_transitions, name, to_state).inc()
+
+    def listener(event: Any) -> None:
+        observer._defer(write, event.kind, event.new_state.code, event.new_state.value)
+
+    # Publish the initial state so the gauges exist before the first event.
+    observer._defer(write, "init", breaker.state.code, breaker.state.value)
+    return listener

@@ -49,6 +49,14 @@ class ConformalScaler:
         self._q_ref = NormalDist().inv_cdf(1.0 - config.alpha / 2.0)
         self.states_: dict[str, ConformalState] = {}
 
+    def reconfigure(self, config: ConformalConfig) -> None:
+        """New parameters, same scores (the window keeps its newest scores if it shrinks)."""
+        self.config = config
+        self._q_ref = NormalDist().inv_cdf(1.0 - config.alpha / 2.0)
+        for st in self.states_.values():
+            st.scores = deque(st.scores, maxlen=config.window)
+            self._refresh(st)
+
     def _state(self, strategy_id: str) -> ConformalState:
         st = self.states_.get(strategy_id)
         if st is None:

@@ -21,6 +21,8 @@ With parameter uncertainty (docs/sizing-math.md §2):
 * in the Gaussian model the predictive variance adds the posterior variance of the mean:
   :math:`f = \bar\mu / (\sigma^2 + \sigma^2/N)`.
 
+A known expected return :math:`\le 0` is no edge, so no bet, whichever branch applies.
+
 The fraction is multiplied by ``fraction`` (quarter Kelly by default) and by
 :math:`1 - w_{risk} \cdot risk\_score`, then clipped to ``[0, max_fraction]``.
 """
@@ -166,6 +168,10 @@ class BayesianKelly:
         else:
             b = self._payoff_ratio(stats)
             full = binary_kelly(p_eff, b) if p_eff > 0.0 else 0.0
+            if edge is not None and edge <= 0.0:
+                # A known non-positive expected return is "no edge" even without a
+                # volatility to build the two-point bet from: never bet on it.
+                full = 0.0
         full = max(0.0, full)
         risk_mult = 1.0 - cfg.risk_weight * risk_score
         raw = cfg.fraction * full * risk_mult
@@ -177,7 +183,9 @@ class BayesianKelly:
             observations=n,
         )
 
-    def _posterior_edge(self, stats: KellyStats | None, expected_return: float | None) -> float | None:
+    def _posterior_edge(
+        self, stats: KellyStats | None, expected_return: float | None
+    ) -> float | None:
         """Signal's expected return shrunk toward the realised mean by pseudo-counts."""
         if stats is None or stats.n == 0:
             return expected_return

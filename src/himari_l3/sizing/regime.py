@@ -50,12 +50,18 @@ class RegimeTracker:
     """Regime state per symbol; CRISIS on one symbol never touches another's multiplier."""
 
     def __init__(self, config: RegimeConfig) -> None:
+        self.states_: dict[str, SymbolRegimeState] = {}
+        self.reconfigure(config)
+
+    def reconfigure(self, config: RegimeConfig) -> None:
+        """New multipliers / periods; each symbol keeps its state and newest observations."""
         self.config = config
         m = config.multipliers
         self._long = {r: float(getattr(m, r.value)) for r in MarketRegime}
         self._short = {r: self._long[_MIRROR.get(r, r)] for r in MarketRegime}
         self._window = max(config.confirmation_periods, config.escalation_periods)
-        self.states_: dict[str, SymbolRegimeState] = {}
+        for st in self.states_.values():
+            st.recent = deque(st.recent, maxlen=self._window)
 
     def table(self, direction: int) -> dict[MarketRegime, float]:
         return self._short if direction < 0 else self._long
@@ -80,10 +86,16 @@ class RegimeTracker:
         st.last_change = "none"
         new_long = self._step(st.effective_long, st.recent, self._long)
         new_short = self._step(st.effective_short, st.recent, self._short)
-        for old, new in ((st.effective_long, new_long), (st.effective_short, new_short)):
+        for old, new, table in ((st.effective_long, new_long, self._long),
+                                (st.effective_short, new_short, self._short)):
             if new != old:
                 st.effective_changes += 1
-                st.last_change = "tighten" if self._long[new] < self._long[old] else "loosen"
+                # Judge each side by its own table (a downtrend loosens a short), and let a
+                # tightening on either side win over a loosening on the other.
+                if table[new] < table[old]:
+                    st.last_change = "tighten"
+                elif st.last_change == "none":
+                    st.last_change = "loosen"
         st.effective_long, st.effective_short = new_long, new_short
         return st
 

@@ -1,0 +1,401 @@
+"""Phase 3: the Phase 2 baseline, optionally blended with an RL model, inside the same limits.
+
+    Phase 2 prepare (once) -> baseline limits -> RL predictions for the signals whose symbol
+    the limits leave room for (parallel, one total deadline) -> per-signal confidence-weighted
+    blend (RL weight <= max_rl_weight) -> every Phase 1/2 limit again -> commit once
+
+Any RL problem (disabled, breaker open, timeout, HTTP error, bad payload, low confidence)
+leaves that signal at its baseline contribution, and the symbol's provenance says why. The RL
+can never take a position the baseline's limits forbid: exits stay 0, a direction Layer 2 did
+not ask for stays closed, caps and budgets are re-applied after the blend.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections import deque
+from typing import Any
+
+from ._clock import SYSTEM_CLOCK, Clock
+from .config.schema import Layer3Config, parse_config
+from .contracts import CascadeIndicators, EnsembleAllocation, RLPrediction, TacticalSignal
+from .observers import NULL_OBSERVER, Observer
+from .phase2 import Batch, Layer3Phase2Portfolio
+from .resilience import CircuitBreaker
+from .rl.client import RLFailure, TransformerRLClient
+from .rl.mock import MockTransformerRLClient
+
+__all__ = ["Layer3Phase3Hybrid"]
+
+log = logging.getLogger(__name__)
+
+RLClient = TransformerRLClient | MockTransformerRLClient
+
+
+class Layer3Phase3Hybrid:
+    """Hybrid orchestrator with automatic, measurable fallback to the Phase 2 baseline.
+
+    The three deployment modes of the user's document::
+
+        Layer3Phase3Hybrid(portfolio_value=100000, enable_rl=False, enable_metrics=True)
+        Layer3Phase3Hybrid(portfolio_value=100000, enable_rl=True, use_mock_rl=True)
+        Layer3Phase3Hybrid(portfolio_value=100000, enable_rl=True,
+                           rl_endpoint="http://host:8888/predict", rl_timeout_sec=5.0)
+
+    Explicit arguments override ``config`` (a :class:`Layer3Config`). ``rl_timeout_sec`` is
+    the total RL deadline per decision (default 0.15 s of the 200 ms budget).
+    """
+
+    def __init__(
+        self,
+        portfolio_value: float | None = None,
+        kelly_fraction: float | None = None,
+        max_position_pct: float | None = None,
+        enable_rl: bool | None = None,
+        rl_endpoint: str | None = None,
+        rl_timeout_sec: float | None = None,
+        use_mock_rl: bool | None = None,
+        enable_metrics: bool = True,
+        circuit_breaker: CircuitBreaker | None = None,
+        *,
+        max_strategy_pct: float | None = None,
+        max_portfolio_pct: float | None = None,
+        max_correlation: float | None = None,
+        allow_short: bool | None = None,
+        max_rl_weight: float | None = None,
+        config: Layer3Config | None = None,
+        rl_client: RLClient | None = None,
+        observer: Observer | None = None,
+        clock: Clock | None = None,
+        performance_periods_per_year: float = 8760.0,
+    ) -> None:
+        cfg = _override(config or Layer3Config(), portfolio_value, enable_rl, rl_endpoint,
+                        rl_timeout_sec, use_mock_rl, max_rl_weight)
+        self.config = cfg
+        self.clock = clock or SYSTEM_CLOCK
+        if observer is None and enable_metrics:
+            from .observability.prometheus import default_observer
+
+            observer = default_observer()
+        self.observer = observer or NULL_OBSERVER
+        self.phase2 = Layer3Phase2Portfolio(
+            cfg.portfolio_value, kelly_fraction, max_position_pct, max_strategy_pct,
+            max_portfolio_pct, max_correlation, enable_metrics=False, allow_short=allow_short,
+            config=cfg.portfolio, sizing_config=cfg.sizing, observer=self.observer,
+            clock=self.clock)
+        self.rl_client: RLClient | None = rl_client
+        if self.rl_client is None and cfg.rl.enabled:
+            self.rl_client = self._make_client(cfg, circuit_breaker)
+        self.circuit_breaker: CircuitBreaker | None = (
+            self.rl_client.circuit_breaker if self.rl_client is not None else circuit_breaker)
+        if self.circuit_breaker is not None and self.observer is not NULL_OBSERVER:
+            from .observability.prometheus import PrometheusObserver, breaker_listener
+
+            if isinstance(self.observer, PrometheusObserver):
+                self.circuit_breaker.add_listener(
+                    breaker_listener(self.observer, self.circuit_breaker))
+        self.periods_per_year = performance_periods_per_year
+        hist = cfg.rl.performance_history_size
+        self.outcomes_: dict[str, deque[float]] = {"rl": deque(maxlen=hist),
+                                                   "baseline": deque(maxlen=hist)}
+        self.total_decisions = 0
+        self.rl_decisions = 0
+        self.fallback_decisions = 0
+        self.fallback_reasons: dict[str, int] = {}
+        self._stopped = False
+
+    def _make_client(self, cfg: Layer3Config, breaker: CircuitBreaker | None) -> RLClient:
+        cb = cfg.circuit_breaker
+        if breaker is None:
+            breaker = CircuitBreaker(
+                "rl", failure_threshold=cb.failure_threshold, window_sec=cb.window_sec,
+                initial_timeout_sec=cb.initial_timeout_sec, max_timeout_sec=cb.max_timeout_sec,
+                backoff_multiplier=cb.backoff_multiplier, enabled=cb.enabled,
+                call_deadline_sec=cfg.rl.timeout_sec, clock=self.clock)
+        if cfg.rl.use_mock or not cfg.rl.endpoint:
+            if not cfg.rl.use_mock:
+                log.warning("RL enabled without an endpoint: using the mock RL client")
+            return MockTransformerRLClient(cfg.rl.mock_success_rate, cfg.rl.mock_seed,
+                                           circuit_breaker=breaker,
+                                           min_confidence=cfg.rl.min_confidence,
+                                           clock=self.clock)
+        return TransformerRLClient(cfg.rl.endpoint, cfg.rl.timeout_sec, cfg.rl.min_confidence,
+                                   circuit_breaker=breaker, clock=self.clock)
+
+    def apply_config(self, config: Layer3Config) -> None:
+        """Hot reload: swap limits and RL blend parameters; learned state, positions, RL
+        history and the breaker's state are kept. Keys that need a restart (RL endpoint,
+        enabling RL, window sizes of bounded histories) are refused by the reloader before
+        this is called (see config/reload.py)."""
+        self.phase2.apply_config(config.portfolio, config.sizing)
+        self.phase2.set_portfolio_value(config.portfolio_value)
+        cb = config.circuit_breaker
+        if self.circuit_breaker is not None:
+            self.circuit_breaker.enabled = cb.enabled
+            self.circuit_breaker.failure_threshold = cb.failure_threshold
+            self.circuit_breaker.window_sec = cb.window_sec
+            self.circuit_breaker.initial_timeout_sec = cb.initial_timeout_sec
+            self.circuit_breaker.max_timeout_sec = cb.max_timeout_sec
+            self.circuit_breaker.backoff_multiplier = cb.backoff_multiplier
+        if isinstance(self.rl_client, TransformerRLClient):
+            self.rl_client.timeout_sec = config.rl.timeout_sec
+            self.rl_client.min_confidence = config.rl.min_confidence
+        elif self.rl_client is not None:
+            self.rl_client.min_confidence = config.rl.min_confidence
+        self.config = config
+
+    # --------------------------------------------------------------- decisions
+    def process_signals(
+        self,
+        signals: list[TacticalSignal] | list[Any],
+        cascade_indicators: dict[str, CascadeIndicators] | CascadeIndicators,
+        current_prices: dict[str, float],
+    ) -> EnsembleAllocation:
+        """Allocate a batch (blocking). Safe to call from a thread running an event loop."""
+        t0 = time.perf_counter()
+        if not signals:
+            return self._empty(t0)
+        batch = self.phase2.prepare(signals, cascade_indicators, current_prices)
+        asks = self._asks(batch)
+        results: list[RLPrediction | RLFailure] = []
+        if asks and self.rl_client is not None:
+            results = self.rl_client.predict_many_sync(asks, None, self.config.rl.timeout_sec)
+        return self._finish(batch, asks, results, t0)
+
+    async def process_signals_async(
+        self,
+        signals: list[TacticalSignal] | list[Any],
+        cascade_indicators: dict[str, CascadeIndicators] | CascadeIndicators,
+        current_prices: dict[str, float],
+    ) -> EnsembleAllocation:
+        """Async twin of :meth:`process_signals` (same allocation for the same inputs)."""
+        t0 = time.perf_counter()
+        if not signals:
+            return self._empty(t0)
+        batch = self.phase2.prepare(signals, cascade_indicators, current_prices)
+        asks = self._asks(batch)
+        results: list[RLPrediction | RLFailure] = []
+        if asks and self.rl_client is not None:
+            results = await self.rl_client.predict_many(asks, None, self.config.rl.timeout_sec)
+        return self._finish(batch, asks, results, t0)
+
+    def _asks(self, batch: Batch) -> list[TacticalSignal]:
+        """Signals worth asking the RL about: none whose symbol the limits hold at zero."""
+        if self.rl_client is None:
+            return []
+        asks = []
+        for sym in batch.symbols:
+            b = batch.bounds[sym]
+            if b.exit or (b.max_long_usd == 0.0 and b.max_short_usd == 0.0):
+                continue
+            asks.extend(sorted(batch.signals[sym], key=lambda s: s.strategy_id))
+        return asks
+
+    def _finish(self, batch: Batch, asks: list[TacticalSignal],
+                results: list[RLPrediction | RLFailure], t0: float) -> EnsembleAllocation:
+        cfg = self.config.rl
+        baseline = self.phase2.limit(batch, batch.contrib)
+        contrib = {s: dict(row) for s, row in batch.contrib.items()}
+        used: dict[str, list[str]] = {}
+        failed: dict[str, list[str]] = {}
+        blends: list[dict[str, Any]] = []
+        for sig, res in zip(asks, results, strict=True):
+            sym = sig.symbol
+            if isinstance(res, RLFailure):
+                failed.setdefault(sym, []).append(res.reason)
+                self.observer.on_event("rl_requests", {"outcome": res.reason})
+                continue
+            self.observer.on_event("rl_requests", {"outcome": "success"})
+            self.observer.on_event("rl_latency", {}, res.latency_ms / 1e3)
+            w = min(cfg.max_rl_weight, res.confidence)
+            base = contrib[sig.strategy_id][sym]
+            target = (res.optimal_position_pct * batch.pv
+                      * batch.bounds[sym].cascade_multiplier)
+            blended = (1.0 - w) * base + w * target
+            if not math.isfinite(blended):  # unreachable for validated predictions
+                failed.setdefault(sym, []).append("invalid_response")
+                continue
+            contrib[sig.strategy_id][sym] = blended
+            used.setdefault(sym, []).append(sig.strategy_id)
+            self.observer.on_event("rl_blend_weight", {}, w)
+            blends.append({"strategy_id": sig.strategy_id, "symbol": sym, "weight": w,
+                           "baseline_usd": base, "rl_target_usd": target,
+                           "blended_usd": blended, "model_version": res.model_version})
+        limited = self.phase2.limit(batch, contrib)
+        provenance: dict[str, dict[str, str]] = {}
+        for sym in batch.symbols:
+            if sym in used:
+                provenance[sym] = {"path": "rl", "reason": "blended"}
+                if limited.binding[sym] != "none":
+                    self.observer.on_event("rl_limit_clips", {"limit": limited.binding[sym]})
+            else:
+                reason = self._fallback_reason(sym, batch, failed)
+                provenance[sym] = {"path": "baseline", "reason": reason}
+                self.observer.on_event("rl_symbol_fallbacks", {"reason": reason})
+        alloc = self.phase2.commit(batch, limited, provenance)
+        alloc.trace["rl"] = {
+            "enabled": self.rl_client is not None, "asked": len(asks),
+            "blends": blends, "failures": failed, "max_rl_weight": cfg.max_rl_weight,
+            "baseline_allocations": {s: sum(r.get(s, 0.0) for r in baseline.contrib.values())
+                                     for s in batch.symbols},
+        }
+        path = "rl" if used else "fallback"
+        self._count(path, provenance, t0, alloc)
+        return alloc
+
+    def _fallback_reason(self, sym: str, batch: Batch, failed: dict[str, list[str]]) -> str:
+        if self.rl_client is None:
+            return "rl_disabled"
+        b = batch.bounds[sym]
+        if b.exit:
+            return "cascade_exit"
+        if b.max_long_usd == 0.0 and b.max_short_usd == 0.0:
+            return "limits_forbid"
+        reasons = sorted(set(failed.get(sym, [])))
+        return reasons[0] if len(reasons) == 1 else ("+".join(reasons) or "no_prediction")
+
+    def _count(self, path: str, provenance: dict[str, dict[str, str]], t0: float,
+               alloc: EnsembleAllocation) -> None:
+        self.total_decisions += 1
+        if path == "rl":
+            self.rl_decisions += 1
+        else:
+            self.fallback_decisions += 1
+            reasons = sorted({p["reason"] for p in provenance.values()}) or ["empty_batch"]
+            for r in reasons:
+                self.fallback_reasons[r] = self.fallback_reasons.get(r, 0) + 1
+            if self.circuit_breaker is not None and self.rl_client is not None:
+                self.circuit_breaker.record_fallback()
+        latency = time.perf_counter() - t0
+        self.observer.on_event("decisions", {"path": path})
+        self.observer.on_event("decision_latency", {"path": path}, latency)
+        self.observer.on_event("rl_usage", {}, self.rl_decisions / self.total_decisions)
+        self.observer.on_allocation("phase3", alloc, latency)
+
+    def _empty(self, t0: float) -> EnsembleAllocation:
+        log.warning("process_signals called with an empty signal list: empty allocation")
+        pv = self.phase2.portfolio_value
+        alloc = EnsembleAllocation(
+            allocations={}, total_allocated_usd=0.0, portfolio_value=pv, utilization_pct=0.0,
+            strategy_weights={}, drifted_strategies=[], max_drift_pct=0.0,
+            correlation_penalties={}, timestamp_ns=self.clock.time_ns(),
+            trace={"reason": "empty_batch"})
+        self._count("fallback", {}, t0, alloc)
+        return alloc
+
+    # ---------------------------------------------------------------- outcomes
+    def record_outcome(self, symbol: str, actual_return: float, used_rl: bool) -> None:
+        """Record the realised return of a decision's position on ``symbol`` (0.01 = +1 %
+        profit) under the path that decided it; also teaches the Kelly and conformal
+        learners of the strategies that held the symbol in the last allocation."""
+        from ._exceptions import InvalidOutcomeException
+        from ._validate import in_range, nonempty_str
+
+        nonempty_str(InvalidOutcomeException, "symbol", symbol)
+        r = in_range(InvalidOutcomeException, "actual_return", actual_return, -1.0, 10.0)
+        path = "rl" if used_rl else "baseline"
+        self.outcomes_[path].append(r)
+        self.observer.on_event("path_outcomes", {"path": path})
+        last = self.phase2.last_allocation_
+        if last is not None:
+            net = last.allocations.get(symbol, 0.0)
+            for strat, row in sorted(last.breakdown.items()):
+                c = row.get(symbol, 0.0)
+                if c != 0.0 and net != 0.0:
+                    self.phase2.phase1.update_from_trade_result(
+                        strat, symbol, r if (c > 0) == (net > 0) else -r)
+        adv = self.get_performance_comparison()["rl_advantage"]
+        if adv is not None:
+            self.observer.on_event("rl_advantage", {}, adv)
+
+    def get_performance_comparison(self) -> dict[str, Any]:
+        """Per path: trades, mean, std, Sharpe (per trade and annualised); ``rl_advantage``
+        is the RL path's mean minus the baseline's (None until both have trades)."""
+        out: dict[str, Any] = {}
+        for path, xs in self.outcomes_.items():
+            n = len(xs)
+            mean = sum(xs) / n if n else 0.0
+            std = math.sqrt(sum((x - mean) ** 2 for x in xs) / (n - 1)) if n > 1 else 0.0
+            sharpe = mean / std if std > 0 else 0.0
+            out[path] = {"trades": n, "mean": mean, "std": std, "sharpe": sharpe,
+                         "sharpe_annualized": sharpe * math.sqrt(self.periods_per_year)}
+        both = out["rl"]["trades"] and out["baseline"]["trades"]
+        out["rl_advantage"] = out["rl"]["mean"] - out["baseline"]["mean"] if both else None
+        return out
+
+    # ------------------------------------------------------------------- state
+    def get_state(self) -> dict[str, Any]:
+        total = self.total_decisions
+        return {
+            "total_decisions": total, "rl_decisions": self.rl_decisions,
+            "fallback_decisions": self.fallback_decisions,
+            "rl_usage_rate": self.rl_decisions / total if total else 0.0,
+            "fallback_reasons": dict(sorted(self.fallback_reasons.items())),
+            "rl_enabled": self.rl_client is not None,
+            "rl_client": self.rl_client.get_state() if self.rl_client is not None else None,
+            "circuit_breaker": (self.circuit_breaker.get_state()
+                                if self.circuit_breaker is not None else None),
+            "performance": self.get_performance_comparison(),
+            "phase2": self.phase2.get_state(),
+        }
+
+    def export_state(self) -> dict[str, Any]:
+        return {
+            "version": 1, "phase2": self.phase2.export_state(),
+            "outcomes": {p: list(xs) for p, xs in self.outcomes_.items()},
+            "counters": {"total": self.total_decisions, "rl": self.rl_decisions,
+                         "fallback": self.fallback_decisions,
+                         "fallback_reasons": self.fallback_reasons},
+            "circuit_breaker": (self.circuit_breaker.export_state()
+                                if self.circuit_breaker is not None else None),
+        }
+
+    def restore_state(self, state: dict[str, Any]) -> None:
+        from ._exceptions import StateRestoreError
+
+        if state.get("version") != 1:
+            raise StateRestoreError(f"state version was {state.get('version')!r}, expected 1")
+        self.phase2.restore_state(state["phase2"])
+        for p, xs in state["outcomes"].items():
+            self.outcomes_[p].clear()
+            self.outcomes_[p].extend(float(x) for x in xs)
+        c = state["counters"]
+        self.total_decisions, self.rl_decisions = int(c["total"]), int(c["rl"])
+        self.fallback_decisions = int(c["fallback"])
+        self.fallback_reasons = {str(k): int(v) for k, v in c["fallback_reasons"].items()}
+        if state.get("circuit_breaker") and self.circuit_breaker is not None:
+            self.circuit_breaker.restore_state(state["circuit_breaker"])
+
+    def stop(self) -> None:
+        """Close the RL client's connections (idempotent)."""
+        if self._stopped:
+            return
+        self._stopped = True
+        if self.rl_client is not None:
+            self.rl_client.close()
+
+    async def astop(self) -> None:
+        await asyncio.to_thread(self.stop)
+
+    def __enter__(self) -> Layer3Phase3Hybrid:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _override(cfg: Layer3Config, pv: float | None, enable_rl: bool | None,
+              endpoint: str | None, timeout: float | None, use_mock: bool | None,
+              max_rl_weight: float | None) -> Layer3Config:
+    data = cfg.model_dump()
+    if pv is not None:
+        data["portfolio_value"] = pv
+    rl = data["rl"]
+    for key, value in (("enabled", enable_rl), ("endpoint", endpoint), ("timeout_sec", timeout),
+                       ("use_mock", use_mock), ("max_rl_weight", max_rl_weight)):
+        if value is not None:
+            rl[key] = value
+    return cfg if data == cfg.model_dump() else parse_config(Layer3Config, data)

@@ -1,0 +1,1 @@
+"""Phase 2 building blocks: correlation monitor, correlation adjustment, budgets, drift."""
