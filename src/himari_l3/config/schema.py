@@ -210,6 +210,33 @@ class RLConfig(_Strict):
     performance_history_size: int = Field(10_000, ge=10, le=10_000_000)
 
 
+class ServiceConfig(_Strict):
+    """The HTTP service (``himari-l3 serve``)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    auth_token: str | None = Field(None, min_length=16)
+    max_request_bytes: int = Field(1_048_576, ge=1024, le=64 * 1_048_576)
+    max_signals_per_request: int = Field(1000, ge=1, le=100_000)
+    config_watch_interval_sec: float = Field(1.0, gt=0.0, le=3600.0)
+
+
+class PersistenceConfig(_Strict):
+    """Where decisions, outcomes and learned state are stored."""
+
+    url: str = "sqlite:///himari_l3.sqlite"
+    audit_decisions: bool = True
+    snapshot_every_decisions: int = Field(100, ge=1, le=1_000_000)
+    snapshot_interval_sec: float = Field(30.0, gt=0.0, le=86_400.0)
+
+
+class MetricsConfig(_Strict):
+    """Prometheus metrics."""
+
+    enabled: bool = True
+    max_label_values: int = Field(64, ge=1, le=10_000)
+
+
 class Layer3Config(_Strict):
     """The root of ``config/layer3.yaml``."""
 
@@ -218,3 +245,6 @@ class Layer3Config(_Strict):
     portfolio: PortfolioConfig = PortfolioConfig()
     rl: RLConfig = RLConfig()
     circuit_breaker: CircuitBreakerConfig = CircuitBreakerConfig()
+    service: ServiceConfig = ServiceConfig()
+    persistence: PersistenceConfig = PersistenceConfig()
+    metrics: MetricsConfig = MetricsConfig()
