@@ -14,7 +14,11 @@ Time comes from an injected `Clock`, so tests advance a ``ManualClock`` instead 
 
 Outcomes are not tied to the call that was admitted: a late failure of a call admitted before
 the breaker opened is counted but does not change an OPEN state; a failure reported while
-HALF_OPEN re-opens the circuit (the conservative reading).
+HALF_OPEN re-opens the circuit (the conservative reading). A probe that never reports back is
+considered lost after one full open timeout and another probe is admitted, so a forgotten
+outcome cannot wedge the breaker in HALF_OPEN. Listeners are called in event order, outside the
+state lock, possibly on another thread than the one that caused the event: keep them quick and
+thread-safe (Prometheus client objects are).
 """
 
 from __future__ import annotations
@@ -150,6 +154,8 @@ class CircuitBreaker:
         self._clock: Clock = clock if clock is not None else SYSTEM_CLOCK
         self._lock = threading.Lock()
         self._listeners: list[Listener] = list(listeners)
+        self._pending: deque[CircuitEvent] = deque()
+        self._deliver_lock = threading.Lock()
         self._enabled = bool(enabled)
         self._init_locked()
 
@@ -172,41 +178,51 @@ class CircuitBreaker:
         with self._lock:
             self._listeners.append(listener)
 
-    def _emit(self, events: list[CircuitEvent]) -> None:
-        # Called without the lock held, so a listener may safely query the breaker.
-        with self._lock:
-            listeners = tuple(self._listeners)
-        for event in events:
-            for listener in listeners:
-                try:
-                    listener(event)
-                except Exception:
-                    logger.exception("circuit breaker %r: listener %r failed on %s",
-                                     self.name, listener, event.kind)
+    def _deliver(self) -> None:
+        # Events are queued under the state lock (so their order is the order of the state
+        # changes) and delivered here without it, so a listener may query the breaker. One
+        # thread at a time drains the queue: a gauge fed by "state_change" events therefore
+        # always ends on the breaker's real state, even when threads race.
+        while self._pending:
+            if not self._deliver_lock.acquire(blocking=False):
+                return  # the thread holding it delivers our events too (it re-checks below)
+            try:
+                with self._lock:
+                    listeners = tuple(self._listeners)
+                while self._pending:
+                    event = self._pending.popleft()
+                    for listener in listeners:
+                        try:
+                            listener(event)
+                        except Exception:
+                            logger.exception("circuit breaker %r: listener %r failed on %s",
+                                             self.name, listener, event.kind)
+            finally:
+                self._deliver_lock.release()
 
-    def _event(self, events: list[CircuitEvent], kind: str, reason: str = "",
-               old: CircuitState | None = None) -> None:
+    def _event(self, kind: str, reason: str = "", old: CircuitState | None = None) -> None:
+        # Always called with the state lock held.
         old = self._state if old is None else old
-        events.append(CircuitEvent(self.name, kind, old, self._state,
-                                   self._clock.monotonic(), reason))
+        self._pending.append(CircuitEvent(self.name, kind, old, self._state,
+                                          self._clock.monotonic(), reason))
 
-    def _move_locked(self, new: CircuitState, reason: str, events: list[CircuitEvent]) -> None:
+    def _move_locked(self, new: CircuitState, reason: str) -> None:
         old, self._state = self._state, new
         if old is not new:
             log = logger.warning if new is CircuitState.OPEN else logger.info
             log("circuit breaker %r: %s -> %s (%s)", self.name, old.value, new.value, reason)
-            self._event(events, "state_change", reason, old)
+            self._event("state_change", reason, old)
 
-    def _open_locked(self, now: float, reason: str, events: list[CircuitEvent]) -> None:
+    def _open_locked(self, now: float, reason: str) -> None:
         self._opened_at = now
         self._consecutive_open += 1
-        self._move_locked(CircuitState.OPEN, reason, events)
+        self._move_locked(CircuitState.OPEN, reason)
 
-    def _close_locked(self, reason: str, events: list[CircuitEvent]) -> None:
+    def _close_locked(self, reason: str) -> None:
         self._failures.clear()
         self._timeout = self.initial_timeout_sec
         self._consecutive_open = 0
-        self._move_locked(CircuitState.CLOSED, reason, events)
+        self._move_locked(CircuitState.CLOSED, reason)
 
     def _prune_locked(self, now: float) -> None:
         while self._failures and now - self._failures[0] >= self.window_sec:
@@ -223,25 +239,24 @@ class CircuitBreaker:
     # -- admission -------------------------------------------------------------------------
 
     def _admit(self) -> tuple[bool, float]:
-        events: list[CircuitEvent] = []
         with self._lock:
             now = self._clock.monotonic()
-            admitted = self._admit_locked(now, events)
+            admitted = self._admit_locked(now)
             retry_in = self._retry_in_locked(now)
             if not admitted:
                 self._rejections += 1
-                self._event(events, "rejected", "forced_open" if self._forced_open else "open")
-        self._emit(events)
+                self._event("rejected", "forced_open" if self._forced_open else "open")
+        self._deliver()
         return admitted, retry_in
 
-    def _admit_locked(self, now: float, events: list[CircuitEvent]) -> bool:
+    def _admit_locked(self, now: float) -> bool:
         if self._forced_open:
             return False
         if self._enabled and self._state is not CircuitState.CLOSED:
             if self._state is CircuitState.OPEN:
                 if now - self._opened_at < self._timeout:
                     return False
-                self._move_locked(CircuitState.HALF_OPEN, "open timeout elapsed", events)
+                self._move_locked(CircuitState.HALF_OPEN, "open timeout elapsed")
             elif now - self._probe_started < self._timeout:
                 return False  # HALF_OPEN and the single probe is still in flight
             # else: the probe never reported back within a full timeout; treat it as lost.
@@ -267,22 +282,20 @@ class CircuitBreaker:
         if duration_sec is not None and deadline is not None and duration_sec > deadline:
             self.record_failure("slow")
             return
-        events: list[CircuitEvent] = []
         with self._lock:
             self._successes += 1
-            self._event(events, "success")
+            self._event("success")
             if self._state is CircuitState.HALF_OPEN and not self._forced_open:
-                self._close_locked("probe succeeded", events)
-        self._emit(events)
+                self._close_locked("probe succeeded")
+        self._deliver()
 
     def record_failure(self, reason: str) -> None:
         """Report a failed call (``reason`` is a short, bounded code such as "timeout")."""
-        events: list[CircuitEvent] = []
         with self._lock:
             now = self._clock.monotonic()
             self._failures_total += 1
             self._last_failure_reason = reason
-            self._event(events, "failure", reason)
+            self._event("failure", reason)
             if self._state is CircuitState.CLOSED:
                 self._failures.append(now)
                 self._prune_locked(now)
@@ -290,21 +303,20 @@ class CircuitBreaker:
                 pass  # counted above; an operator override decides the state
             elif self._state is CircuitState.HALF_OPEN:
                 self._timeout = min(self._timeout * self.backoff_multiplier, self.max_timeout_sec)
-                self._open_locked(now, f"probe failed: {reason}", events)
+                self._open_locked(now, f"probe failed: {reason}")
             elif self._state is CircuitState.CLOSED and len(self._failures) >= (
                 self.failure_threshold
             ):
                 self._open_locked(now, f"{len(self._failures)} failures within "
-                                       f"{self.window_sec:g}s, last: {reason}", events)
-        self._emit(events)
+                                       f"{self.window_sec:g}s, last: {reason}")
+        self._deliver()
 
     def record_fallback(self) -> None:
         """Count a fallback taken by the caller because of this breaker or its dependency."""
-        events: list[CircuitEvent] = []
         with self._lock:
             self._fallbacks += 1
-            self._event(events, "fallback")
-        self._emit(events)
+            self._event("fallback")
+        self._deliver()
 
     # -- guarded calls ---------------------------------------------------------------------
 
@@ -348,41 +360,37 @@ class CircuitBreaker:
 
     @enabled.setter
     def enabled(self, value: bool) -> None:
-        events: list[CircuitEvent] = []
         with self._lock:
             self._enabled = bool(value)
             if not self._enabled and not self._forced_open:
-                self._close_locked("disabled", events)
-        self._emit(events)
+                self._close_locked("disabled")
+        self._deliver()
 
     def force_open(self) -> None:
         """Operator override: reject every call until `force_close` or `reset`."""
-        events: list[CircuitEvent] = []
         with self._lock:
             self._forced_open = True
             if self._state is not CircuitState.OPEN:
                 self._opened_at = self._clock.monotonic()
-                self._move_locked(CircuitState.OPEN, "forced open", events)
-        self._emit(events)
+                self._move_locked(CircuitState.OPEN, "forced open")
+        self._deliver()
 
     def force_close(self) -> None:
         """Operator override: close now and forget recent failures (counters are kept)."""
-        events: list[CircuitEvent] = []
         with self._lock:
             self._forced_open = False
-            self._close_locked("forced close", events)
-        self._emit(events)
+            self._close_locked("forced close")
+        self._deliver()
 
     def reset(self) -> None:
         """Back to a fresh CLOSED breaker: window, timeout, override and counters cleared."""
-        events: list[CircuitEvent] = []
         with self._lock:
             old = self._state
             self._init_locked()
             if old is not CircuitState.CLOSED:
                 self._state = old
-                self._move_locked(CircuitState.CLOSED, "reset", events)
-        self._emit(events)
+                self._move_locked(CircuitState.CLOSED, "reset")
+        self._deliver()
 
     # -- introspection and persistence -----------------------------------------------------
 
@@ -456,7 +464,6 @@ class CircuitBreaker:
         except (KeyError, TypeError, ValueError) as err:
             raise StateRestoreError(f"circuit breaker {self.name!r}: cannot restore "
                                     f"state: {err!r}") from None
-        events: list[CircuitEvent] = []
         with self._lock:
             now = self._clock.monotonic()
             old = self._state
@@ -474,5 +481,5 @@ class CircuitBreaker:
             else:
                 self._opened_at = now - opened_ago
             self._state = old
-            self._move_locked(state, "restored", events)
-        self._emit(events)
+            self._move_locked(state, "restored")
+        self._deliver()
