@@ -25,12 +25,26 @@ from .contracts import (
     ValidationStatus,
 )
 
+from .config.schema import Layer3Config
+from .observability.metrics import Layer3Metrics
+from .observability.prometheus import PrometheusObserver
+from .observers import Observer
+from .phase1 import Layer3Phase1
+from .phase2 import Layer3Phase2Portfolio
+from .phase3 import Layer3Phase3Hybrid
+from .resilience import CircuitBreaker, CircuitEvent, CircuitState
+from .rl.client import RLFailure, TransformerRLClient
+from .rl.mock import MockTransformerRLClient
+
 __version__ = "0.1.0"
 
 __all__ = [
     "CascadeIndicators",
     "CascadeRecommendation",
+    "CircuitBreaker",
     "CircuitBreakerOpenException",
+    "CircuitEvent",
+    "CircuitState",
     "Clock",
     "ConfigError",
     "EnsembleAllocation",
@@ -39,15 +53,25 @@ __all__ = [
     "InvalidPriceException",
     "InvalidRLPredictionException",
     "InvalidSignalException",
+    "Layer3Config",
     "Layer3Error",
+    "Layer3Metrics",
+    "Layer3Phase1",
+    "Layer3Phase2Portfolio",
+    "Layer3Phase3Hybrid",
     "ManualClock",
     "MarketRegime",
+    "MockTransformerRLClient",
+    "Observer",
     "PositionSizingDecision",
+    "PrometheusObserver",
+    "RLFailure",
     "RLPrediction",
     "StateRestoreError",
     "SystemClock",
     "TacticalAction",
     "TacticalSignal",
+    "TransformerRLClient",
     "ValidationError",
     "ValidationStatus",
     "__version__",
