@@ -290,7 +290,7 @@ class PositionSizingDecision(_Record):
         # Safety net on the way out: a NaN or infinite size must never leave Layer 3.
         if not math.isfinite(self.position_size_usd):
             raise ValidationError("position_size_usd", self.position_size_usd, "a finite number")
-        if isinstance(self.action, str):
+        if not isinstance(self.action, TacticalAction):  # built from a dict (JSON)
             _set(self, "action", TacticalAction(self.action))
             _set(self, "cascade_recommendation", CascadeRecommendation(self.cascade_recommendation))
             _set(self, "current_regime", MarketRegime(self.current_regime))
@@ -332,6 +332,9 @@ class RLPrediction(_Record):
              v.in_range(e, "predicted_volatility", self.predicted_volatility, 0.0, 5.0))
         v.nonempty_str(e, "model_version", self.model_version, 128)
         _set(self, "latency_ms", v.in_range(e, "latency_ms", self.latency_ms, 0.0, 1e7))
+        ts = self.timestamp_ns
+        if isinstance(ts, bool) or not isinstance(ts, int) or ts < 0:
+            raise e("timestamp_ns", ts, "an integer number of nanoseconds >= 0")
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,7 +35,7 @@ from .contracts import (
     ValidationStatus,
 )
 from .observers import NULL_OBSERVER, Observer
-from .sizing.cascade import assess_cascade
+from .sizing.cascade import CascadeAssessment, assess_cascade
 from .sizing.conformal import ConformalScaler
 from .sizing.kelly import BayesianKelly
 from .sizing.regime import RegimeTracker
@@ -101,10 +101,12 @@ class Layer3Phase1:
         # the caller repeating them.
         self._last_prediction: dict[tuple[str, str], tuple[float | None, float | None]] = {}
         self.decisions_total = 0
+        self._cascade_cache: dict[CascadeIndicators, CascadeAssessment] = {}
 
     def apply_config(self, config: SizingConfig) -> None:
         """Swap in a new sizing config; learned state is kept (hot reload)."""
         self.config = config
+        self._cascade_cache = {}
         self.kelly.config = config.kelly
         self.conformal.reconfigure(config.conformal)
         self.regimes.reconfigure(config.regime)
@@ -171,7 +173,14 @@ class Layer3Phase1:
         regime, reg_mult = self.regimes.effective(reg_state, sent_dir)
         regime_usd = sentiment_usd * reg_mult
         # 6. cascade
-        cas = assess_cascade(cfg.cascade, cascade_indicators)
+        # Phase 2 passes one readings object per symbol to every strategy's signal: score
+        # it once. (Records are frozen, so equal readings give the same assessment.)
+        cas = self._cascade_cache.get(cascade_indicators)
+        if cas is None:
+            if len(self._cascade_cache) >= 256:
+                self._cascade_cache.clear()
+            cas = self._cascade_cache[cascade_indicators] = assess_cascade(
+                cfg.cascade, cascade_indicators)
         cascade_usd = regime_usd * cas.multiplier
 
         # 7. direction and caps

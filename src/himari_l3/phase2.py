@@ -256,18 +256,22 @@ class Layer3Phase2Portfolio:
         clipped: dict[str, dict[str, float]] = {}
         prior: dict[str, tuple[str, float]] = {}
         net = nets(contrib, batch.symbols)
+        cap = self.config.max_position_pct * batch.pv
         for strat, row in contrib.items():
             out = clipped.setdefault(strat, {})
             for sym, usd in row.items():
                 b = batch.bounds[sym]
                 n = net[sym]
                 f = 1.0
+                bound = math.inf
                 if n > b.max_long_usd:
-                    f = b.max_long_usd / n
+                    f, bound = b.max_long_usd / n, b.max_long_usd
                 elif -n > b.max_short_usd:
-                    f = b.max_short_usd / -n
+                    f, bound = b.max_short_usd / -n, b.max_short_usd
                 if f < 1.0:
-                    prior[sym] = ("exit" if b.exit else "direction", f)
+                    # A bound equal to the per-position cap is the position budget binding.
+                    name = "exit" if b.exit else ("position" if bound >= cap else "direction")
+                    prior[sym] = (name, f)
                 out[sym] = usd * f if f > 0.0 else 0.0
         cfg = self.config
         return apply_budgets(clipped, batch.symbols, batch.pv, cfg.max_position_pct,
@@ -392,7 +396,12 @@ class Layer3Phase2Portfolio:
         if len(live) < 2:
             return (dict.fromkeys(symbols, 0.0), "not applicable: fewer than two positions",
                     dict.fromkeys(symbols, 1.0))
-        corr, _, _ = self.correlations.correlation(symbols)
+        corr, shrinkage, _ = self.correlations.correlation(symbols)
+        if shrinkage >= 1.0:
+            # The identity: no pair is correlated and the joint Kelly equals the single one.
+            return (dict.fromkeys(symbols, 0.0),
+                    "not applicable: no correlation evidence yet (shrinkage 1)",
+                    dict.fromkeys(symbols, 1.0))
         edge: dict[str, float] = {}
         vol: dict[str, float | None] = {}
         for sym in symbols:

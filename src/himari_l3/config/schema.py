@@ -26,9 +26,17 @@ def parse_config(model: type[M], data: Any, root: str = "") -> M:
         msg = first["msg"]
         if first["type"] == "extra_forbidden":
             msg = "unknown key"
-        raise ConfigError(
-            f"{path or model.__name__}: {msg} (value {first.get('input')!r})"
-        ) from None
+        value = first.get("input")
+        if first["loc"] and first["loc"][-1] in _SECRET_KEYS:
+            shown = " (value <redacted>)"  # never echo a secret into logs
+        elif isinstance(value, dict):
+            shown = ""  # a cross-field check: the message names the keys involved
+        else:
+            shown = f" (value {value!r})"
+        raise ConfigError(f"{path or model.__name__}: {msg}{shown}") from None
+
+
+_SECRET_KEYS = frozenset({"auth_token"})
 
 
 class _Strict(BaseModel):
@@ -173,6 +181,14 @@ class CorrelationConfig(_Strict):
     penalty_strength: float = Field(0.5, ge=0.0, le=1.0)
     use_multi_asset_kelly: bool = True
 
+    @model_validator(mode="after")
+    def _observations_fit_window(self) -> CorrelationConfig:
+        # Otherwise the monitor never has enough aligned rows and correlation is inert.
+        if self.min_observations > self.window:
+            raise ValueError(f"min_observations was {self.min_observations}, expected <= "
+                             f"window ({self.window})")
+        return self
+
 
 class PortfolioConfig(_Strict):
     """Phase 2 hierarchical budgets and drift tracking."""
@@ -194,6 +210,14 @@ class CircuitBreakerConfig(_Strict):
     initial_timeout_sec: float = Field(30.0, gt=0.0, le=86_400.0)
     max_timeout_sec: float = Field(300.0, gt=0.0, le=86_400.0)
     backoff_multiplier: float = Field(2.0, ge=1.0, le=10.0)
+
+    @model_validator(mode="after")
+    def _timeouts_ordered(self) -> CircuitBreakerConfig:
+        # CircuitBreaker refuses this too, but only at construction (not on a hot reload).
+        if self.max_timeout_sec < self.initial_timeout_sec:
+            raise ValueError(f"max_timeout_sec was {self.max_timeout_sec}, expected >= "
+                             f"initial_timeout_sec ({self.initial_timeout_sec})")
+        return self
 
 
 class RLConfig(_Strict):
@@ -248,3 +272,12 @@ class Layer3Config(_Strict):
     service: ServiceConfig = ServiceConfig()
     persistence: PersistenceConfig = PersistenceConfig()
     metrics: MetricsConfig = MetricsConfig()
+
+    @model_validator(mode="after")
+    def _one_position_cap(self) -> Layer3Config:
+        # Phase 2/3 give Phase 1 the portfolio's cap; a different sizing cap would be inert.
+        s, p = self.sizing.limits.max_position_pct, self.portfolio.max_position_pct
+        if s != p:
+            raise ValueError(f"sizing.limits.max_position_pct was {s}, expected equal to "
+                             f"portfolio.max_position_pct ({p}): Phase 2/3 use one position cap")
+        return self

@@ -103,13 +103,17 @@ class RegimeTracker:
         self, current: MarketRegime, recent: deque[MarketRegime], table: dict[MarketRegime, float]
     ) -> MarketRegime:
         cfg = self.config
-        items = list(recent)
-        if len(items) >= cfg.confirmation_periods:
-            safest = min(items[-cfg.confirmation_periods:], key=table.__getitem__)
+        n = len(recent)
+        conf, esc = cfg.confirmation_periods, cfg.escalation_periods
+        if n >= conf:
+            # The deque holds max(conf, esc) items: when it is conf long, take all of it.
+            last = recent if n == conf else list(recent)[-conf:]
+            safest = min(last, key=table.__getitem__)
             if table[safest] > table[current]:
                 current = safest
-        if len(items) >= cfg.escalation_periods:
-            loosest = max(items[-cfg.escalation_periods:], key=table.__getitem__)
+        if n >= esc:
+            last = (recent[-1],) if esc == 1 else list(recent)[-esc:]
+            loosest = max(last, key=table.__getitem__)
             if table[loosest] < table[current]:
                 current = loosest
         return current

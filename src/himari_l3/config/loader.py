@@ -1,0 +1,142 @@
+"""Load ``config/layer3.yaml`` into the typed tree, and ``himari-l3 check-config``.
+
+YAML is an adapter concern: the core only ever sees a validated, frozen `Layer3Config`.
+Every failure is a `ConfigError` whose message starts with the file and then the key path::
+
+    config/layer3.yaml: sizing.kelly.fraction: Input should be less than or equal to 1 (value 1.7)
+
+The one secret, ``service.auth_token``, can come from the environment instead of the file:
+``HIMARI_L3_AUTH_TOKEN`` (if set and non-empty) overrides the file's value, and is validated
+like any other key (its value is never echoed in an error).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .._exceptions import ConfigError
+from .schema import Layer3Config, parse_config
+
+__all__ = [
+    "AUTH_TOKEN_ENV",
+    "check_config_main",
+    "config_version",
+    "load_config",
+    "load_config_bytes",
+]
+
+AUTH_TOKEN_ENV = "HIMARI_L3_AUTH_TOKEN"
+
+# Keys left out of `config_version`: rotating a secret changes no decision, and a hash of a
+# secret does not belong in audit records.
+_UNVERSIONED = (("service", "auth_token"),)
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping (PyYAML would
+    silently keep the last one, hiding the first from the operator who wrote it)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, str | int | float | bool | None):
+                continue  # unhashable keys: SafeLoader reports them itself
+            if key in seen:
+                mark = key_node.start_mark
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_config(path: str | os.PathLike[str],
+                env: Mapping[str, str] | None = None) -> Layer3Config:
+    """Read, parse and validate the YAML file at ``path``; an empty file gives the defaults.
+
+    ``env`` defaults to ``os.environ`` (tests pass a dict). Raises `ConfigError`.
+    """
+    try:
+        data = Path(path).read_bytes()
+    except OSError as err:
+        raise ConfigError(f"{os.fspath(path)}: cannot read: {err.strerror or err}") from None
+    return load_config_bytes(data, os.fspath(path), env)
+
+
+def load_config_bytes(data: bytes, source: str = "<config>",
+                      env: Mapping[str, str] | None = None) -> Layer3Config:
+    """Parse and validate YAML ``data``; ``source`` prefixes every error message."""
+    try:
+        raw = yaml.load(data, Loader=_UniqueKeyLoader)  # a SafeLoader subclass
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{source}: invalid YAML: {_yaml_problem(err)}") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping of keys, "
+                          f"got {type(raw).__name__}")
+    environ = os.environ if env is None else env
+    token = environ.get(AUTH_TOKEN_ENV)
+    if token:
+        service = raw.get("service")
+        if service is None:
+            service = raw["service"] = {}
+        if isinstance(service, dict):
+            service["auth_token"] = token
+        # else: leave it; validation reports "service" as not a mapping.
+    try:
+        return parse_config(Layer3Config, raw)
+    except ConfigError as err:
+        raise ConfigError(f"{source}: {err}") from None
+
+
+def config_version(cfg: Layer3Config) -> str:
+    """A short content hash of ``cfg`` (12 hex digits of the SHA-256 of its canonical JSON).
+
+    Equal configs give equal versions whatever the file's layout, comments or key order; the
+    auth token is left out. Audit records carry it so a decision can be tied to its config.
+    """
+    data = cfg.model_dump(mode="json")
+    for section, key in _UNVERSIONED:
+        data[section].pop(key, None)
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
+def check_config_main(argv: Sequence[str] | None = None) -> int:
+    """``himari-l3 check-config PATH``: 0 and "OK <path> (version …)" if the file is valid,
+    2 and the error (file and key path) on stderr if not."""
+    parser = argparse.ArgumentParser(
+        prog="himari-l3 check-config",
+        description="Validate a Layer 3 config file (unknown keys and bad values are errors).")
+    parser.add_argument("path", help="the YAML file, e.g. config/layer3.yaml")
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # usage error (2) or --help (0)
+        return exc.code if isinstance(exc.code, int) else 2
+    try:
+        cfg = load_config(args.path)
+    except ConfigError as err:
+        print(f"ERROR {err}", file=sys.stderr)
+        return 2
+    print(f"OK {args.path} (version {config_version(cfg)})")
+    return 0
+
+
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    if isinstance(err, yaml.MarkedYAMLError):
+        where = ""
+        if err.problem_mark is not None:
+            where = (f" at line {err.problem_mark.line + 1}, "
+                     f"column {err.problem_mark.column + 1}")
+        return f"{err.problem or err.context or 'syntax error'}{where}"
+    return str(err)
