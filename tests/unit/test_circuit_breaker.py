@@ -437,3 +437,27 @@ def test_state_events_end_on_real_state_under_threads(clock: ManualClock) -> Non
         t.join(10.0)
     assert len(gauge) > 3
     assert gauge[-1] == cb.state.value
+
+
+def test_enable_metrics_publishes_the_five_metrics_on_the_default_registry() -> None:
+    """CircuitBreaker(enable_metrics=True) writes the user's five metrics as it moves."""
+    from prometheus_client import REGISTRY
+
+    from himari_l3 import ManualClock
+
+    clock = ManualClock()
+    breaker = CircuitBreaker("cb_metrics_test", failure_threshold=2, clock=clock,
+                             enable_metrics=True)
+
+    def sample(name: str) -> float | None:
+        return REGISTRY.get_sample_value(name, {"breaker": "cb_metrics_test"})
+
+    assert sample("himari_l3_circuit_breaker_state") == 0.0
+    breaker.record_failure("timeout")
+    breaker.record_failure("http_error")
+    breaker.record_fallback()
+    assert sample("himari_l3_circuit_breaker_state") == 2.0
+    assert sample("himari_l3_circuit_breaker_failures_total") == 2.0
+    assert sample("himari_l3_circuit_breaker_fallbacks_total") == 1.0
+    assert sample("himari_l3_circuit_breaker_timeout_sec") == 30.0
+    assert sample("himari_l3_circuit_breaker_success_rate") == 0.0

@@ -117,6 +117,8 @@ class CircuitBreaker:
     enabled : when False the breaker always admits and never trips (outcomes are still counted).
     clock : time source (default the system clock).
     listeners : callables receiving every `CircuitEvent`; their exceptions are logged, not raised.
+    enable_metrics : publish the breaker's metrics (``himari_l3_circuit_breaker_*``) on the
+        process-wide Prometheus registry. The orchestrators wire their own observer instead.
     """
 
     def __init__(
@@ -132,6 +134,7 @@ class CircuitBreaker:
         enabled: bool = True,
         clock: Clock | None = None,
         listeners: Iterable[Listener] = (),
+        enable_metrics: bool = False,
     ) -> None:
         if isinstance(failure_threshold, bool) or not isinstance(failure_threshold, int) or (
             failure_threshold < 1
@@ -158,6 +161,11 @@ class CircuitBreaker:
         self._deliver_lock = threading.Lock()
         self._enabled = bool(enabled)
         self._init_locked()
+        if enable_metrics:
+            # Imported here: the state machine itself stays free of Prometheus.
+            from ..observability.prometheus import breaker_listener, default_observer
+
+            self.add_listener(breaker_listener(default_observer(), self))
 
     def _init_locked(self) -> None:
         self._state = CircuitState.CLOSED
