@@ -290,8 +290,9 @@ class PositionSizingDecision(_Record):
         # Safety net on the way out: a NaN or infinite size must never leave Layer 3.
         if not math.isfinite(self.position_size_usd):
             raise ValidationError("position_size_usd", self.position_size_usd, "a finite number")
-        if not isinstance(self.action, TacticalAction):  # built from a dict (JSON)
-            _set(self, "action", TacticalAction(self.action))
+        action: object = self.action
+        if not isinstance(action, TacticalAction):  # built from a dict (JSON)
+            _set(self, "action", TacticalAction(str(action)))
             _set(self, "cascade_recommendation", CascadeRecommendation(self.cascade_recommendation))
             _set(self, "current_regime", MarketRegime(self.current_regime))
             _set(self, "validation_status", ValidationStatus(self.validation_status))

@@ -222,7 +222,9 @@ def _replay(process: Any, p2: Layer3Phase2Portfolio, bars: list[Bar], warm: int,
     peak, max_dd = equity, 0.0
     recs: Counter[str] = Counter()
     binding: Counter[str] = Counter()
-    util, drifted, rows = [], 0, []
+    util: list[float] = []
+    rows: list[list[Any]] = []
+    drifted = 0
     last: dict[str, float] = {}
     for t in range(warm, len(bars)):
         bar = bars[t]

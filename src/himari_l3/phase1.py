@@ -267,6 +267,8 @@ class Layer3Phase1:
                        "multiplier": reg_mult},
             "cascade": {"multiplier": cas.multiplier, "components": cas.components},
             "cap_usd": cap_usd, "binding_limit": binding,
+            # Carried for the audit trail; Layer 2's confidence already prices it in.
+            "signal_strength": signal.signal_strength,
             "signal_timestamp_ns": signal.timestamp_ns,
         }
         latency_ms = (time.perf_counter_ns() - t0) / 1e6

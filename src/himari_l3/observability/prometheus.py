@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -28,7 +29,10 @@ __all__ = ["PrometheusObserver", "default_observer"]
 log = logging.getLogger(__name__)
 
 _REGIMES = tuple(r.value for r in MarketRegime)
-_MAX_PENDING = 4096
+_FLUSH_AT = 512  # wake the background flusher
+_MAX_PENDING = 65_536  # flush inline past this (the flusher is starved)
+_FLUSH_INTERVAL_SEC = 1.0
+_FLUSH_SLICE = 32
 
 
 class PrometheusObserver(Observer):
@@ -44,23 +48,54 @@ class PrometheusObserver(Observer):
         # collected (a scrape, a test reading a sample) or when the queue gets long.
         self._pending: deque[tuple[Callable[..., None], tuple[Any, ...]]] = deque()
         self._flush_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._last_components: dict[str, object] = {}
+        self._last_regime: dict[str, str] = {}
+        self._flusher: threading.Thread | None = None
         self.metrics.add_pre_collect_hook(self.flush)
 
     def _defer(self, fn: Callable[..., None], *args: Any) -> None:
-        self._pending.append((fn, args))
-        if len(self._pending) >= _MAX_PENDING:
-            self.flush()
+        pending = self._pending
+        pending.append((fn, args))
+        n = len(pending)
+        if n >= _FLUSH_AT:
+            if self._flusher is None:
+                self._start_flusher()
+            self._wake.set()
+            if n >= _MAX_PENDING:  # the flusher cannot keep up: bound memory, pay here
+                self.flush()
 
-    def flush(self) -> None:
-        """Apply every deferred metric write (in order)."""
+    def _start_flusher(self) -> None:
+        # A daemon thread applies batches of deferred writes off the decision path.
+        with self._flush_lock:
+            if self._flusher is None:
+                self._flusher = threading.Thread(target=self._flush_loop,
+                                                 name="himari-l3-metrics", daemon=True)
+                self._flusher.start()
+
+    def _flush_loop(self) -> None:
+        while True:
+            self._wake.wait(_FLUSH_INTERVAL_SEC)
+            self._wake.clear()
+            # Small slices, yielding the GIL between them, so a decision thread never waits
+            # behind a long batch of writes.
+            while self.flush(_FLUSH_SLICE):
+                time.sleep(0)
+
+    def flush(self, max_items: int | None = None) -> int:
+        """Apply deferred metric writes in order (all of them, or at most ``max_items``);
+        returns how many are still pending."""
         with self._flush_lock:
             pending = self._pending
-            while pending:
+            budget = len(pending) if max_items is None else max_items
+            while pending and budget > 0:
+                budget -= 1
                 fn, args = pending.popleft()
                 try:
                     fn(*args)
                 except Exception:  # a bad write must not break a scrape or a decision
                     log.exception("metric write %s failed", getattr(fn, "__name__", fn))
+            return len(pending)
 
     def _child(self, metric: Any, *labels: str) -> Any:
         # labels() takes a lock and hashes; cache the children on the hot path.
@@ -93,8 +128,11 @@ class PrometheusObserver(Observer):
         self._child(m.cascade_score, sym).set(decision.cascade_risk_score)
         m.cascade_score_hist.observe(decision.cascade_risk_score)
         self._child(m.cascade_recommendations, decision.cascade_recommendation.value).inc()
-        for name, value in d["cascade"]["components"].items():
-            self._child(m.cascade_component, sym, name).set(value)
+        components = d["cascade"]["components"]
+        if self._last_components.get(sym) is not components:  # one object per reading
+            self._last_components[sym] = components
+            for name, value in components.items():
+                self._child(m.cascade_component, sym, name).set(value)
         limit = d["binding_limit"]
         if limit != "none":
             self._child(m.binding_limits, limit).inc()
@@ -130,8 +168,10 @@ class PrometheusObserver(Observer):
         m = self.metrics
         sym = m.symbol_label(symbol)
         effective = state["effective_long"]
-        for regime in _REGIMES:
-            self._child(m.regime_state, sym, regime).set(1.0 if regime == effective else 0.0)
+        if self._last_regime.get(sym) != effective:
+            self._last_regime[sym] = effective
+            for regime in _REGIMES:
+                self._child(m.regime_state, sym, regime).set(1.0 if regime == effective else 0.0)
         if state["last_change"] != "none":
             self._child(m.regime_changes, state["last_change"]).inc()
         prev = self._children.get(("false_flips", sym), 0)

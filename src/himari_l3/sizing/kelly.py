@@ -18,8 +18,9 @@ With parameter uncertainty (docs/sizing-math.md §2):
   two-point: a wrong call loses about :math:`\sigma`, and the win :math:`g` is what makes the
   expectation equal :math:`\mu`, so :math:`b = (\mu + (1-p)\sigma)/(p\sigma)` and
   :math:`f^* = p\mu / (\mu + (1-p)\sigma)`;
-* in the Gaussian model the predictive variance adds the posterior variance of the mean:
-  :math:`f = \bar\mu / (\sigma^2 + \sigma^2/N)`.
+* in the Gaussian model the predictive variance adds the posterior variance of the mean,
+  scaled by :math:`z^2`: :math:`f = \bar\mu / (\sigma^2 + z^2\sigma^2/N)` with
+  :math:`N = n_0 c + n`.
 
 A known expected return :math:`\le 0` is no edge, so no bet, whichever branch applies.
 
@@ -156,15 +157,21 @@ class BayesianKelly:
 
         edge = self._posterior_edge(stats, expected_return)
         if cfg.model == "gaussian" and edge is not None and volatility is not None:
-            # Predictive variance = return variance + posterior variance of the mean.
+            # Predictive variance = return variance + posterior variance of the mean,
+            # the latter scaled by z**2 (z = 0: no parameter uncertainty, exact mu/sigma^2).
             n_eff = n0 * confidence + n
-            var = volatility * volatility * (1.0 + (1.0 / n_eff if n_eff > 0 else math.inf))
+            z2 = cfg.uncertainty_z * cfg.uncertainty_z
+            if z2 == 0.0:
+                var = volatility * volatility
+            else:
+                var = volatility * volatility * (1.0 + (z2 / n_eff if n_eff > 0 else math.inf))
             full = edge / var if math.isfinite(var) else 0.0
             b = math.nan
         elif edge is not None and volatility is not None:
             full = two_point_kelly(p_eff, edge, volatility)
-            b = ((edge + (1.0 - p_eff) * volatility) / (p_eff * volatility)
-                 if p_eff > 0.0 and edge > 0.0 else 0.0)
+            stake = p_eff * volatility  # may underflow to 0 for a subnormal p_eff
+            b = ((edge + (1.0 - p_eff) * volatility) / stake
+                 if stake > 0.0 and edge > 0.0 else 0.0)
         else:
             b = self._payoff_ratio(stats)
             full = binary_kelly(p_eff, b) if p_eff > 0.0 else 0.0

@@ -107,13 +107,14 @@ class RegimeTracker:
         conf, esc = cfg.confirmation_periods, cfg.escalation_periods
         if n >= conf:
             # The deque holds max(conf, esc) items: when it is conf long, take all of it.
-            last = recent if n == conf else list(recent)[-conf:]
-            safest = min(last, key=table.__getitem__)
+            window: deque[MarketRegime] | list[MarketRegime] = (
+                recent if n == conf else list(recent)[-conf:])
+            safest = min(window, key=table.__getitem__)
             if table[safest] > table[current]:
                 current = safest
         if n >= esc:
-            last = (recent[-1],) if esc == 1 else list(recent)[-esc:]
-            loosest = max(last, key=table.__getitem__)
+            tail = [recent[-1]] if esc == 1 else list(recent)[-esc:]
+            loosest = max(tail, key=table.__getitem__)
             if table[loosest] < table[current]:
                 current = loosest
         return current
