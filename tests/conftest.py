@@ -1,0 +1,174 @@
+"""Shared fixtures, builders and hypothesis strategies for Layer 3 tests.
+
+Generic on purpose so Phase 2/3, service and backtest tests can reuse them:
+
+* ``make_signal(**kw)`` / ``make_cascade(**kw)``: valid records with overridable fields;
+* ``ordinary_signals()``, ``valid_signals()``, ``cascade_indicators()``, ``calm_cascades()``:
+  hypothesis strategies (ordinary = the acceptance criteria's "ordinary signal" ranges);
+* fixtures ``clock`` (a ManualClock), ``engine`` (a Phase 1 sizer without metrics) and
+  ``metrics_observer`` (a Prometheus observer on an isolated registry).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry
+
+from himari_l3 import (
+    CascadeIndicators,
+    ManualClock,
+    MarketRegime,
+    TacticalAction,
+    TacticalSignal,
+)
+from himari_l3.config.schema import SizingConfig
+from himari_l3.observability.metrics import Layer3Metrics
+from himari_l3.observability.prometheus import PrometheusObserver
+from himari_l3.phase1 import Layer3Phase1
+
+SIGNAL_DEFAULTS: dict[str, Any] = {
+    "strategy_id": "momentum",
+    "symbol": "BTC-USD",
+    "action": TacticalAction.BUY,
+    "confidence": 0.7,
+    "risk_score": 0.3,
+    "regime": MarketRegime.RANGING,
+    "timestamp_ns": 1_700_000_000_000_000_000,
+    "expected_return": 0.02,
+    "predicted_volatility": 0.05,
+}
+
+CASCADE_DEFAULTS: dict[str, Any] = {
+    "funding_rate": 0.0001,
+    "oi_change_pct": 0.0,
+    "volume_ratio": 1.0,
+    "onchain_whale_pressure": 0.0,
+    "exchange_netflow_zscore": 0.0,
+}
+
+PRICE = 50_000.0
+PORTFOLIO = 100_000.0
+
+
+def make_signal(**kw: Any) -> TacticalSignal:
+    """A valid TacticalSignal (BUY, confidence 0.7, 2 % edge, 5 % vol) with overrides."""
+    return TacticalSignal(**{**SIGNAL_DEFAULTS, **kw})
+
+
+def make_cascade(**kw: Any) -> CascadeIndicators:
+    """Calm cascade indicators (score 0.02, MONITOR) with overrides."""
+    return CascadeIndicators(**{**CASCADE_DEFAULTS, **kw})
+
+
+def make_engine(**kw: Any) -> Layer3Phase1:
+    """A Phase 1 sizer with metrics off and a manual clock unless overridden."""
+    kw.setdefault("portfolio_value", PORTFOLIO)
+    kw.setdefault("enable_metrics", False)
+    kw.setdefault("clock", ManualClock())
+    return Layer3Phase1(**kw)
+
+
+def make_metrics_observer() -> PrometheusObserver:
+    """A Prometheus observer on its own registry (never the process-wide one)."""
+    return PrometheusObserver(Layer3Metrics(CollectorRegistry()))
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    """A clock that only moves when the test advances it."""
+    return ManualClock()
+
+
+@pytest.fixture
+def engine(clock: ManualClock) -> Layer3Phase1:
+    """Phase 1 sizer, default config, metrics off."""
+    return make_engine(clock=clock)
+
+
+@pytest.fixture
+def metrics_observer() -> PrometheusObserver:
+    """Prometheus observer on an isolated registry."""
+    return make_metrics_observer()
+
+
+@pytest.fixture
+def default_config() -> SizingConfig:
+    """The default sizing configuration."""
+    return SizingConfig()
+
+
+# --------------------------------------------------------------------------- strategies
+ids = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789_-", min_size=1, max_size=12)
+symbols = st.sampled_from([f"SYM{i}" for i in range(5)])
+actions = st.sampled_from(list(TacticalAction))
+regimes = st.sampled_from(list(MarketRegime))
+unit = st.floats(0.0, 1.0, allow_nan=False)
+prices = st.floats(1e-4, 1e6, allow_nan=False, allow_infinity=False)
+
+
+@st.composite
+def valid_signals(draw: st.DrawFn, **fixed: Any) -> TacticalSignal:
+    """Any valid TacticalSignal over the whole allowed range (optional fields may be None)."""
+    fields: dict[str, Any] = {
+        "strategy_id": draw(ids),
+        "symbol": draw(symbols),
+        "action": draw(actions),
+        "confidence": draw(unit),
+        "risk_score": draw(unit),
+        "regime": draw(regimes),
+        "timestamp_ns": draw(st.integers(0, 2**62)),
+        "expected_return": draw(st.none() | st.floats(-1.0, 1.0, allow_nan=False)),
+        "predicted_volatility": draw(st.none() | st.floats(1e-6, 5.0, allow_nan=False)),
+        "signal_strength": draw(st.none() | unit),
+        "sentiment_score": draw(st.none() | unit),
+        "sentiment_confidence": draw(st.none() | unit),
+    }
+    fields.update(fixed)
+    return TacticalSignal(**fields)
+
+
+@st.composite
+def ordinary_signals(draw: st.DrawFn, **fixed: Any) -> TacticalSignal:
+    """Signals in the acceptance criteria's ordinary ranges: confidence 0.3-0.95, expected
+    return 0.2-6 %, volatility 1-25 %."""
+    fields: dict[str, Any] = {
+        "strategy_id": draw(st.sampled_from(["momentum", "meanrev", "breakout"])),
+        "symbol": draw(symbols),
+        "action": draw(st.sampled_from([TacticalAction.BUY, TacticalAction.STRONG_BUY])),
+        "confidence": draw(st.floats(0.3, 0.95)),
+        "risk_score": draw(st.floats(0.0, 1.0)),
+        "regime": draw(regimes),
+        "timestamp_ns": 1,
+        "expected_return": draw(st.floats(0.002, 0.06)),
+        "predicted_volatility": draw(st.floats(0.01, 0.25)),
+    }
+    fields.update(fixed)
+    return TacticalSignal(**fields)
+
+
+@st.composite
+def cascade_indicators(draw: st.DrawFn) -> CascadeIndicators:
+    """Any valid CascadeIndicators, calm to extreme."""
+    return CascadeIndicators(
+        funding_rate=draw(st.floats(-1.0, 1.0)),
+        oi_change_pct=draw(st.floats(-1.0, 10.0)),
+        volume_ratio=draw(st.floats(0.0, 1000.0)),
+        onchain_whale_pressure=draw(unit),
+        exchange_netflow_zscore=draw(st.floats(-50.0, 50.0)),
+        liquidation_volume_24h=draw(st.none() | st.floats(0.0, 1e13)),
+    )
+
+
+@st.composite
+def calm_cascades(draw: st.DrawFn) -> CascadeIndicators:
+    """Quiet-market indicators whose cascade score stays below the REDUCE_50 band."""
+    return CascadeIndicators(
+        funding_rate=draw(st.floats(-0.0003, 0.0003)),
+        oi_change_pct=draw(st.floats(-0.02, 0.05)),
+        volume_ratio=draw(st.floats(0.5, 1.5)),
+        onchain_whale_pressure=draw(st.floats(0.0, 0.2)),
+        exchange_netflow_zscore=draw(st.floats(-2.0, 0.5)),
+    )

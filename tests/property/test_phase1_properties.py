@@ -1,0 +1,281 @@
+"""Phase 1 invariants that must hold for any valid input (hypothesis), and the size
+distribution on a seeded ordinary workload."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import random
+import statistics
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from conftest import (
+    SIGNAL_DEFAULTS,
+    calm_cascades,
+    cascade_indicators,
+    make_engine,
+    make_signal,
+    ordinary_signals,
+    valid_signals,
+)
+from himari_l3 import (
+    CascadeIndicators,
+    CascadeRecommendation,
+    InvalidCascadeIndicatorsException,
+    InvalidSignalException,
+    MarketRegime,
+    TacticalAction,
+    TacticalSignal,
+)
+from himari_l3.config.schema import KellyConfig, SizingConfig
+
+PROFILE = settings(deadline=None, max_examples=150,
+                   suppress_health_check=[HealthCheck.too_slow])
+
+BUYS = (TacticalAction.BUY, TacticalAction.STRONG_BUY)
+SELLS = (TacticalAction.SELL, TacticalAction.STRONG_SELL)
+positions = st.floats(-1e6, 1e6, allow_nan=False)
+pvs = st.floats(1.0, 1e9)
+prices = st.floats(1e-4, 1e6)
+
+
+def _with(sig: TacticalSignal, **kw: Any) -> TacticalSignal:
+    return TacticalSignal(**{**sig.to_dict(), **kw})
+
+
+# ------------------------------------------------------------------ must hold
+@given(sig=valid_signals(), ind=cascade_indicators(), price=prices, current=positions,
+       pv=pvs, allow_short=st.booleans(), max_pct=st.floats(0.001, 1.0),
+       model=st.sampled_from(["binary", "gaussian"]), kelly_fraction=st.floats(0.01, 1.0))
+@settings(PROFILE, max_examples=1000)
+def test_invariants_for_any_valid_input(sig: TacticalSignal, ind: CascadeIndicators,
+                                        price: float, current: float, pv: float,
+                                        allow_short: bool, max_pct: float, model: str,
+                                        kelly_fraction: float) -> None:
+    """Finite size within the cap; EXIT => 0; sells never long; HOLD never grows exposure;
+    shorts only when enabled; units and stage sizes consistent."""
+    cfg = SizingConfig(kelly=KellyConfig(model=model))  # type: ignore[arg-type]
+    e = make_engine(portfolio_value=pv, config=cfg, allow_short=allow_short,
+                    max_position_pct=max_pct, kelly_fraction=kelly_fraction)
+    d = e.calculate_position(sig, ind, price, current_position_usd=current)
+    size = d.position_size_usd
+    cap = d.diagnostics["cap_usd"]
+    assert math.isfinite(size) and math.isfinite(d.position_size_units)
+    assert cap == max_pct * pv
+    assert abs(size) <= cap * (1 + 1e-12)
+    for stage in (d.kelly_size_usd, d.conformal_size_usd, d.sentiment_size_usd,
+                  d.regime_size_usd, d.cascade_size_usd, d.capped_size_usd):
+        assert math.isfinite(stage) and stage >= 0.0
+    if d.cascade_recommendation is CascadeRecommendation.EXIT:
+        assert size == 0.0
+    if sig.action in SELLS:
+        assert size <= 0.0
+    if sig.action in BUYS:
+        assert size >= 0.0
+    if sig.action is TacticalAction.HOLD:
+        assert abs(size) <= abs(current)
+        assert size * current >= 0.0
+    elif not allow_short:
+        assert size >= 0.0
+    if size != 0.0:
+        assert d.position_size_units == pytest.approx(size / price, rel=1e-12)
+        assert abs(size) >= e.config.limits.min_position_usd or (
+            sig.action is TacticalAction.HOLD)
+    else:
+        assert d.position_size_units == 0.0
+
+
+@given(sig=valid_signals(), ind=cascade_indicators())
+@settings(PROFILE)
+def test_exit_is_exactly_zero_whatever_the_signal(sig: TacticalSignal,
+                                                  ind: CascadeIndicators) -> None:
+    """A cascade score above 0.8 gives a zero target for every action and position."""
+    d = make_engine(allow_short=True).calculate_position(sig, ind, 100.0,
+                                                         current_position_usd=5_000.0)
+    exit_ = d.cascade_recommendation is CascadeRecommendation.EXIT
+    assert exit_ == (d.cascade_risk_score > 0.8)
+    if exit_:
+        assert d.position_size_usd == 0.0 and "CASCADE_EXIT" in d.reason_codes
+
+
+SIGNAL_NUMERIC = ["confidence", "risk_score", "expected_return", "predicted_volatility",
+                  "signal_strength", "sentiment_score", "sentiment_confidence"]
+CASCADE_NUMERIC = ["funding_rate", "oi_change_pct", "volume_ratio", "onchain_whale_pressure",
+                   "exchange_netflow_zscore", "liquidation_volume_24h"]
+bad_numbers = st.sampled_from([math.nan, math.inf, -math.inf]) | st.floats(1e14, 1e300) | \
+    st.floats(-1e300, -1e14)
+
+
+@given(field=st.sampled_from(SIGNAL_NUMERIC), bad=bad_numbers)
+@settings(PROFILE)
+def test_bad_signal_number_raises_named(field: str, bad: float) -> None:
+    """NaN, inf or out-of-range in any numeric signal field raises InvalidSignalException
+    naming the field and the value."""
+    with pytest.raises(InvalidSignalException) as info:
+        make_signal(**{field: bad})
+    assert info.value.field == field and info.value.value is bad
+    assert str(info.value).startswith(f"{field} was {bad!r}")
+
+
+@given(field=st.sampled_from(CASCADE_NUMERIC), bad=bad_numbers)
+@settings(PROFILE)
+def test_bad_cascade_number_raises_named(field: str, bad: float) -> None:
+    """NaN, inf or out-of-range in any cascade field raises the named exception."""
+    base = CascadeIndicators.calm().to_dict()
+    with pytest.raises(InvalidCascadeIndicatorsException) as info:
+        CascadeIndicators(**{**base, field: bad})
+    assert info.value.field == field and str(info.value).startswith(f"{field} was ")
+
+
+# --------------------------------------------------------------- monotonicity
+@given(sig=ordinary_signals(), ind=calm_cascades(), c1=st.floats(0.0, 1.0),
+       c2=st.floats(0.0, 1.0), allow_short=st.booleans(),
+       action=st.sampled_from(list(BUYS + SELLS)))
+@settings(PROFILE, max_examples=300)
+def test_size_non_decreasing_in_confidence(sig: TacticalSignal, ind: CascadeIndicators,
+                                           c1: float, c2: float, allow_short: bool,
+                                           action: TacticalAction) -> None:
+    """With everything else fixed and a fresh engine, more confidence never shrinks |size|."""
+    lo, hi = sorted((c1, c2))
+    s_lo = make_engine(allow_short=allow_short).calculate_position(
+        _with(sig, confidence=lo, action=action), ind, 100.0)
+    s_hi = make_engine(allow_short=allow_short).calculate_position(
+        _with(sig, confidence=hi, action=action), ind, 100.0)
+    assert abs(s_hi.position_size_usd) >= abs(s_lo.position_size_usd)
+
+
+@given(sig=ordinary_signals(), ind=calm_cascades(), e1=st.floats(-0.1, 0.5),
+       e2=st.floats(-0.1, 0.5), vol=st.none() | st.floats(0.005, 1.0),
+       model=st.sampled_from(["binary", "gaussian"]))
+@settings(PROFILE, max_examples=300)
+def test_size_non_decreasing_in_edge(sig: TacticalSignal, ind: CascadeIndicators, e1: float,
+                                     e2: float, vol: float | None, model: str) -> None:
+    """With everything else fixed and a fresh engine, a larger expected return never
+    shrinks the size (negative and zero edges included)."""
+    lo, hi = sorted((e1, e2))
+    cfg = SizingConfig(kelly=KellyConfig(model=model))  # type: ignore[arg-type]
+    s_lo = make_engine(config=cfg).calculate_position(
+        _with(sig, expected_return=lo, predicted_volatility=vol), ind, 100.0)
+    s_hi = make_engine(config=cfg).calculate_position(
+        _with(sig, expected_return=hi, predicted_volatility=vol), ind, 100.0)
+    assert s_hi.position_size_usd >= s_lo.position_size_usd
+
+
+@given(sig=ordinary_signals(), ind=calm_cascades(), z1=st.floats(0.0, 5.0),
+       z2=st.floats(0.0, 5.0), n1=st.floats(1.0, 1e4), n2=st.floats(1.0, 1e4))
+@settings(PROFILE, max_examples=200)
+def test_more_prior_uncertainty_never_increases_size(sig: TacticalSignal,
+                                                     ind: CascadeIndicators, z1: float,
+                                                     z2: float, n1: float, n2: float) -> None:
+    """A larger uncertainty penalty or a weaker prior (fewer pseudo-observations) never
+    increases the final size."""
+    z_lo, z_hi = sorted((z1, z2))
+    n_lo, n_hi = sorted((n1, n2))
+
+    def size(z: float, n0: float) -> float:
+        cfg = SizingConfig(kelly=KellyConfig(uncertainty_z=z, prior_strength=n0))
+        return make_engine(config=cfg).calculate_position(sig, ind, 100.0).position_size_usd
+
+    ulp = 1 + 1e-12  # (n0 c) / n0 may differ from c in the last bit
+    certain = size(z_lo, n_hi) * ulp
+    assert size(z_hi, n_hi) <= certain
+    assert size(z_lo, n_lo) <= certain
+    assert size(z_hi, n_lo) <= min(size(z_hi, n_hi), size(z_lo, n_lo)) * ulp
+
+
+@given(sig=ordinary_signals(), k1=st.integers(0, 12), k2=st.integers(0, 12))
+@settings(PROFILE, max_examples=100)
+def test_fewer_consistent_observations_never_increase_kelly_size(sig: TacticalSignal,
+                                                                 k1: int, k2: int) -> None:
+    """Outcomes that agree with the prior (win rate = 0.6 = confidence, mean = edge) only
+    remove uncertainty: the Kelly-stage size with fewer of them is never larger."""
+    sig = _with(sig, confidence=0.6, expected_return=0.01)
+    # 3 wins of +4.5 %, 2 losses of -4.25 %: win rate 0.6, mean +1 %
+    block = (0.045, -0.0425, 0.045, -0.0425, 0.045)
+    lo, hi = sorted((k1, k2))
+
+    def kelly_usd(blocks: int) -> float:
+        e = make_engine()
+        for _ in range(blocks):
+            for r in block:
+                e.update_from_trade_result(sig.strategy_id, sig.symbol, r,
+                                           predicted_return=0.01, predicted_volatility=0.05)
+        return e.calculate_position(sig, CascadeIndicators.calm(), 100.0).kelly_size_usd
+
+    assert kelly_usd(lo) <= kelly_usd(hi) * (1 + 1e-12)
+
+
+# ---------------------------------------------------------------- independence
+@given(sigs=st.lists(ordinary_signals(), min_size=2, max_size=6))
+@settings(PROFILE, max_examples=60)
+def test_symbols_do_not_interact(sigs: list[TacticalSignal]) -> None:
+    """A signal's decision depends only on its own symbol's history: sizing other symbols
+    in between (CRISIS included) changes nothing."""
+    target = _with(sigs[0], symbol="TARGET")
+    others = [_with(s, regime=MarketRegime.CRISIS) for s in sigs[1:]]
+    alone = make_engine().calculate_position(target, CascadeIndicators.calm(), 10.0)
+    e = make_engine()
+    for s in others:
+        e.calculate_position(s, CascadeIndicators.calm(), 10.0)
+    mixed = e.calculate_position(target, CascadeIndicators.calm(), 10.0)
+    assert mixed.position_size_usd == alone.position_size_usd
+    assert mixed.current_regime is alone.current_regime
+
+
+# ------------------------------------------------------- ordinary workload shape
+def _ordinary_workload(n: int, seed: int) -> list[TacticalSignal]:
+    rng = random.Random(seed)
+    regimes = list(MarketRegime)
+    return [
+        TacticalSignal(
+            strategy_id=f"strat{i % 3}", symbol=f"SYM{i % 20:02d}",
+            action=rng.choice(BUYS), confidence=rng.uniform(0.3, 0.95),
+            risk_score=rng.uniform(0.0, 1.0), regime=rng.choice(regimes), timestamp_ns=i,
+            expected_return=rng.uniform(0.002, 0.06),
+            predicted_volatility=rng.uniform(0.01, 0.25),
+        )
+        for i in range(n)
+    ]
+
+
+@pytest.mark.parametrize("seed", [1, 2026])
+def test_ordinary_sizes_spread_not_piled_at_cap(seed: int) -> None:
+    """On a seeded ordinary workload (confidence 0.3-0.95, edge 0.2-6 %, vol 1-25 %, random
+    regimes, calm cascade) under 5 % of sizes sit at a cap and the sizes are spread out.
+    Measured with the default config: 0.0 % at the position cap and none at the Kelly cap."""
+    e = make_engine()
+    calm = CascadeIndicators.calm()
+    decisions = [e.calculate_position(s, calm, 100.0) for s in _ordinary_workload(3_000, seed)]
+    sizes = [d.position_size_usd for d in decisions]
+    at_cap = sum(d.diagnostics["binding_limit"] in ("position_cap", "max_notional", "kelly_cap")
+                 for d in decisions) / len(decisions)
+    assert at_cap < 0.05
+    assert sum(s == 0.0 for s in sizes) / len(sizes) < 0.05
+    deciles = statistics.quantiles(sizes, n=10)
+    assert len(set(deciles)) == 9 and all(a < b for a, b in itertools.pairwise(deciles))
+    assert deciles[-1] / deciles[0] > 5.0  # p90 over p10: not a narrow band
+    cap = decisions[0].diagnostics["cap_usd"]
+    occupied = {min(9, int(10 * s / cap)) for s in sizes}
+    assert len(occupied) >= 4  # sizes reach several tenths of the cap
+
+
+def test_ordinary_workload_cap_share_detects_piling() -> None:
+    """The cap-share measure above can fail: an aggressive config piles sizes at the cap."""
+    cfg = SizingConfig(kelly=KellyConfig(model="gaussian", fraction=1.0, uncertainty_z=0.0))
+    e = make_engine(config=cfg)
+    calm = CascadeIndicators.calm()
+    decisions = [e.calculate_position(s, calm, 100.0) for s in _ordinary_workload(500, 3)]
+    at_cap = sum(d.diagnostics["binding_limit"] in ("position_cap", "kelly_cap")
+                 for d in decisions) / len(decisions)
+    assert at_cap > 0.3
+
+
+def test_defaults_used_by_strategies_are_ordinary() -> None:
+    """The shared default signal is itself an ordinary signal (guards the fixtures)."""
+    d = SIGNAL_DEFAULTS
+    assert 0.3 <= d["confidence"] <= 0.95 and 0.002 <= d["expected_return"] <= 0.06
+    assert 0.01 <= d["predicted_volatility"] <= 0.25
