@@ -18,9 +18,9 @@ With parameter uncertainty (docs/sizing-math.md §2):
   two-point: a wrong call loses about :math:`\sigma`, and the win :math:`g` is what makes the
   expectation equal :math:`\mu`, so :math:`b = (\mu + (1-p)\sigma)/(p\sigma)` and
   :math:`f^* = p\mu / (\mu + (1-p)\sigma)`;
-* in the Gaussian model the predictive variance adds the posterior variance of the mean,
-  scaled by :math:`z^2`: :math:`f = \bar\mu / (\sigma^2 + z^2\sigma^2/N)` with
-  :math:`N = n_0 c + n`.
+* in the Gaussian model the predictive variance adds the posterior variance of the mean:
+  :math:`f = \bar\mu / (\sigma^2 + \sigma^2/N)` with :math:`N = n_0 c + n` (so a signal with
+  no confidence gets no size; ``uncertainty_z`` applies to the binary win probability only).
 
 A known expected return :math:`\le 0` is no edge, so no bet, whichever branch applies.
 
@@ -157,14 +157,9 @@ class BayesianKelly:
 
         edge = self._posterior_edge(stats, expected_return)
         if cfg.model == "gaussian" and edge is not None and volatility is not None:
-            # Predictive variance = return variance + posterior variance of the mean,
-            # the latter scaled by z**2 (z = 0: no parameter uncertainty, exact mu/sigma^2).
+            # Predictive variance = return variance + posterior variance of the mean.
             n_eff = n0 * confidence + n
-            z2 = cfg.uncertainty_z * cfg.uncertainty_z
-            if z2 == 0.0:
-                var = volatility * volatility
-            else:
-                var = volatility * volatility * (1.0 + (z2 / n_eff if n_eff > 0 else math.inf))
+            var = volatility * volatility * (1.0 + (1.0 / n_eff if n_eff > 0 else math.inf))
             full = edge / var if math.isfinite(var) else 0.0
             b = math.nan
         elif edge is not None and volatility is not None:

@@ -1,0 +1,405 @@
+"""No inert config keys: for every leaf of ``portfolio_value``, ``sizing``, ``portfolio``,
+``rl`` and ``circuit_breaker``, changing that key alone (to another valid value) changes an
+observable output — a Phase 1 decision, a Phase 2/3 allocation, a breaker transition, an RL
+blend. A second test proves every *live* key also takes effect through ``apply_config``
+(hot reload) exactly as if the orchestrator had been built with it.
+
+Each case: ``Case(new, scenario, context, also)``. Both sides get ``BASE + context``; the
+changed side also gets ``key = new`` plus ``also`` (only where a cross-field validator needs
+a compensating change, and the scenario is built so that ``also`` alone cannot move it).
+The base side is run twice to show the scenario is deterministic (else "differs" is free).
+The service / persistence / metrics keys are exercised by the service tests.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from conftest import make_cascade, make_signal
+from himari_l3 import ManualClock, MarketRegime, TacticalAction
+from himari_l3.config.reload import is_live, leaf_paths
+from himari_l3.config.schema import Layer3Config, parse_config
+from himari_l3.contracts import EnsembleAllocation, PositionSizingDecision
+from himari_l3.phase1 import Layer3Phase1
+from himari_l3.phase3 import Layer3Phase3Hybrid
+
+SYM, ETH, SOL = "BTC-USD", "ETH-USD", "SOL-USD"
+PRICES = {SYM: 50_000.0, ETH: 3_000.0, SOL: 100.0}
+SECTIONS = ("sizing", "portfolio", "rl", "circuit_breaker")
+BASE: dict[str, Any] = {"rl": {"enabled": True, "use_mock": True, "mock_seed": 7,
+                               "mock_success_rate": 1.0}}
+STUB = "{stub}"  # replaced by the stub RL server's URL
+
+Scenario = Callable[[Layer3Phase3Hybrid, ManualClock], Any]
+
+
+@dataclass(frozen=True)
+class Case:
+    new: Any
+    scenario: Scenario
+    context: dict[str, Any] = field(default_factory=dict)
+    also: dict[str, Any] = field(default_factory=dict)
+
+
+# ------------------------------------------------------------------------ views
+def _decision(d: PositionSizingDecision) -> tuple[Any, ...]:
+    return (d.position_size_usd, d.kelly_size_usd, d.conformal_size_usd, d.sentiment_size_usd,
+            d.regime_size_usd, d.cascade_size_usd, d.capped_size_usd, d.reason_codes,
+            d.validation_status, d.stop_loss_price, d.take_profit_price, d.current_regime,
+            d.cascade_risk_score, d.cascade_recommendation)
+
+
+def _alloc(a: EnsembleAllocation) -> tuple[Any, ...]:
+    return (a.allocations, a.breakdown, a.provenance, a.binding_limits, a.drifted_strategies,
+            a.correlation_penalties, a.trace.get("multi_asset_kelly"), a.trace.get("rl"))
+
+
+# -------------------------------------------------------------------- scenarios
+def decide(**sig: Any) -> Scenario:
+    """One Phase 1 decision (inside the orchestrator) for a signal with overrides."""
+    cascade = sig.pop("cascade", {})
+
+    def run(h: Layer3Phase3Hybrid, _: ManualClock) -> Any:
+        return _decision(h.phase2.phase1.calculate_position(
+            make_signal(**sig), make_cascade(**cascade), PRICES[SYM]))
+    return run
+
+
+def cascade(**ind: Any) -> Scenario:
+    """A decision under the given cascade readings (components not given are 0)."""
+    calm = {"funding_rate": 0.0, "oi_change_pct": 0.0, "volume_ratio": 1.0,
+            "onchain_whale_pressure": 0.0, "exchange_netflow_zscore": 0.0}
+    return decide(cascade={**calm, **ind})
+
+
+def after_outcomes(returns: list[float], **sig: Any) -> Scenario:
+    """Learn from closed trades of momentum x BTC (no prior decision: the conformal score
+    uses reference_volatility), then decide."""
+    def run(h: Layer3Phase3Hybrid, clock: ManualClock) -> Any:
+        for r in returns:
+            h.phase2.phase1.update_from_trade_result("momentum", SYM, r)
+        return decide(**sig)(h, clock)
+    return run
+
+
+def regimes(*seq: MarketRegime) -> Scenario:
+    """Decisions with the given regimes in sequence; the last one is observed."""
+    def run(h: Layer3Phase3Hybrid, clock: ManualClock) -> Any:
+        return [decide(regime=r)(h, clock) for r in seq][-1]
+    return run
+
+
+def standalone_phase1(**sig: Any) -> Scenario:
+    """A decision by a Phase 1 built from ``config.sizing`` alone (library use)."""
+    def run(h: Layer3Phase3Hybrid, _: ManualClock) -> Any:
+        p1 = Layer3Phase1(h.config.portfolio_value, enable_metrics=False,
+                          config=h.config.sizing, clock=ManualClock())
+        return _decision(p1.calculate_position(make_signal(**sig), make_cascade(), PRICES[SYM]))
+    return run
+
+
+STRONG = {"confidence": 0.9, "risk_score": 0.0, "expected_return": 0.05}
+
+
+def phase2(*batches: list[tuple[str, str, dict[str, Any]]], rows: int = 0,
+           rho: float = 0.0, tail: int = 0) -> Scenario:
+    """Phase 2 allocations of the given batches of (strategy, symbol, signal overrides),
+    after ``rows`` correlation rows (BTC/ETH correlation about ``rho``) and ``tail`` rows of
+    perfectly correlated returns. Returns the last allocation and the weight-history size."""
+    def run(h: Layer3Phase3Hybrid, _: ManualClock) -> Any:
+        rng = random.Random(1)
+        for i in range(rows + tail):
+            x = rng.gauss(0.0, 0.01)
+            y = x if i >= rows else rho * x + (1 - rho * rho) ** 0.5 * rng.gauss(0.0, 0.01)
+            h.phase2.update_correlations({SYM: x, ETH: y}, timestamp_ns=i + 1)
+        out = None
+        for batch in batches:
+            sigs = [make_signal(strategy_id=s, symbol=y, **kw) for s, y, kw in batch]
+            out = h.phase2.process_multi_strategy_signals(sigs, make_cascade(), PRICES)
+        assert out is not None
+        return _alloc(out), len(h.phase2.weights.history_)
+    return run
+
+
+TWO_ON_BTC = [("momentum", SYM, STRONG), ("breakout", SYM, STRONG)]
+BTC_AND_ETH = [("momentum", SYM, STRONG), ("momentum", ETH, STRONG)]
+
+
+def blend(outcomes: int = 0) -> Scenario:
+    """Phase 3 allocation of two signals (RL asked for both), then ``outcomes`` recorded
+    outcomes; returns the allocation and the performance comparison."""
+    def run(h: Layer3Phase3Hybrid, _: ManualClock) -> Any:
+        sigs = [make_signal(strategy_id="momentum"), make_signal(strategy_id="meanrev",
+                                                                 symbol=ETH)]
+        a = h.process_signals(sigs, make_cascade(), PRICES)
+        for i in range(outcomes):
+            h.record_outcome(SYM, 0.001 * (i % 5), used_rl=True)
+        return _alloc(a), h.get_performance_comparison()["rl"]["trades"]
+    return run
+
+
+def breaker(failures: int = 5, spacing: float = 0.0, then: float | None = None,
+            probes: int = 0) -> Scenario:
+    """Record ``failures`` (``spacing`` s apart); optionally wait ``then`` s and ask for
+    admission; then fail ``probes`` half-open probes. Returns the breaker's observable state."""
+    def run(h: Layer3Phase3Hybrid, clock: ManualClock) -> Any:
+        cb = h.circuit_breaker
+        assert cb is not None
+        for _ in range(failures):
+            cb.record_failure("timeout")
+            clock.advance(spacing)
+        admitted = None
+        if then is not None:
+            clock.advance(then)
+            admitted = cb.allow_request()
+        for _ in range(probes):
+            clock.advance(cb.get_state()["current_timeout_sec"])
+            assert cb.allow_request()
+            cb.record_failure("timeout")
+        s = cb.get_state()
+        return s["state"], s["current_timeout_sec"], admitted
+    return run
+
+
+# ------------------------------------------------------------------------ table
+def _weight_cases() -> dict[str, Case]:
+    """Each cascade weight +0.1 (another weight -0.1 keeps the sum at 1); only the changed
+    weight's component is non-zero in the scenario."""
+    alone = {"funding_rate": {"funding_rate": 0.01}, "oi_drop": {"oi_change_pct": -0.5},
+             "volume_ratio": {"volume_ratio": 10.0},
+             "whale_pressure": {"onchain_whale_pressure": 1.0},
+             "netflow_zscore": {"exchange_netflow_zscore": 10.0}}
+    w = Layer3Config().sizing.cascade.weights.model_dump()
+    out = {}
+    for comp, ind in alone.items():
+        donor = "oi_drop" if comp == "funding_rate" else "funding_rate"
+        out[f"sizing.cascade.weights.{comp}"] = Case(
+            round(w[comp] + 0.1, 10), cascade(**ind),
+            also={f"sizing.cascade.weights.{donor}": round(w[donor] - 0.1, 10)})
+    return out
+
+
+SCORE_070 = {"funding_rate": 0.01, "oi_change_pct": -0.5, "onchain_whale_pressure": 1.0}
+CORR = {"portfolio.correlation.min_observations": 5}
+HTTP = {"rl.use_mock": False, "rl.endpoint": STUB + "/good", "rl.timeout_sec": 2.0}
+NO_VOL = {"expected_return": None, "predicted_volatility": None}
+_rng = random.Random(3)
+MIXED = [round(_rng.uniform(-0.06, 0.08), 5) for _ in range(40)]  # distinct trade returns
+
+TABLE: dict[str, Case] = {
+    "portfolio_value": Case(50_000.0, decide()),
+    # --- sizing.kelly
+    "sizing.kelly.model": Case("gaussian", decide()),
+    "sizing.kelly.fraction": Case(0.1, decide()),
+    "sizing.kelly.max_fraction": Case(0.01, decide()),
+    "sizing.kelly.prior_strength": Case(5.0, decide()),
+    "sizing.kelly.uncertainty_z": Case(3.0, decide()),
+    "sizing.kelly.default_payoff_ratio": Case(2.0, decide(**NO_VOL)),
+    "sizing.kelly.payoff_prior_strength": Case(2.0, after_outcomes([0.05, -0.01, 0.06])),
+    "sizing.kelly.risk_weight": Case(0.0, decide()),
+    # --- sizing.conformal
+    "sizing.conformal.alpha": Case(0.3, after_outcomes(MIXED[:30])),
+    "sizing.conformal.window": Case(20, after_outcomes([0.5] * 20 + [0.01] * 20)),
+    "sizing.conformal.min_samples": Case(5, after_outcomes(MIXED[:10])),
+    "sizing.conformal.cold_start_factor": Case(0.5, decide()),
+    "sizing.conformal.min_multiplier": Case(0.9, after_outcomes([0.5] * 30)),
+    "sizing.conformal.aci_gamma": Case(0.1, after_outcomes(MIXED)),
+    "sizing.conformal.reference_volatility": Case(0.05, after_outcomes(MIXED[:30])),
+    # --- sizing.sentiment
+    "sizing.sentiment.enabled": Case(False, decide(sentiment_score=0.9)),
+    "sizing.sentiment.weight": Case(0.4, decide(sentiment_score=0.9)),
+    "sizing.sentiment.neutral_low": Case(0.2, decide(sentiment_score=0.3)),
+    "sizing.sentiment.neutral_high": Case(0.8, decide(sentiment_score=0.7)),
+    # --- sizing.regime
+    **{f"sizing.regime.multipliers.{r.value}": Case(0.5 if r.value != "HIGH_VOLATILITY"
+                                                    else 0.9, decide(regime=r))
+       for r in MarketRegime},
+    "sizing.regime.confirmation_periods": Case(
+        1, regimes(MarketRegime.RANGING, MarketRegime.TRENDING_UP)),
+    "sizing.regime.escalation_periods": Case(
+        3, regimes(MarketRegime.RANGING, MarketRegime.CRISIS)),
+    # --- sizing.cascade
+    "sizing.cascade.thresholds.funding_rate": Case(0.01, cascade(funding_rate=0.001)),
+    "sizing.cascade.thresholds.oi_drop": Case(0.5, cascade(oi_change_pct=-0.1)),
+    "sizing.cascade.thresholds.volume_ratio": Case(10.0, cascade(volume_ratio=3.0)),
+    "sizing.cascade.thresholds.whale_pressure": Case(0.4, cascade(onchain_whale_pressure=0.3)),
+    "sizing.cascade.thresholds.netflow_zscore": Case(6.0, cascade(exchange_netflow_zscore=3.0)),
+    **_weight_cases(),
+    "sizing.cascade.exit_above": Case(0.65, cascade(**SCORE_070)),
+    "sizing.cascade.reduce_75_above": Case(0.75, cascade(**SCORE_070)),
+    "sizing.cascade.reduce_50_above": Case(0.3, cascade(funding_rate=0.01, volume_ratio=10.0)),
+    # --- sizing.limits / execution
+    "sizing.limits.allow_short": Case(True, decide(action=TacticalAction.SELL)),
+    # Phase 2/3 give Phase 1 the portfolio's cap (the schema keeps the two equal), so this key
+    # is read by a Phase 1 built from SizingConfig; `also` changes a key Phase 1 never reads.
+    "sizing.limits.max_position_pct": Case(0.01, standalone_phase1(),
+                                           also={"portfolio.max_position_pct": 0.01}),
+    "sizing.limits.max_position_usd": Case(1_000.0, decide()),
+    "sizing.limits.min_position_usd": Case(50_000.0, decide()),
+    "sizing.execution.stop_loss_sigma": Case(1.0, decide()),
+    "sizing.execution.take_profit_sigma": Case(5.0, decide()),
+    # --- portfolio
+    "portfolio.max_position_pct": Case(0.05, phase2(TWO_ON_BTC),
+                                       also={"sizing.limits.max_position_pct": 0.05}),
+    "portfolio.max_strategy_pct": Case(0.05, phase2(BTC_AND_ETH)),
+    "portfolio.max_portfolio_pct": Case(0.1, phase2(BTC_AND_ETH)),
+    "portfolio.drift_threshold": Case(0.01, phase2(
+        TWO_ON_BTC, [("momentum", SYM, STRONG), ("breakout", SYM, {**STRONG,
+                                                                   "confidence": 0.8})])),
+    "portfolio.weight_history_size": Case(10, phase2(*[[("momentum", SYM, STRONG)]] * 12)),
+    "portfolio.correlation.window": Case(10, phase2(BTC_AND_ETH, rows=100, tail=10),
+                                         context=CORR),
+    "portfolio.correlation.min_observations": Case(5, phase2(BTC_AND_ETH, tail=10)),
+    "portfolio.correlation.max_correlation": Case(0.3, phase2(BTC_AND_ETH, rows=200, rho=0.6)),
+    "portfolio.correlation.penalty_strength": Case(1.0, phase2(BTC_AND_ETH, tail=30)),
+    "portfolio.correlation.use_multi_asset_kelly": Case(False, phase2(BTC_AND_ETH, rows=200,
+                                                                      rho=0.6)),
+    # --- rl
+    "rl.enabled": Case(False, blend()),
+    "rl.use_mock": Case(False, blend(), context={**HTTP, "rl.use_mock": True}),
+    "rl.endpoint": Case(STUB + "/missing", blend(), context=HTTP),
+    "rl.timeout_sec": Case(0.0005, blend()),  # below the mock's 1 ms latency
+    "rl.min_confidence": Case(0.99, blend()),
+    "rl.max_rl_weight": Case(0.1, blend()),
+    "rl.mock_success_rate": Case(0.0, blend()),
+    "rl.mock_seed": Case(8, blend()),
+    "rl.performance_history_size": Case(10, blend(outcomes=15)),
+    # --- circuit_breaker
+    "circuit_breaker.enabled": Case(False, breaker()),
+    "circuit_breaker.failure_threshold": Case(3, breaker(failures=3)),
+    "circuit_breaker.window_sec": Case(10.0, breaker(spacing=5.0)),
+    "circuit_breaker.initial_timeout_sec": Case(10.0, breaker(then=15.0)),
+    "circuit_breaker.max_timeout_sec": Case(40.0, breaker(probes=3)),
+    "circuit_breaker.backoff_multiplier": Case(3.0, breaker(probes=1)),
+}
+
+HTTP_KEYS = {"rl.use_mock", "rl.endpoint"}
+
+
+# ------------------------------------------------------------------ machinery
+class _StubRL(BaseHTTPRequestHandler):
+    """POST /good answers a fixed valid prediction; anything else is 404."""
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        if self.path == "/good":
+            body = json.dumps({"position_pct": 0.05, "confidence": 0.9,
+                               "predicted_return": 0.01, "predicted_volatility": 0.02,
+                               "model_version": "stub"}).encode()
+            self.send_response(200)
+        else:
+            body = b"{}"
+            self.send_response(404)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet."""
+
+
+@pytest.fixture(scope="module")
+def stub_url() -> Iterator[str]:
+    """A stub RL model on 127.0.0.1 (for the keys only the HTTP client reads)."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _StubRL)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    thread.join(5)
+    server.server_close()
+
+
+def _config(changes: dict[str, Any], url: str) -> Layer3Config:
+    data = Layer3Config().model_dump()
+    for section, values in BASE.items():
+        data[section].update(values)
+    for dotted, value in changes.items():
+        node = data
+        *parents, leaf = dotted.split(".")
+        for p in parents:
+            node = node[p]
+        assert leaf in node, dotted
+        node[leaf] = value.replace(STUB, url) if isinstance(value, str) else value
+    return parse_config(Layer3Config, data)
+
+
+def _run(cfg: Layer3Config, scenario: Scenario,
+         reload_to: Layer3Config | None = None) -> Any:
+    clock = ManualClock()
+    with Layer3Phase3Hybrid(enable_metrics=False, config=cfg, clock=clock) as h:
+        if reload_to is not None:
+            h.apply_config(reload_to)
+        return scenario(h, clock)
+
+
+def _sides(key: str, case: Case, url: str) -> tuple[Layer3Config, Layer3Config]:
+    base = _config(case.context, url)
+    new = _config({**case.context, key: case.new, **case.also}, url)
+    return base, new
+
+
+def _params(keys: list[str]) -> list[Any]:
+    return [pytest.param(k, marks=pytest.mark.integration) if k in HTTP_KEYS else k
+            for k in keys]
+
+
+def _url(request: pytest.FixtureRequest, key: str) -> str:
+    return request.getfixturevalue("stub_url") if key in HTTP_KEYS else "http://unused"
+
+
+# ------------------------------------------------------------------------ tests
+def test_table_covers_every_leaf_of_the_sizing_portfolio_rl_breaker_sections() -> None:
+    """Every leaf of those sections (and portfolio_value) has a case; none is extra."""
+    leaves = {k for k in leaf_paths(Layer3Config().model_dump())
+              if k.split(".")[0] in SECTIONS or k == "portfolio_value"}
+    assert set(TABLE) == leaves
+
+
+@pytest.mark.parametrize("key", _params(sorted(TABLE)))
+def test_changing_the_key_changes_an_observable_output(key: str,
+                                                       request: pytest.FixtureRequest) -> None:
+    """Changing this key alone changes the scenario's output (and the scenario is
+    deterministic, so the difference is the key's doing)."""
+    case = TABLE[key]
+    base, new = _sides(key, case, _url(request, key))
+    assert base != new
+    first = _run(base, case.scenario)
+    assert _run(base, case.scenario) == first
+    assert _run(new, case.scenario) != first
+
+
+# Known gap, reported: Phase 3's apply_config sets the breaker's initial_timeout_sec, but the
+# breaker's current open timeout is only reset to it when the breaker next closes after a
+# successful probe, so a reloaded value does not govern the next trip. strict: remove the
+# mark once apply_config (or the breaker) resets the timeout of a CLOSED breaker.
+_LIVE_GAPS = {"circuit_breaker.initial_timeout_sec":
+              "reloaded initial timeout ignored until the breaker next closes"}
+
+
+def _live_params() -> list[Any]:
+    out = []
+    for p in _params(sorted(k for k in TABLE if is_live(k))):
+        key = p if isinstance(p, str) else p.values[0]
+        gap = _LIVE_GAPS.get(key)
+        out.append(p if gap is None else
+                   pytest.param(key, marks=pytest.mark.xfail(reason=gap, strict=True)))
+    return out
+
+
+@pytest.mark.parametrize("key", _live_params())
+def test_live_key_takes_effect_through_apply_config(key: str,
+                                                    request: pytest.FixtureRequest) -> None:
+    """A live key hot-swapped with apply_config acts exactly as if built with it."""
+    case = TABLE[key]
+    base, new = _sides(key, case, _url(request, key))
+    assert _run(base, case.scenario, reload_to=new) == _run(new, case.scenario)
