@@ -461,3 +461,23 @@ def test_enable_metrics_publishes_the_five_metrics_on_the_default_registry() -> 
     assert sample("himari_l3_circuit_breaker_fallbacks_total") == 1.0
     assert sample("himari_l3_circuit_breaker_timeout_sec") == 30.0
     assert sample("himari_l3_circuit_breaker_success_rate") == 0.0
+
+
+def test_reconfigure_keeps_state_and_applies_new_parameters() -> None:
+    """reconfigure() changes thresholds and timeouts in place; counters and state stay."""
+    from himari_l3 import ManualClock
+
+    clock = ManualClock()
+    breaker = CircuitBreaker("reconf", failure_threshold=5, clock=clock)
+    breaker.record_failure("timeout")
+    breaker.reconfigure(failure_threshold=2, initial_timeout_sec=10.0, max_timeout_sec=40.0,
+                        call_deadline_sec=0.5)
+    assert breaker.get_state()["current_timeout_sec"] == 10.0  # closed: new initial at once
+    assert breaker.call_deadline_sec == 0.5
+    breaker.record_failure("timeout")  # 2 failures in the window now trip it
+    assert breaker.state.value == "open"
+    assert breaker.get_state()["total_failures"] == 2
+    breaker.reconfigure(max_timeout_sec=15.0, initial_timeout_sec=5.0)
+    assert breaker.get_state()["current_timeout_sec"] == 10.0  # open: kept (within the cap)
+    with pytest.raises(ValueError, match="max_timeout_sec"):
+        breaker.reconfigure(max_timeout_sec=1.0)

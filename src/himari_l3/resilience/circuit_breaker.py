@@ -374,6 +374,50 @@ class CircuitBreaker:
                 self._close_locked("disabled")
         self._deliver()
 
+    def reconfigure(
+        self,
+        *,
+        failure_threshold: int | None = None,
+        window_sec: float | None = None,
+        initial_timeout_sec: float | None = None,
+        max_timeout_sec: float | None = None,
+        backoff_multiplier: float | None = None,
+        call_deadline_sec: float | None = None,
+        enabled: bool | None = None,
+    ) -> None:
+        """Change parameters in place (config hot reload); state and counters are kept.
+
+        A closed breaker takes the new initial timeout at once; an open one keeps its
+        current timeout (clamped to the new maximum) until it next closes.
+        """
+        threshold = self.failure_threshold if failure_threshold is None else failure_threshold
+        if isinstance(threshold, bool) or not isinstance(threshold, int) or threshold < 1:
+            raise ValueError(f"failure_threshold was {threshold!r}, expected an int >= 1")
+        window = self.window_sec if window_sec is None else _positive("window_sec", window_sec)
+        initial = (self.initial_timeout_sec if initial_timeout_sec is None
+                   else _positive("initial_timeout_sec", initial_timeout_sec))
+        maximum = (self.max_timeout_sec if max_timeout_sec is None
+                   else _positive("max_timeout_sec", max_timeout_sec))
+        if maximum < initial:
+            raise ValueError(f"max_timeout_sec was {maximum!r}, expected >= "
+                             f"initial_timeout_sec ({initial!r})")
+        backoff = (self.backoff_multiplier if backoff_multiplier is None
+                   else _positive("backoff_multiplier", backoff_multiplier))
+        if backoff < 1.0:
+            raise ValueError(f"backoff_multiplier was {backoff!r}, expected >= 1")
+        deadline = (self.call_deadline_sec if call_deadline_sec is None
+                    else _positive("call_deadline_sec", call_deadline_sec))
+        with self._lock:
+            self.failure_threshold, self.window_sec = threshold, window
+            self.initial_timeout_sec, self.max_timeout_sec = initial, maximum
+            self.backoff_multiplier, self.call_deadline_sec = backoff, deadline
+            if self._state is CircuitState.CLOSED:
+                self._timeout = initial
+            else:
+                self._timeout = min(self._timeout, maximum)
+        if enabled is not None:
+            self.enabled = enabled
+
     def force_open(self) -> None:
         """Operator override: reject every call until `force_close` or `reset`."""
         with self._lock:
