@@ -13,6 +13,7 @@ from ._exceptions import (
     StateRestoreError,
     ValidationError,
 )
+from .config.schema import Layer3Config
 from .contracts import (
     CascadeIndicators,
     CascadeRecommendation,
@@ -24,8 +25,6 @@ from .contracts import (
     TacticalSignal,
     ValidationStatus,
 )
-
-from .config.schema import Layer3Config
 from .observability.metrics import Layer3Metrics
 from .observability.prometheus import PrometheusObserver
 from .observers import Observer

@@ -191,8 +191,27 @@ class Layer3Phase3Hybrid:
             b = batch.bounds[sym]
             if b.exit or (b.max_long_usd == 0.0 and b.max_short_usd == 0.0):
                 continue
-            asks.extend(sorted(batch.signals[sym], key=lambda s: s.strategy_id))
+            # A SELL with shorting disabled, or a HOLD of nothing, must stay at 0 whatever
+            # the model says: asking about it would be a wasted call.
+            asks.extend(s for s in sorted(batch.signals[sym], key=lambda s: s.strategy_id)
+                        if (s.action.direction > 0)
+                        or (s.action.direction < 0 and self._allow_short())
+                        or (s.action.direction == 0
+                            and batch.contrib[s.strategy_id][sym] != 0.0))
         return asks
+
+    def _allow_short(self) -> bool:
+        return self.phase2.phase1.config.limits.allow_short
+
+    @staticmethod
+    def _clamp_direction(direction: int, base: float, blended: float) -> float:
+        """Direction rules per signal: a BUY stays >= 0, a SELL <= 0 (callers only blend a
+        SELL when shorting is allowed), a HOLD between 0 and its current (baseline) size."""
+        if direction > 0:
+            return max(0.0, blended)
+        if direction < 0:
+            return min(0.0, blended)
+        return min(max(blended, 0.0), base) if base > 0 else max(min(blended, 0.0), base)
 
     def _finish(self, batch: Batch, asks: list[TacticalSignal],
                 results: list[RLPrediction | RLFailure], t0: float) -> EnsembleAllocation:
@@ -214,7 +233,8 @@ class Layer3Phase3Hybrid:
             base = contrib[sig.strategy_id][sym]
             target = (res.optimal_position_pct * batch.pv
                       * batch.bounds[sym].cascade_multiplier)
-            blended = (1.0 - w) * base + w * target
+            blended = self._clamp_direction(sig.action.direction, base,
+                                            (1.0 - w) * base + w * target)
             if not math.isfinite(blended):  # unreachable for validated predictions
                 failed.setdefault(sym, []).append("invalid_response")
                 continue

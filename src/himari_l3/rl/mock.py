@@ -192,9 +192,17 @@ class MockTransformerRLClient:
         market_data: dict[str, Any] | None = None,
         total_deadline_sec: float = 0.15,
     ) -> list[RLResult]:
-        """Blocking `predict_many`, one signal after another in input order."""
-        return [self.predict_sync(s, market_data, deadline_sec=total_deadline_sec)
-                for s in signals]
+        """Blocking `predict_many` with the async twin's semantics: every call is admitted
+        (and draws) first, then all finish — as when they run in parallel — so a breaker
+        opening mid-batch affects sync and async alike."""
+        for signal in signals:
+            encode_request(signal, market_data)
+        staged = [self._admit(s, total_deadline_sec) or self._draw() for s in signals]
+        results = [st if isinstance(st, RLFailure) else self._finish(s, *st, total_deadline_sec)
+                   for s, st in zip(signals, staged, strict=True)]
+        for result in results:
+            self._stats.record(result)
+        return results
 
     def get_state(self) -> dict[str, Any]:
         """Counters, failures by reason, mean latency and the breaker's state."""
