@@ -112,10 +112,12 @@ class Layer3Phase1:
         self.regimes.reconfigure(config.regime)
 
     # ------------------------------------------------------------------ sizing
-    def observe_regime(self, symbol: str, regime: MarketRegime) -> None:
+    def observe_regime(self, symbol: str, regime: MarketRegime,
+                       short_regime: MarketRegime | None = None) -> None:
         """Advance ``symbol``'s regime hysteresis by one period (Phase 2 calls this once
-        per symbol per batch, then sizes with ``observe_regime=False``)."""
-        st = self.regimes.observe(symbol, regime)
+        per symbol per batch, then sizes with ``observe_regime=False``). ``short_regime``
+        is what the short side observes, when it differs."""
+        st = self.regimes.observe(symbol, regime, short_regime)
         if self.observer is not NULL_OBSERVER:
             self.observer.on_regime(symbol, {
                 "effective_long": st.effective_long.value, "raw": regime.value,

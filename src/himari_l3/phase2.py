@@ -213,10 +213,11 @@ class Layer3Phase2Portfolio:
         symbols = sorted(by_symbol)
         table = self.phase1.regimes.table
         for sym in symbols:
-            # Several strategies may disagree on the regime: the safest one is observed.
-            regimes = {s.regime for s in by_symbol[sym]}
-            worst = min(sorted(regimes), key=lambda r: min(table(1)[r], table(-1)[r]))
-            self.phase1.observe_regime(sym, worst)
+            # Several strategies may disagree on the regime: each side observes the regime
+            # that is safest for it (a downtrend is safe for longs, not for shorts).
+            regimes = sorted({s.regime for s in by_symbol[sym]})
+            self.phase1.observe_regime(sym, min(regimes, key=table(1).__getitem__),
+                                       min(regimes, key=table(-1).__getitem__))
 
         decisions: list[PositionSizingDecision] = []
         contrib: dict[str, dict[str, float]] = {}

@@ -389,10 +389,6 @@ def test_state_round_trip_gives_same_next_allocation() -> None:
     assert ra.drifted_strategies == rb.drifted_strategies
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "phase2.prepare observes one 'safest' regime per symbol ranked by min(long, short) "
-    "multiplier: a SELL reading TRENDING_UP makes a BUY's RANGING symbol TRENDING_UP, "
-    "loosening the long side from 1.0 to 1.2 (reported; needs per-direction observation)"))
 def test_adding_a_sell_with_another_regime_never_increases_the_long() -> None:
     """A SELL signal (shorts disabled) whose regime differs cannot enlarge the symbol's long."""
     buy = make_signal(strategy_id="a", confidence=0.5, expected_return=0.01, regime="RANGING")

@@ -168,3 +168,22 @@ def test_export_restore_exact() -> None:
         a, b = t.observe("S1", r), other.observe("S1", r)
         assert (a.effective_long, a.effective_short, a.false_flips, a.last_change) == (
             b.effective_long, b.effective_short, b.false_flips, b.last_change)
+
+
+def test_sides_can_observe_different_regimes_and_round_trip() -> None:
+    """With a separate short-side view, each side follows its own observations; the state
+    (including the short side's history) exports and restores exactly."""
+    from himari_l3.config.schema import RegimeConfig
+    from himari_l3.contracts import MarketRegime as R
+    from himari_l3.sizing.regime import RegimeTracker
+
+    t = RegimeTracker(RegimeConfig())
+    t.observe("X", R.RANGING)
+    st = t.observe("X", R.TRENDING_DOWN, R.TRENDING_UP)  # safest for long / for short
+    assert st.effective_long is R.TRENDING_DOWN and st.effective_short is R.TRENDING_UP
+    for _ in range(3):
+        st = t.observe("X", R.RANGING)
+    assert st.effective_long is R.RANGING and st.effective_short is R.RANGING
+    u = RegimeTracker(RegimeConfig())
+    u.restore_state(t.export_state())
+    assert u.export_state() == t.export_state()

@@ -44,6 +44,9 @@ class SymbolRegimeState:
     effective_changes: int = 0
     false_flips: int = 0
     last_change: str = field(default="none")  # "tighten" / "loosen" / "none"
+    # What the short side observed, when it differs from the long side's view (Phase 2
+    # observes the safest regime for each side when strategies disagree); None: same.
+    recent_short: deque[MarketRegime] | None = None
 
 
 class RegimeTracker:
@@ -62,15 +65,24 @@ class RegimeTracker:
         self._window = max(config.confirmation_periods, config.escalation_periods)
         for st in self.states_.values():
             st.recent = deque(st.recent, maxlen=self._window)
+            if st.recent_short is not None:
+                st.recent_short = deque(st.recent_short, maxlen=self._window)
 
     def table(self, direction: int) -> dict[MarketRegime, float]:
         return self._short if direction < 0 else self._long
 
-    def observe(self, symbol: str, regime: MarketRegime) -> SymbolRegimeState:
-        """Record one observation for ``symbol`` and update both directions' state."""
+    def observe(self, symbol: str, regime: MarketRegime,
+                short_regime: MarketRegime | None = None) -> SymbolRegimeState:
+        """Record one observation for ``symbol`` and update both directions' state.
+
+        ``short_regime`` (default: ``regime``) is what the short side observes; the raw
+        change and false-flip counts follow the long side's observations."""
         st = self.states_.get(symbol)
         if st is None:
-            st = SymbolRegimeState(deque([regime], maxlen=self._window), regime, regime)
+            st = SymbolRegimeState(deque([regime], maxlen=self._window), regime,
+                                   short_regime or regime)
+            if short_regime is not None and short_regime != regime:
+                st.recent_short = deque([short_regime], maxlen=self._window)
             self.states_[symbol] = st
             return st
         prev = st.recent[-1]
@@ -83,9 +95,14 @@ class RegimeTracker:
         else:
             st.run_length += 1
         st.recent.append(regime)
+        if st.recent_short is None and short_regime is not None and short_regime != regime:
+            st.recent_short = deque(st.recent, maxlen=self._window)  # diverges from here
+            st.recent_short[-1] = short_regime
+        elif st.recent_short is not None:
+            st.recent_short.append(short_regime or regime)
         st.last_change = "none"
         new_long = self._step(st.effective_long, st.recent, self._long)
-        new_short = self._step(st.effective_short, st.recent, self._short)
+        new_short = self._step(st.effective_short, st.recent_short or st.recent, self._short)
         for old, new, table in ((st.effective_long, new_long, self._long),
                                 (st.effective_short, new_short, self._short)):
             if new != old:
@@ -135,6 +152,8 @@ class RegimeTracker:
                 "observations": st.observations, "raw_changes": st.raw_changes,
                 "effective_changes": st.effective_changes, "false_flips": st.false_flips,
                 "last_change": st.last_change,
+                "recent_short": (None if st.recent_short is None
+                                 else [r.value for r in st.recent_short]),
             }
             for sym, st in sorted(self.states_.items())
         }
@@ -147,6 +166,8 @@ class RegimeTracker:
                 int(d["run_length"]), bool(d["run_is_flip"]), int(d["observations"]),
                 int(d["raw_changes"]), int(d["effective_changes"]), int(d["false_flips"]),
                 str(d["last_change"]),
+                None if d.get("recent_short") is None else deque(
+                    (MarketRegime(r) for r in d["recent_short"]), maxlen=self._window),
             )
             for sym, d in state.items()
         }
