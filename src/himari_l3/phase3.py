@@ -127,19 +127,23 @@ class Layer3Phase3Hybrid:
 
     def apply_config(self, config: Layer3Config) -> None:
         """Hot reload: swap limits and RL blend parameters; learned state, positions, RL
-        history and the breaker's state are kept. Keys that need a restart (RL endpoint,
-        enabling RL, window sizes of bounded histories) are refused by the reloader before
-        this is called (see config/reload.py)."""
+        history, the breaker's state and the marked-to-market equity are kept (equity is
+        reset only when ``portfolio_value`` itself changes). Keys that need a restart (RL
+        endpoint, enabling RL, window sizes of bounded histories) are refused by the
+        reloader before this is called (``config/reload.py``)."""
+        old = self.config
         self.phase2.apply_config(config.portfolio, config.sizing)
-        self.phase2.set_portfolio_value(config.portfolio_value)
+        if config.portfolio_value != old.portfolio_value:
+            self.phase2.set_portfolio_value(config.portfolio_value)
         cb = config.circuit_breaker
         if self.circuit_breaker is not None:
-            self.circuit_breaker.enabled = cb.enabled
-            self.circuit_breaker.failure_threshold = cb.failure_threshold
-            self.circuit_breaker.window_sec = cb.window_sec
-            self.circuit_breaker.initial_timeout_sec = cb.initial_timeout_sec
-            self.circuit_breaker.max_timeout_sec = cb.max_timeout_sec
-            self.circuit_breaker.backoff_multiplier = cb.backoff_multiplier
+            self.circuit_breaker.reconfigure(
+                failure_threshold=cb.failure_threshold, window_sec=cb.window_sec,
+                initial_timeout_sec=cb.initial_timeout_sec, max_timeout_sec=cb.max_timeout_sec,
+                backoff_multiplier=cb.backoff_multiplier, enabled=cb.enabled,
+                call_deadline_sec=(config.rl.timeout_sec
+                                   if self.circuit_breaker.call_deadline_sec is not None
+                                   else None))
         if isinstance(self.rl_client, TransformerRLClient):
             self.rl_client.timeout_sec = config.rl.timeout_sec
             self.rl_client.min_confidence = config.rl.min_confidence
@@ -162,7 +166,8 @@ class Layer3Phase3Hybrid:
         asks = self._asks(batch)
         results: list[RLPrediction | RLFailure] = []
         if asks and self.rl_client is not None:
-            results = self.rl_client.predict_many_sync(asks, None, self.config.rl.timeout_sec)
+            results = (self._rejected(asks) or
+                       self.rl_client.predict_many_sync(asks, None, self.config.rl.timeout_sec))
         return self._finish(batch, asks, results, t0)
 
     async def process_signals_async(
@@ -179,14 +184,29 @@ class Layer3Phase3Hybrid:
         asks = self._asks(batch)
         results: list[RLPrediction | RLFailure] = []
         if asks and self.rl_client is not None:
-            results = await self.rl_client.predict_many(asks, None, self.config.rl.timeout_sec)
+            results = (self._rejected(asks) or
+                       await self.rl_client.predict_many(asks, None, self.config.rl.timeout_sec))
         return self._finish(batch, asks, results, t0)
+
+    def _rejected(self, asks: list[TacticalSignal]) -> list[RLPrediction | RLFailure]:
+        """While the breaker is open, fail the whole batch here: no hop to the client's
+        loop, no per-call exceptions (the rejections are still counted by the breaker)."""
+        cb = self.circuit_breaker
+        if cb is None or not cb.reject_if_open(len(asks)):
+            return []
+        failures: list[RLPrediction | RLFailure] = [
+            RLFailure(s.symbol, s.strategy_id, "circuit_open", "circuit breaker open")
+            for s in asks]
+        record = getattr(self.rl_client, "record_results", None)  # custom clients may lack it
+        if record is not None:
+            record(failures)
+        return failures
 
     def _asks(self, batch: Batch) -> list[TacticalSignal]:
         """Signals worth asking the RL about: none whose symbol the limits hold at zero."""
         if self.rl_client is None:
             return []
-        asks = []
+        asks: list[TacticalSignal] = []
         for sym in batch.symbols:
             b = batch.bounds[sym]
             if b.exit or (b.max_long_usd == 0.0 and b.max_short_usd == 0.0):
@@ -217,7 +237,8 @@ class Layer3Phase3Hybrid:
                 results: list[RLPrediction | RLFailure], t0: float) -> EnsembleAllocation:
         cfg = self.config.rl
         baseline = self.phase2.limit(batch, batch.contrib)
-        contrib = {s: dict(row) for s, row in batch.contrib.items()}
+        contrib = ({s: dict(row) for s, row in batch.contrib.items()} if results
+                   else batch.contrib)
         used: dict[str, list[str]] = {}
         failed: dict[str, list[str]] = {}
         blends: list[dict[str, Any]] = []
@@ -244,7 +265,8 @@ class Layer3Phase3Hybrid:
             blends.append({"strategy_id": sig.strategy_id, "symbol": sym, "weight": w,
                            "baseline_usd": base, "rl_target_usd": target,
                            "blended_usd": blended, "model_version": res.model_version})
-        limited = self.phase2.limit(batch, contrib)
+        # Nothing blended (RL off, or every prediction failed): the baseline is the answer.
+        limited = self.phase2.limit(batch, contrib) if used else baseline
         provenance: dict[str, dict[str, str]] = {}
         for sym in batch.symbols:
             if sym in used:

@@ -481,3 +481,21 @@ def test_reconfigure_keeps_state_and_applies_new_parameters() -> None:
     assert breaker.get_state()["current_timeout_sec"] == 10.0  # open: kept (within the cap)
     with pytest.raises(ValueError, match="max_timeout_sec"):
         breaker.reconfigure(max_timeout_sec=1.0)
+
+
+def test_reject_if_open_counts_rejections_and_never_steals_the_probe() -> None:
+    """reject_if_open rejects a batch while open, and leaves a due probe to before_call."""
+    from himari_l3 import ManualClock
+
+    clock = ManualClock()
+    breaker = CircuitBreaker("fast", failure_threshold=1, clock=clock)
+    assert breaker.reject_if_open(3) is False  # closed: nothing counted
+    breaker.record_failure("timeout")
+    assert breaker.reject_if_open(4) is True
+    assert breaker.get_state()["total_rejections"] == 4
+    clock.advance(30.0)
+    assert breaker.reject_if_open(4) is False  # the probe is due: callers admit it
+    breaker.before_call()
+    assert breaker.state.value == "half_open"
+    assert breaker.reject_if_open(2) is True  # probe in flight
+    assert breaker.get_state()["total_rejections"] == 6

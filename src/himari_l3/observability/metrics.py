@@ -49,7 +49,7 @@ class _PreCollectHooks:
     families are read, so every scrape sees every decision made before it."""
 
     def __init__(self) -> None:
-        self.hooks: list[Callable[[], None]] = []
+        self.hooks: list[Callable[[], object]] = []
 
     def describe(self) -> list[Metric]:
         return []
@@ -228,6 +228,6 @@ class Layer3Metrics:
         self.state_snapshots = Counter(p + "state_snapshots_total",
             "Learned-state snapshots committed", registry=r)
 
-    def add_pre_collect_hook(self, hook: Callable[[], None]) -> None:
+    def add_pre_collect_hook(self, hook: Callable[[], object]) -> None:
         """Run ``hook`` before every collection of this registry."""
         self._pre_collect.hooks.append(hook)

@@ -272,6 +272,27 @@ class CircuitBreaker:
         self._calls += 1
         return True
 
+    def reject_if_open(self, calls: int = 1) -> bool:
+        """Fast path for a batch: if the breaker would reject any call right now (open, or
+        forced open, and no probe is due), count ``calls`` rejections and return True
+        without admitting anything; otherwise return False and change nothing (the caller
+        then admits each call with `before_call`, so a due probe is still taken once)."""
+        with self._lock:
+            now = self._clock.monotonic()
+            rejecting = self._forced_open or (
+                self._enabled and (
+                    (self._state is CircuitState.OPEN and now - self._opened_at < self._timeout)
+                    or (self._state is CircuitState.HALF_OPEN
+                        and now - self._probe_started < self._timeout)))
+            if rejecting:
+                reason = "forced_open" if self._forced_open else "open"
+                for _ in range(calls):
+                    self._rejections += 1
+                    self._event("rejected", reason)
+        if rejecting:
+            self._deliver()
+        return rejecting
+
     def allow_request(self) -> bool:
         """Admit a call (True) or reject it (False, counted as a rejection)."""
         return self._admit()[0]

@@ -435,6 +435,12 @@ class TransformerRLClient:
                      signal.symbol, reason, detail)
         return RLFailure(signal.symbol, signal.strategy_id, reason, detail)
 
+    def record_results(self, results: Sequence[RLResult]) -> None:
+        """Count results produced on this client's behalf (the orchestrator's open-breaker
+        fast path fails a batch without calling the client)."""
+        for result in results:
+            self._stats.record(result)
+
     def get_state(self) -> dict[str, Any]:
         """Counters, failures by reason, mean latency and the breaker's state."""
         return {"endpoint": self.endpoint_url, **self._stats.snapshot(),

@@ -204,6 +204,12 @@ class MockTransformerRLClient:
             self._stats.record(result)
         return results
 
+    def record_results(self, results: Sequence[RLResult]) -> None:
+        """Count results produced on this client's behalf (the orchestrator's open-breaker
+        fast path fails a batch without calling the client)."""
+        for result in results:
+            self._stats.record(result)
+
     def get_state(self) -> dict[str, Any]:
         """Counters, failures by reason, mean latency and the breaker's state."""
         return {"endpoint": self.endpoint_url, **self._stats.snapshot(),
