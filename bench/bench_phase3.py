@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import multiprocessing
 import platform
 import random
 import threading
@@ -86,6 +87,42 @@ class TinyRLServer:
         self.server.close()
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(5)
+
+
+def _serve_in_child(kind: str, delay: float, port_q: Any, stop_ev: Any) -> None:
+    """Child process: run one of the servers until ``stop_ev`` is set (a model server is
+    another process in production; in-process it would share our GIL)."""
+    if kind == "tiny":
+        tiny = TinyRLServer(delay)
+        port_q.put(tiny.port)
+        stop_ev.wait(600)
+        tiny.stop()
+    else:
+        fault = FaultInjector(mode="slow", slow_sec=delay, hang_sec=0.4)
+        with BackgroundRLServer(create_rl_app(RLPolicy.default(), fault)) as srv:
+            port_q.put(int(srv.url.rsplit(":", 1)[1]))
+            stop_ev.wait(600)
+
+
+class ChildServer:
+    """A server in a child process on 127.0.0.1; ``url`` is its predict route."""
+
+    def __init__(self, kind: str, delay: float) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self._q, self._stop = ctx.Queue(), ctx.Event()
+        self._proc = ctx.Process(target=_serve_in_child, args=(kind, delay, self._q, self._stop),
+                                 daemon=True)
+        self._proc.start()
+        self.url = f"http://127.0.0.1:{self._q.get(timeout=60)}/predict"
+
+    def __enter__(self) -> ChildServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._proc.join(10)
+        if self._proc.is_alive():
+            self._proc.kill()
 
 
 def parallel_vs_single(url: str, batches: list[list[TacticalSignal]]) -> dict[str, float]:
@@ -161,12 +198,10 @@ def run(decisions: int = 100, seed: int = 0, write: bool = True) -> dict[str, An
     with BackgroundRLServer(create_rl_app(RLPolicy.default(), fault)) as srv:
         url = f"{srv.url}/predict"
 
-        out["reference"] = parallel_vs_single(url, batches)
-        tiny = TinyRLServer(SERVER_DELAY)
-        try:
-            out["tiny"] = parallel_vs_single(f"http://127.0.0.1:{tiny.port}/predict", batches)
-        finally:
-            tiny.stop()
+        with ChildServer("reference", SERVER_DELAY) as ref:
+            out["reference"] = parallel_vs_single(ref.url, batches)
+        with ChildServer("tiny", SERVER_DELAY) as tiny:
+            out["tiny"] = parallel_vs_single(tiny.url, batches)
         out["target_ratio"] = 1.15
 
         # breaker forced open vs Phase 2 alone (same batches, fresh engines)

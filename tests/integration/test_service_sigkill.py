@@ -1,0 +1,157 @@
+"""SIGKILL mid-stream against a real server process (uvicorn on 127.0.0.1, SQLite file):
+every acknowledged request is in the store and the restored learned state is the state after
+the last committed one; SIGTERM then shuts down gracefully with a final snapshot."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from himari_l3.persistence import Store
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+SIG: dict[str, Any] = {"strategy_id": "momentum", "symbol": "BTC-USD", "action": "BUY",
+                       "confidence": 0.7, "risk_score": 0.3, "regime": "RANGING",
+                       "expected_return": 0.02, "predicted_volatility": 0.05}
+CAS: dict[str, Any] = {"funding_rate": 0.0001, "oi_change_pct": 0.0, "volume_ratio": 1.0,
+                       "onchain_whale_pressure": 0.0, "exchange_netflow_zscore": 0.0}
+SYMS = ["BTC-USD", "ETH-USD", "SOL-USD"]
+
+
+def free_port() -> int:
+    """A free TCP port on the loopback interface."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_server(cfg: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
+    """Start ``python -m himari_l3.service.main`` and wait (bounded) until it is healthy."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("HIMARI_L3_AUTH_TOKEN", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "himari_l3.service.main", "--config", str(cfg),
+         "--host", "127.0.0.1", "--port", str(port)],
+        stdout=log.open("ab"), stderr=subprocess.STDOUT, env=env, cwd=cfg.parent)
+    deadline = time.monotonic() + 20.0
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"server exited early:\n{log.read_text()}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=0.5).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    proc.kill()
+    raise AssertionError(f"server did not become healthy:\n{log.read_text()}")
+
+
+def request(i: int, w: int) -> tuple[str, dict[str, Any]]:
+    """The i-th request of worker w: allocations, outcomes (both kinds), returns."""
+    k = i % 4
+    if k in (0, 1):
+        sigs = [{**SIG, "strategy_id": f"s{j % 3}", "symbol": SYMS[j % 3],
+                 "confidence": 0.5 + 0.03 * ((i + j + w) % 12),
+                 "action": "SELL" if (i + j) % 5 == 0 else "BUY"} for j in range(10)]
+        return "/v1/allocate", {"signals": sigs, "cascade": {s: CAS for s in SYMS},
+                                "prices": {"BTC-USD": 5e4, "ETH-USD": 3e3, "SOL-USD": 150.0}}
+    if k == 2:
+        body: dict[str, Any] = {"symbol": SYMS[i % 3], "realized_return": 0.01 * (i % 7 - 3)}
+        if i % 8 == 2:
+            body["strategy_id"] = f"s{i % 3}"
+        return "/v1/outcomes", body
+    return "/v1/returns", {"returns": {s: 0.002 * ((i + n) % 9 - 4) for n, s in
+                                       enumerate(SYMS)}}
+
+
+def stream(port: int, w: int, stop: threading.Event, acked: list[tuple[int, str]]) -> None:
+    """Send requests until stopped or the server dies; record (seq, digest) of each ack."""
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5.0) as c:
+        for i in range(100_000):  # bounded
+            if stop.is_set():
+                return
+            path, body = request(i, w)
+            try:
+                r = c.post(path, json=body, headers={"X-State-Digest": "1"})
+            except httpx.HTTPError:
+                return
+            assert r.status_code == 200, r.text
+            out = r.json()
+            seq = out.get("decision_id") or out.get("outcome_id") or out.get("returns_id")
+            acked.append((int(seq), out["state_digest"]))
+
+
+def journal(store: Store) -> dict[int, dict[str, Any]]:
+    """Every decision, outcome and returns row by seq."""
+    rows = store.decisions() + store.outcomes() + store.returns()
+    return {int(r["seq"]): r for r in rows}
+
+
+def test_sigkill_mid_stream_loses_nothing_acknowledged(tmp_path: Path) -> None:
+    """Kill -9 under load, restart: acked requests stored, learned state exactly restored."""
+    db = tmp_path / "l3.sqlite"
+    cfg = tmp_path / "layer3.yaml"
+    cfg.write_text(f"persistence:\n  url: 'sqlite:///{db}'\n  snapshot_every_decisions: 7\n"
+                   "  snapshot_interval_sec: 0.5\n")
+    log = tmp_path / "server.log"
+    port = free_port()
+    proc = start_server(cfg, port, log)
+    acked: list[tuple[int, str]] = []
+    stop = threading.Event()
+    workers = [threading.Thread(target=stream, args=(port, w, stop, acked)) for w in range(2)]
+    try:
+        for t in workers:
+            t.start()
+        deadline = time.monotonic() + 15.0
+        while len(acked) < 150 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        os.kill(proc.pid, signal.SIGKILL)  # mid-stream: both workers have requests in flight
+        proc.wait(10)
+    finally:
+        stop.set()
+        for t in workers:
+            t.join(10)
+        if proc.poll() is None:
+            proc.kill()
+    assert len(acked) >= 150, log.read_text()
+
+    store = Store(f"sqlite:///{db}")
+    rows = journal(store)
+    missing = sorted({s for s, _ in acked} - set(rows))
+    assert not missing, f"acknowledged but not stored: {missing}"
+    last = max(rows)
+    expected = rows[last]["response"]["state_digest"]
+    assert last >= max(s for s, _ in acked)
+    assert store.latest_snapshot() is not None  # (its seq is usually < last: tail replayed)
+    store.close()
+
+    proc = start_server(cfg, port, log)
+    try:
+        st = httpx.get(f"http://127.0.0.1:{port}/v1/state", params={"digest": "true"},
+                       timeout=10).json()
+        assert st["learned_state_digest"] == expected
+        if last == max(s for s, _ in acked):
+            assert st["learned_state_digest"] == dict(acked)[last]
+        proc.send_signal(signal.SIGTERM)
+        # uvicorn shuts down gracefully, then re-raises the signal (exit status -15).
+        assert proc.wait(20) in (0, -signal.SIGTERM)
+        assert "Application shutdown complete" in log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    store = Store(f"sqlite:///{db}")
+    final = store.latest_snapshot()
+    assert final is not None and final.seq == max(journal(store)) == last
+    store.close()
