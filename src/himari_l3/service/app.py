@@ -222,15 +222,32 @@ def create_app(config: Layer3Config, *, config_path: str | None = None,
     return app
 
 
+_INPUT_KINDS = {"signal": "signal", "signals": "signal", "cascade": "cascade",
+                "price": "price", "prices": "price", "returns": "returns"}
+
+
+def _count_invalid(request: Request, loc: tuple[Any, ...] | list[Any]) -> None:
+    """Count a rejected input in ``himari_l3_invalid_inputs_total{kind}`` (bounded kinds)."""
+    parts = [str(p) for p in loc if p != "body"]
+    kind = next((_INPUT_KINDS[p] for p in parts if p in _INPUT_KINDS), None)
+    if kind is None:
+        kind = "outcome" if request.url.path.endswith("/outcomes") else "request"
+    service = getattr(request.app.state, "service", None)
+    if service is not None:
+        service.observer.on_invalid_input(kind, ".".join(parts))
+
+
 def _install_error_handlers(app: FastAPI) -> None:
-    async def field_error(_: Request, exc: Exception) -> Response:
+    async def field_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, FieldError)
+        _count_invalid(request, exc.loc)
         return JSONResponse({"detail": _jsonable(exc.detail())}, 422)
 
-    async def request_validation(_: Request, exc: Exception) -> Response:
+    async def request_validation(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
         detail = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""),
                    "type": e.get("type", ""), "input": e.get("input")} for e in exc.errors()]
+        _count_invalid(request, detail[0]["loc"] if detail else [])
         return JSONResponse({"detail": _jsonable(detail)}, 422)
 
     async def unavailable(_: Request, exc: Exception) -> Response:
