@@ -1,10 +1,9 @@
-"""A real Prometheus scrapes Layer 3 metrics and the dashboards' Phase 1 queries return data.
+"""A real Prometheus scrapes the real service and the dashboards' key queries return data.
 
-Today the scrape target is a stand-in: ``prometheus_client``'s HTTP exposition of an isolated
-registry that a ``Layer3Phase1`` writes to while a background driver keeps sizing signals and
-recording outcomes. To test the real service instead, override the ``scrape_target_url``
-fixture (start the service on a free loopback port and return its ``/metrics`` URL); the
-Prometheus fixture and the queries stay as they are.
+The scrape target is ``himari-l3 serve`` started as a subprocess on a free loopback port
+(mock RL, SQLite in a temporary folder) while a driver thread keeps calling its API (sizing,
+allocations, outcomes), so rates and quantiles have fresh observations. Prometheus is
+started on 127.0.0.1 with a one-second scrape interval.
 
 Needs the ``prometheus`` binary (Debian package ``prometheus``): skipped when it is absent,
 failed when it is absent and ``CI=true``. Everything listens on 127.0.0.1 only, and every
@@ -19,6 +18,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -29,13 +29,6 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 import yaml
-from prometheus_client import CollectorRegistry, start_http_server
-
-from himari_l3._clock import ManualClock
-from himari_l3.contracts import CascadeIndicators, MarketRegime, TacticalAction, TacticalSignal
-from himari_l3.observability.metrics import Layer3Metrics
-from himari_l3.observability.prometheus import PrometheusObserver
-from himari_l3.phase1 import Layer3Phase1
 
 pytestmark = pytest.mark.integration
 
@@ -63,6 +56,15 @@ KEY_QUERIES: dict[str, Any] = {
     '/ sum(increase(himari_l3_outcomes_total{job="$job"}[1h]))': lambda v: 0 <= v <= 1,
     'himari_l3_cascade_risk_score{job="$job",symbol=~"$symbol"}': lambda v: 0 <= v <= 1,
     'max(up{job="$job"})': lambda v: v == 1,
+    # Phase 2/3, the breaker and the service itself
+    'max(himari_l3_portfolio_utilization_ratio{job="$job"})': lambda v: 0 <= v <= 0.8,
+    'sum by (phase) (rate(himari_l3_allocations_total{job="$job"}[5m]))': lambda v: v > 0,
+    'sum by (path) (rate(himari_l3_decisions_total{job="$job"}[5m]))': lambda v: v >= 0,
+    'max by (breaker) (himari_l3_circuit_breaker_state{job="$job"})': lambda v: v in (0, 1, 2),
+    'sum by (outcome) (rate(himari_l3_rl_requests_total{job="$job"}[5m]))': lambda v: v >= 0,
+    'sum by (code) (rate(himari_l3_http_requests_total{job="$job"}[5m]))': lambda v: v > 0,
+    'sum by (kind) (rate(himari_l3_persistence_writes_total{job="$job"}[5m]))':
+        lambda v: v >= 0,
 }
 
 
@@ -86,65 +88,102 @@ def _prometheus_binary() -> str:
 
 # ------------------------------------------------------------------------ scrape target
 
-def _signal(i: int) -> tuple[TacticalSignal, CascadeIndicators]:
-    """A small rotating scenario: buys, sells, a HOLD and the odd cascade stress reading."""
-    actions = [TacticalAction.BUY, TacticalAction.STRONG_BUY, TacticalAction.SELL,
-               TacticalAction.HOLD]
-    symbols = ["BTC-USD", "ETH-USD", "SOL-USD"]
-    signal = TacticalSignal(
-        strategy_id=f"strat-{i % 2}", symbol=symbols[i % 3], action=actions[i % 4],
-        confidence=0.55 + 0.05 * (i % 5), risk_score=0.2 + 0.1 * (i % 3),
-        regime=MarketRegime.TRENDING_UP if i % 7 else MarketRegime.HIGH_VOLATILITY,
-        timestamp_ns=1_700_000_000_000_000_000 + i, expected_return=0.01 + 0.002 * (i % 4),
-        predicted_volatility=0.03)
-    stressed = i % 5 == 4
-    cascade = (CascadeIndicators(0.002, -0.2, 4.0, 0.9, 4.0) if stressed
-               else CascadeIndicators.calm())
-    return signal, cascade
+CAS = {"funding_rate": 0.0001, "oi_change_pct": 0.0, "volume_ratio": 1.0,
+       "onchain_whale_pressure": 0.0, "exchange_netflow_zscore": 0.0}
+STRESS = {"funding_rate": 0.002, "oi_change_pct": -0.2, "volume_ratio": 4.0,
+          "onchain_whale_pressure": 0.9, "exchange_netflow_zscore": 4.0}
+SYMBOLS = ["BTC-USD", "ETH-USD", "SOL-USD"]
 
 
-def _drive(engine: Layer3Phase1, i: int) -> None:
-    signal, cascade = _signal(i)
-    engine.calculate_position(signal, cascade, 50_000.0, current_position_usd=1_000.0)
-    ret = 0.012 if i % 3 else -0.008
-    engine.record_outcome(signal.strategy_id, signal.symbol, ret)
+def _signal(i: int, strategy: str, symbol: str) -> dict[str, Any]:
+    """A rotating scenario: buys, sells and HOLDs over three symbols and two regimes."""
+    return {"strategy_id": strategy, "symbol": symbol,
+            "action": ["BUY", "STRONG_BUY", "SELL", "HOLD"][i % 4],
+            "confidence": 0.55 + 0.05 * (i % 5), "risk_score": 0.2 + 0.1 * (i % 3),
+            "regime": "TRENDING_UP" if i % 7 else "HIGH_VOLATILITY",
+            "expected_return": 0.01 + 0.002 * (i % 4), "predicted_volatility": 0.03}
+
+
+def _drive(client: httpx.Client, i: int) -> None:
+    symbol = SYMBOLS[i % 3]
+    cascade = STRESS if i % 5 == 4 else CAS
+    client.post("/v1/size", json={"signal": _signal(i, f"strat-{i % 2}", symbol),
+                                  "cascade": cascade, "price": 50_000.0,
+                                  "current_position_usd": 1_000.0})
+    client.post("/v1/allocate", json={
+        "signals": [_signal(i + k, f"strat-{k}", s) for k in range(2) for s in SYMBOLS],
+        "cascade": {s: (STRESS if s == symbol and i % 5 == 4 else CAS) for s in SYMBOLS},
+        "prices": {"BTC-USD": 50_000.0, "ETH-USD": 3_000.0, "SOL-USD": 150.0}})
+    client.post("/v1/outcomes", json={"symbol": symbol, "strategy_id": f"strat-{i % 2}",
+                                      "realized_return": 0.012 if i % 3 else -0.008})
+    client.post("/v1/outcomes", json={"symbol": symbol, "used_rl": i % 2 == 0,
+                                      "realized_return": 0.01 if i % 4 else -0.01})
 
 
 @pytest.fixture(scope="module")
-def stand_in_exporter() -> Iterator[str]:
-    """Phase 1 on an isolated registry, exposed over HTTP on a free loopback port, with a
-    driver thread that keeps deciding so rates and quantiles have fresh observations."""
-    registry = CollectorRegistry()
-    engine = Layer3Phase1(observer=PrometheusObserver(Layer3Metrics(registry)),
-                          clock=ManualClock())
-    for i in range(40):
-        _drive(engine, i)
+def service_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``himari-l3 serve`` on a free loopback port with a driver thread keeping it busy."""
+    tmp = tmp_path_factory.mktemp("service")
+    config = tmp / "layer3.yaml"
+    config.write_text(yaml.safe_dump({
+        "rl": {"enabled": True, "use_mock": True, "mock_seed": 3},
+        "persistence": {"url": f"sqlite:///{tmp / 'l3.sqlite'}"}}))
     port = _free_port()
-    server, thread = start_http_server(port, addr="127.0.0.1", registry=registry)
+    env = {k: v for k, v in os.environ.items() if k != "HIMARI_L3_AUTH_TOKEN"}
+    proc = subprocess.Popen([sys.executable, "-m", "himari_l3", "serve", "--config",
+                             str(config), "--host", "127.0.0.1", "--port", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+                            cwd=tmp)
+    base = f"http://127.0.0.1:{port}"
+    client = httpx.Client(base_url=base, timeout=5.0)
     stop = threading.Event()
-
-    def keep_deciding() -> None:
-        for i in range(40, 40 + 10_000):  # bounded: ~1000 s at 10 decisions per second
-            if stop.wait(0.1):
-                return
-            _drive(engine, i)
-
-    driver = threading.Thread(target=keep_deciding, name="phase1-driver", daemon=True)
-    driver.start()
+    driver: threading.Thread | None = None
     try:
-        yield f"http://127.0.0.1:{port}/metrics"
+        deadline = time.monotonic() + STARTUP_TIMEOUT_SEC
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"the service exited with {proc.returncode} before answering")
+            try:
+                if client.get("/healthz").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail("the service did not answer /healthz within "
+                            f"{STARTUP_TIMEOUT_SEC:.0f} s")
+            time.sleep(0.1)
+        for i in range(20):
+            _drive(client, i)
+
+        def keep_deciding() -> None:
+            for i in range(20, 20 + 5_000):  # bounded: ~500 s at 10 rounds per second
+                if stop.wait(0.1):
+                    return
+                try:
+                    _drive(client, i)
+                except httpx.HTTPError:
+                    return
+
+        driver = threading.Thread(target=keep_deciding, name="service-driver", daemon=True)
+        driver.start()
+        yield f"{base}/metrics"
     finally:
         stop.set()
-        driver.join(timeout=5)
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+        if driver is not None:
+            driver.join(timeout=10)
+        client.close()
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
 
 
 @pytest.fixture(scope="module")
-def scrape_target_url(stand_in_exporter: str) -> str:
-    """The /metrics URL Prometheus scrapes (swap for the real service later)."""
-    return stand_in_exporter
+def scrape_target_url(service_url: str) -> str:
+    """The /metrics URL Prometheus scrapes: the real service's."""
+    return service_url
 
 
 # ----------------------------------------------------------------------- prometheus
@@ -252,10 +291,14 @@ def test_dashboard_key_queries_return_data(prometheus: httpx.Client) -> None:
     assert not pending, {q: last.get(q) for q in pending}
 
 
-def test_every_phase1_family_is_scraped(prometheus: httpx.Client) -> None:
-    """Prometheus stored the Phase 1 families the sizing dashboard is built on."""
+def test_key_families_are_scraped(prometheus: httpx.Client) -> None:
+    """Prometheus stored the families the dashboards are built on, from every layer."""
     names = set(prometheus.get("/api/v1/label/__name__/values").json()["data"])
     for name in ("himari_l3_sizing_decisions_total", "himari_l3_sizing_latency_seconds_bucket",
                  "himari_l3_position_size_usd_bucket", "himari_l3_cascade_risk_score",
-                 "himari_l3_conformal_coverage_ratio", "himari_l3_build_info"):
+                 "himari_l3_build_info", "himari_l3_decisions_total",
+                 "himari_l3_decision_latency_seconds_bucket",
+                 "himari_l3_circuit_breaker_state", "himari_l3_circuit_breaker_timeout_sec",
+                 "himari_l3_portfolio_allocated_usd", "himari_l3_http_requests_total",
+                 "himari_l3_persistence_writes_total"):
         assert name in names, name
