@@ -128,6 +128,7 @@ def correlation_multipliers(
     Returns (multiplier per symbol, pairwise penalty per symbol, note on multi-asset Kelly).
     """
     idx = {s: i for i, s in enumerate(order)}
+    rows = corr.tolist()  # plain floats: element access on an ndarray costs ~10x more
     live = [s for s in order if net.get(s, 0.0) != 0.0]
     mult = dict.fromkeys(order, 1.0)
     penalty = dict.fromkeys(order, 0.0)
@@ -137,7 +138,7 @@ def correlation_multipliers(
         for t in live:
             if t == s or (net[s] > 0) != (net[t] > 0):
                 continue
-            rho = float(corr[idx[s], idx[t]])
+            rho = rows[idx[s]][idx[t]]
             if rho > max_correlation:
                 worst = max(worst, (rho - max_correlation) / span if span > 0 else 1.0)
         penalty[s] = penalty_strength * min(1.0, worst)
