@@ -98,7 +98,8 @@ def _serve_in_child(kind: str, delay: float, port_q: Any, stop_ev: Any) -> None:
         stop_ev.wait(600)
         tiny.stop()
     else:
-        fault = FaultInjector(mode="slow", slow_sec=delay, hang_sec=0.4)
+        fault = FaultInjector(mode="hang" if kind == "hang" else "slow", slow_sec=delay,
+                              hang_sec=0.4)
         with BackgroundRLServer(create_rl_app(RLPolicy.default(), fault)) as srv:
             port_q.put(int(srv.url.rsplit(":", 1)[1]))
             stop_ev.wait(600)
@@ -225,12 +226,13 @@ def run(decisions: int = 100, seed: int = 0, write: bool = True) -> dict[str, An
         out["breaker_open_overhead_us"] = out["breaker_open_p50_us"] - out["phase2_p50_us"]
         out["target_overhead_us"] = 100.0
 
-        # hanging endpoint, default deadline, breaker disabled so every decision waits
-        fault.set("hang")
-        h = hybrid(url, circuit_breaker=CircuitBreaker("rl", enabled=False,
-                                                       call_deadline_sec=DEADLINE))
+    # hanging endpoint (in its own process), default deadline, breaker disabled so every
+    # decision waits for the deadline
+    with ChildServer("hang", SERVER_DELAY) as hanging:
+        h = hybrid(hanging.url, circuit_breaker=CircuitBreaker("rl", enabled=False,
+                                                               call_deadline_sec=DEADLINE))
         hang_t = [timed(lambda b=b: h.process_signals(b, CASCADES, PRICES))
-                  for b in batches[:10]]
+                  for b in batches[:30]]
         h.stop()
         out["hang_max_ms"] = max(hang_t) * 1e3
         out["hang_p50_ms"] = p50(hang_t) * 1e3

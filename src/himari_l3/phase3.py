@@ -242,13 +242,14 @@ class Layer3Phase3Hybrid:
         used: dict[str, list[str]] = {}
         failed: dict[str, list[str]] = {}
         blends: list[dict[str, Any]] = []
+        outcomes: dict[str, int] = {}
         for sig, res in zip(asks, results, strict=True):
             sym = sig.symbol
             if isinstance(res, RLFailure):
                 failed.setdefault(sym, []).append(res.reason)
-                self.observer.on_event("rl_requests", {"outcome": res.reason})
+                outcomes[res.reason] = outcomes.get(res.reason, 0) + 1
                 continue
-            self.observer.on_event("rl_requests", {"outcome": "success"})
+            outcomes["success"] = outcomes.get("success", 0) + 1
             self.observer.on_event("rl_latency", {}, res.latency_ms / 1e3)
             w = min(cfg.max_rl_weight, res.confidence)
             base = contrib[sig.strategy_id][sym]
@@ -266,6 +267,8 @@ class Layer3Phase3Hybrid:
                            "baseline_usd": base, "rl_target_usd": target,
                            "blended_usd": blended, "model_version": res.model_version})
         # Nothing blended (RL off, or every prediction failed): the baseline is the answer.
+        for outcome, n in sorted(outcomes.items()):
+            self.observer.on_event("rl_requests", {"outcome": outcome}, n)
         limited = self.phase2.limit(batch, contrib) if used else baseline
         provenance: dict[str, dict[str, str]] = {}
         for sym in batch.symbols:
