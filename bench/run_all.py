@@ -48,6 +48,8 @@ def main(argv: list[str]) -> int:
             ok = False
         print(f"   {'ok' if ok else 'FAILED'} in {time.monotonic() - t0:.1f} s", flush=True)
         result_file = RESULTS / f"{name}.json"
+        if not result_file.exists():
+            result_file = RESULTS / f"bench_{name}.json"
         if ok and result_file.exists():
             collected[name] = json.loads(result_file.read_text())
         else:
