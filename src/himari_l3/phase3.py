@@ -162,13 +162,10 @@ class Layer3Phase3Hybrid:
         t0 = time.perf_counter()
         if not signals:
             return self._empty(t0)
-        batch = self.phase2.prepare(signals, cascade_indicators, current_prices)
-        asks = self._asks(batch)
-        results: list[RLPrediction | RLFailure] = []
-        if asks and self.rl_client is not None:
-            results = (self._rejected(asks) or
-                       self.rl_client.predict_many_sync(asks, None, self.config.rl.timeout_sec))
-        return self._finish(batch, asks, results, t0)
+        batch, asks, results = self._begin(signals, cascade_indicators, current_prices)
+        if results is None and self.rl_client is not None:
+            results = self.rl_client.predict_many_sync(asks, None, self.config.rl.timeout_sec)
+        return self._finish(batch, asks, results or [], t0)
 
     async def process_signals_async(
         self,
@@ -180,13 +177,24 @@ class Layer3Phase3Hybrid:
         t0 = time.perf_counter()
         if not signals:
             return self._empty(t0)
+        batch, asks, results = self._begin(signals, cascade_indicators, current_prices)
+        if results is None and self.rl_client is not None:
+            results = await self.rl_client.predict_many(asks, None, self.config.rl.timeout_sec)
+        return self._finish(batch, asks, results or [], t0)
+
+    def _begin(
+        self,
+        signals: list[Any],
+        cascade_indicators: dict[str, CascadeIndicators] | CascadeIndicators,
+        current_prices: dict[str, float],
+    ) -> tuple[Batch, list[TacticalSignal], list[RLPrediction | RLFailure] | None]:
+        """Prepare the baseline once and decide what to ask: returns (batch, asks, results),
+        results None when the client must be asked for ``asks``."""
         batch = self.phase2.prepare(signals, cascade_indicators, current_prices)
         asks = self._asks(batch)
-        results: list[RLPrediction | RLFailure] = []
-        if asks and self.rl_client is not None:
-            results = (self._rejected(asks) or
-                       await self.rl_client.predict_many(asks, None, self.config.rl.timeout_sec))
-        return self._finish(batch, asks, results, t0)
+        if not asks or self.rl_client is None:
+            return batch, asks, []
+        return batch, asks, self._rejected(asks) or None
 
     def _rejected(self, asks: list[TacticalSignal]) -> list[RLPrediction | RLFailure]:
         """While the breaker is open, fail the whole batch here: no hop to the client's

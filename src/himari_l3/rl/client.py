@@ -38,6 +38,7 @@ from ..resilience import CircuitBreaker
 
 __all__ = [
     "FAILURE_REASONS",
+    "ClientStatsMixin",
     "RLFailure",
     "RLResult",
     "TransformerRLClient",
@@ -112,6 +113,25 @@ class PredictionStats:
             }
 
 
+class ClientStatsMixin:
+    """Statistics shared by the real and the mock client (``get_state`` and counting)."""
+
+    endpoint_url: str
+    circuit_breaker: CircuitBreaker
+    _stats: PredictionStats
+
+    def record_results(self, results: Sequence[RLResult]) -> None:
+        """Count results produced on this client's behalf (the orchestrator's open-breaker
+        fast path fails a batch without calling the client)."""
+        for result in results:
+            self._stats.record(result)
+
+    def get_state(self) -> dict[str, Any]:
+        """Counters, failures by reason, mean latency and the breaker's state."""
+        return {"endpoint": self.endpoint_url, **self._stats.snapshot(),
+                "circuit_breaker": self.circuit_breaker.get_state()}
+
+
 def encode_request(signal: TacticalSignal, market_data: dict[str, Any] | None) -> bytes:
     """The request body: the signal's fields plus ``market_data`` (caller input errors raise
     `ValidationError` here, before the breaker or the network is involved)."""
@@ -183,7 +203,7 @@ def _stop_loop(loop: asyncio.AbstractEventLoop) -> None:
         loop.call_soon_threadsafe(loop.stop)
 
 
-class TransformerRLClient:
+class TransformerRLClient(ClientStatsMixin):
     """Asks a remote RL model for a position per signal, failing fast when it is unhealthy.
 
     Parameters
@@ -434,17 +454,6 @@ class TransformerRLClient:
         logger.debug("RL prediction failed for %s/%s: %s (%s)", signal.strategy_id,
                      signal.symbol, reason, detail)
         return RLFailure(signal.symbol, signal.strategy_id, reason, detail)
-
-    def record_results(self, results: Sequence[RLResult]) -> None:
-        """Count results produced on this client's behalf (the orchestrator's open-breaker
-        fast path fails a batch without calling the client)."""
-        for result in results:
-            self._stats.record(result)
-
-    def get_state(self) -> dict[str, Any]:
-        """Counters, failures by reason, mean latency and the breaker's state."""
-        return {"endpoint": self.endpoint_url, **self._stats.snapshot(),
-                "circuit_breaker": self.circuit_breaker.get_state()}
 
 
 def _run_loop(loop: asyncio.AbstractEventLoop, started: threading.Event) -> None:

@@ -16,14 +16,21 @@ from .._clock import SYSTEM_CLOCK, Clock
 from .._exceptions import CircuitBreakerOpenException
 from ..contracts import RLPrediction, TacticalSignal
 from ..resilience import CircuitBreaker
-from .client import PredictionStats, RLFailure, RLResult, encode_request, gather_with_deadline
+from .client import (
+    ClientStatsMixin,
+    PredictionStats,
+    RLFailure,
+    RLResult,
+    encode_request,
+    gather_with_deadline,
+)
 
 __all__ = ["MockTransformerRLClient"]
 
 MOCK_MODEL_VERSION = "mock-1"
 
 
-class MockTransformerRLClient:
+class MockTransformerRLClient(ClientStatsMixin):
     """Answers like an RL model would, failing with probability ``1 - success_rate``.
 
     A success is derived from the signal: ``position_pct = direction · 0.1 · c`` with
@@ -203,17 +210,6 @@ class MockTransformerRLClient:
         for result in results:
             self._stats.record(result)
         return results
-
-    def record_results(self, results: Sequence[RLResult]) -> None:
-        """Count results produced on this client's behalf (the orchestrator's open-breaker
-        fast path fails a batch without calling the client)."""
-        for result in results:
-            self._stats.record(result)
-
-    def get_state(self) -> dict[str, Any]:
-        """Counters, failures by reason, mean latency and the breaker's state."""
-        return {"endpoint": self.endpoint_url, **self._stats.snapshot(),
-                "circuit_breaker": self.circuit_breaker.get_state()}
 
     def close(self) -> None:
         """Nothing to release (kept for interface parity with the HTTP client)."""
