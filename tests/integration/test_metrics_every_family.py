@@ -70,9 +70,9 @@ def _exposed_written(text: str) -> dict[str, bool]:
     for fam in text_string_to_metric_families(text):
         written = False
         for s in fam.samples:
-            if fam.type in ("counter",) and s.name.endswith("_total"):
-                written |= s.value > 0
-            elif fam.type == "histogram" and s.name.endswith("_count"):
+            moved = ((fam.type == "counter" and s.name.endswith("_total"))
+                     or (fam.type == "histogram" and s.name.endswith("_count")))
+            if moved:
                 written |= s.value > 0
             elif fam.type in ("gauge", "info"):
                 written = True  # a gauge exists only once set (labelled) or is set to a value
