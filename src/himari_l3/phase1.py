@@ -101,7 +101,7 @@ class Layer3Phase1:
         # the caller repeating them.
         self._last_prediction: dict[tuple[str, str], tuple[float | None, float | None]] = {}
         self.decisions_total = 0
-        self._cascade_cache: dict[CascadeIndicators, CascadeAssessment] = {}
+        self._cascade_cache: dict[int, tuple[CascadeIndicators, CascadeAssessment]] = {}
 
     def apply_config(self, config: SizingConfig) -> None:
         """Swap in a new sizing config; learned state is kept (hot reload)."""
@@ -176,13 +176,16 @@ class Layer3Phase1:
         regime_usd = sentiment_usd * reg_mult
         # 6. cascade
         # Phase 2 passes one readings object per symbol to every strategy's signal: score
-        # it once. (Records are frozen, so equal readings give the same assessment.)
-        cas = self._cascade_cache.get(cascade_indicators)
-        if cas is None:
-            if len(self._cascade_cache) >= 256:
+        # it once. Keyed by identity (hashing six floats costs more than scoring); the cache
+        # holds the object, so its id cannot be reused while the entry lives.
+        hit = self._cascade_cache.get(id(cascade_indicators))
+        if hit is not None and hit[0] is cascade_indicators:
+            cas = hit[1]
+        else:
+            if len(self._cascade_cache) >= 64:
                 self._cascade_cache.clear()
-            cas = self._cascade_cache[cascade_indicators] = assess_cascade(
-                cfg.cascade, cascade_indicators)
+            cas = assess_cascade(cfg.cascade, cascade_indicators)
+            self._cascade_cache[id(cascade_indicators)] = (cascade_indicators, cas)
         cascade_usd = regime_usd * cas.multiplier
 
         # 7. direction and caps

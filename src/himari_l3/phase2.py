@@ -235,14 +235,14 @@ class Layer3Phase2Portfolio:
         gross_contrib = sum(abs(x) for row in contrib.values() for x in row.values())
         netted = gross_contrib - sum(abs(x) for x in raw_nets.values())
 
-        penalties, corr_note, mult = self._correlation(raw_nets, symbols, by_symbol)
+        penalties, corr_note, mult, pairwise = self._correlation(raw_nets, symbols, by_symbol)
         for row in contrib.values():
             for sym in row:
                 row[sym] *= mult[sym]
         trace = {
             "portfolio_value": pv, "netted_usd": max(0.0, netted),
             "nets_before_correlation": raw_nets, "correlation_multipliers": mult,
-            "multi_asset_kelly": corr_note,
+            "multi_asset_kelly": corr_note, "pairwise_penalties": pairwise,
             "signals": [{"strategy_id": d.strategy_id, "symbol": d.symbol,
                          "size_usd": d.position_size_usd, "status": d.validation_status.value,
                          "reasons": list(d.reason_codes),
@@ -391,18 +391,20 @@ class Layer3Phase2Portfolio:
     def _correlation(
         self, net: dict[str, float], symbols: list[str],
         by_symbol: dict[str, list[TacticalSignal]],
-    ) -> tuple[dict[str, float], str, dict[str, float]]:
+    ) -> tuple[dict[str, float], str, dict[str, float], dict[str, float]]:
+        """(fraction removed, multi-asset Kelly note, multiplier, pairwise penalty) per
+        symbol."""
         cc = self.config.correlation
         live = [s for s in symbols if net[s] != 0.0]
+        none = dict.fromkeys(symbols, 0.0)
         if len(live) < 2:
-            return (dict.fromkeys(symbols, 0.0), "not applicable: fewer than two positions",
-                    dict.fromkeys(symbols, 1.0))
-        corr, shrinkage, _ = self.correlations.correlation(symbols)
+            return (none, "not applicable: fewer than two positions",
+                    dict.fromkeys(symbols, 1.0), none)
+        _, shrinkage, _ = self.correlations.correlation(symbols)
         if shrinkage >= 1.0:
             # The identity: no pair is correlated and the joint Kelly equals the single one.
-            return (dict.fromkeys(symbols, 0.0),
-                    "not applicable: no correlation evidence yet (shrinkage 1)",
-                    dict.fromkeys(symbols, 1.0))
+            return (none, "not applicable: no correlation evidence yet (shrinkage 1)",
+                    dict.fromkeys(symbols, 1.0), none)
         edge: dict[str, float] = {}
         vol: dict[str, float | None] = {}
         for sym in symbols:
@@ -412,10 +414,11 @@ class Layer3Phase2Portfolio:
             edge[sym] = sum(ers) / len(ers) if ers else math.nan
             vol[sym] = sum(vols) / len(vols) if vols else self.correlations.volatility(sym)
         mult, penalty, note = correlation_multipliers(
-            net, corr, symbols, edge, vol, cc.max_correlation, cc.penalty_strength,
-            cc.use_multi_asset_kelly)
+            net, self.correlations.matrix_rows(symbols), symbols, edge, vol,
+            cc.max_correlation, cc.penalty_strength,
+            self.correlations.inverse if cc.use_multi_asset_kelly else None)
         removed = {s: 1.0 - mult[s] for s in symbols}
-        return removed, note + f"; pairwise penalties {penalty}", mult
+        return removed, note, mult, penalty
 
     # ------------------------------------------------------------------ state
     def export_state(self) -> dict[str, Any]:

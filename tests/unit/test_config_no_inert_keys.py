@@ -59,7 +59,8 @@ def _decision(d: PositionSizingDecision) -> tuple[Any, ...]:
 
 def _alloc(a: EnsembleAllocation) -> tuple[Any, ...]:
     return (a.allocations, a.breakdown, a.provenance, a.binding_limits, a.drifted_strategies,
-            a.correlation_penalties, a.trace.get("multi_asset_kelly"), a.trace.get("rl"))
+            a.correlation_penalties, a.trace.get("multi_asset_kelly"),
+            a.trace.get("pairwise_penalties"), a.trace.get("rl"))
 
 
 # -------------------------------------------------------------------- scenarios

@@ -194,3 +194,27 @@ def test_state_round_trip() -> None:
     m2 = CorrelationMonitor(window=50, min_observations=5)
     m2.restore_state(m.export_state())
     np.testing.assert_array_equal(m.correlation(["A", "B"])[0], m2.correlation(["A", "B"])[0])
+
+
+def test_multi_asset_kelly_ratio_matches_a_direct_solve() -> None:
+    """The cached-inverse multi-asset Kelly ratio equals (Σ⁻¹μ)_s / (μ_s/σ_s²) from a direct
+    numpy solve with Σ = D R D, clipped to [0, 1]."""
+    import numpy as np
+
+    from himari_l3.portfolio.budgets import correlation_multipliers
+
+    order = ["A", "B", "C"]
+    r = np.array([[1.0, 0.5, 0.2], [0.5, 1.0, 0.3], [0.2, 0.3, 1.0]])
+    net = {"A": 1_000.0, "B": 2_000.0, "C": -500.0}
+    edge = {"A": 0.02, "B": 0.01, "C": 0.03}
+    vol = {"A": 0.05, "B": 0.04, "C": 0.08}
+    mult, penalty, note = correlation_multipliers(
+        net, r.tolist(), order, edge, vol, max_correlation=0.9, penalty_strength=0.5,
+        inverse=lambda syms: np.linalg.inv(
+            r[np.ix_([order.index(s) for s in syms], [order.index(s) for s in syms])]).tolist())
+    assert note == "applied" and penalty == dict.fromkeys(order, 0.0)
+    d = np.array([vol[s] for s in order])
+    mu = np.array([edge[s] * (1 if net[s] > 0 else -1) for s in order])
+    joint = np.linalg.solve(np.outer(d, d) * r, mu)
+    expected = np.clip(joint / (mu / d**2), 0.0, 1.0)
+    assert [mult[s] for s in order] == pytest.approx(list(expected), rel=1e-12)

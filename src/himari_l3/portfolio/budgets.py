@@ -19,10 +19,8 @@ Steps 2 and 3 only shrink, so the earlier budgets still hold after them.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-
-import numpy as np
-from numpy.typing import NDArray
 
 __all__ = ["BudgetResult", "apply_budgets", "correlation_multipliers", "nets"]
 
@@ -108,61 +106,64 @@ def apply_budgets(
 
 def correlation_multipliers(
     net: dict[str, float],
-    corr: NDArray[np.float64],
+    corr: list[list[float]],
     order: list[str],
     edge: dict[str, float],
     vol: dict[str, float | None],
     max_correlation: float,
     penalty_strength: float,
-    use_multi_asset_kelly: bool,
+    inverse: Callable[[list[str]], list[list[float]] | None] | None,
 ) -> tuple[dict[str, float], dict[str, float], str]:
     r"""Per-symbol multipliers in [0, 1] for correlated exposure.
 
     * pairwise penalty: for each same-direction pair with correlation above
       ``max_correlation``, :math:`\pi_s = \lambda \max_t (\rho_{st}-\rho_{max})/(1-\rho_{max})`;
-    * multi-asset Kelly, where every symbol has an edge and a volatility: with
-      :math:`\Sigma = D R D` the multi-asset Kelly :math:`f = \Sigma^{-1}\mu` is compared with the
-      per-asset Kelly :math:`\mu_s/\sigma_s^2`; the ratio (clipped to [0, 1]) is how much of
-      the single-asset size the joint solution keeps. It never increases a size or flips it.
+    * multi-asset Kelly (when ``inverse`` is given and every position has an edge and a
+      volatility): with :math:`\Sigma = D R D`, the multi-asset Kelly
+      :math:`f = \Sigma^{-1}\mu = D^{-1} R^{-1} D^{-1} \mu` is compared with the per-asset
+      Kelly :math:`\mu_s/\sigma_s^2`; the ratio
+      :math:`\sigma_s \sum_t (R^{-1})_{st}\,\mu_t/\sigma_t \,/\, \mu_s`, clipped to [0, 1],
+      is how much of the single-asset size the joint solution keeps. It never increases a
+      size or flips it. ``inverse(live_symbols)`` returns :math:`R^{-1}` for those symbols
+      (None if singular).
 
+    ``corr`` is the correlation matrix in the order of ``order``, as nested lists.
     Returns (multiplier per symbol, pairwise penalty per symbol, note on multi-asset Kelly).
     """
     idx = {s: i for i, s in enumerate(order)}
-    rows = corr.tolist()  # plain floats: element access on an ndarray costs ~10x more
     live = [s for s in order if net.get(s, 0.0) != 0.0]
     mult = dict.fromkeys(order, 1.0)
     penalty = dict.fromkeys(order, 0.0)
     span = 1.0 - max_correlation
     for s in live:
         worst = 0.0
+        row = corr[idx[s]]
         for t in live:
             if t == s or (net[s] > 0) != (net[t] > 0):
                 continue
-            rho = rows[idx[s]][idx[t]]
+            rho = row[idx[t]]
             if rho > max_correlation:
                 worst = max(worst, (rho - max_correlation) / span if span > 0 else 1.0)
         penalty[s] = penalty_strength * min(1.0, worst)
         mult[s] = 1.0 - penalty[s]
     note = "not applicable: fewer than two positions"
-    if use_multi_asset_kelly and len(live) >= 2:
+    if inverse is not None and len(live) >= 2:
         sig = [vol.get(s) for s in live]
         mus = [edge.get(s, math.nan) for s in live]
         if any(v is None or v <= 0 for v in sig) or not all(math.isfinite(m) and m > 0
                                                             for m in mus):
             note = "not applicable: a position lacks a positive edge or a volatility"
         else:
-            sub = corr[np.ix_([idx[s] for s in live], [idx[s] for s in live])]
-            d = np.asarray(sig, dtype=np.float64)
-            mu = np.asarray([m * (1.0 if net[s] > 0 else -1.0) for m, s in zip(mus, live,
-                                                                               strict=True)])
-            try:
-                joint = np.linalg.solve(np.outer(d, d) * sub, mu)
-            except np.linalg.LinAlgError:
-                note = "not applicable: singular covariance"
+            r_inv = inverse(live)
+            if r_inv is None:
+                note = "not applicable: singular correlation"
             else:
-                single = mu / (d * d)
-                for s, j, k in zip(live, joint, single, strict=True):
-                    ratio = float(j / k) if k != 0 else 1.0
+                d = [float(v) for v in sig if v is not None]
+                z = [(m if net[s] > 0 else -m) / dv for m, s, dv in zip(mus, live, d,
+                                                                        strict=True)]
+                for i, s in enumerate(live):
+                    mu_i = z[i] * d[i]
+                    ratio = d[i] * sum(a * b for a, b in zip(r_inv[i], z, strict=True)) / mu_i
                     ratio = min(1.0, max(0.0, ratio)) if math.isfinite(ratio) else 1.0
                     mult[s] = min(mult[s], ratio)
                 note = "applied"

@@ -68,6 +68,8 @@ class CorrelationMonitor:
         self.version_ = 0
         self._cache: dict[tuple[str, ...], tuple[NDArray[np.float64], float, int]] = {}
         self._cache_version = -1
+        self._derived_cache: dict[tuple[str, ...], list[list[float]] | None] = {}
+        self._derived_version = -1
 
     def update(self, returns: dict[str, float], timestamp_ns: int) -> None:
         """Add one aligned row of per-symbol returns (fractions: 0.01 = +1 %)."""
@@ -113,6 +115,39 @@ class CorrelationMonitor:
             result = (r, delta, n)
         self._cache[key] = result
         return result
+
+    def _derived(self) -> dict[tuple[str, ...], list[list[float]] | None]:
+        # Derived matrices (as plain nested lists) live until the next update.
+        if self._derived_version != self.version_:
+            self._derived_cache.clear()
+            self._derived_version = self.version_
+        return self._derived_cache
+
+    def matrix_rows(self, symbols: list[str]) -> list[list[float]]:
+        """``correlation(symbols)``'s matrix as nested lists (order of ``sorted(symbols)``)."""
+        cache = self._derived()
+        key = ("rows", *sorted(symbols))
+        rows = cache.get(key)
+        if rows is None:
+            rows = cache[key] = self.correlation(symbols)[0].tolist()
+        return rows
+
+    def inverse(self, symbols: list[str]) -> list[list[float]] | None:
+        """Inverse of the shrunk correlation of ``symbols`` in their given order, as nested
+        lists; None if singular."""
+        cache = self._derived()
+        key = ("inv", *symbols)
+        if key in cache:
+            return cache[key]
+        order = sorted(symbols)
+        corr, _, _ = self.correlation(order)
+        pos = [order.index(s) for s in symbols]
+        try:
+            inv: list[list[float]] | None = np.linalg.inv(corr[np.ix_(pos, pos)]).tolist()
+        except np.linalg.LinAlgError:
+            inv = None
+        cache[key] = inv
+        return inv
 
     def volatility(self, symbol: str) -> float | None:
         """Sample standard deviation of ``symbol``'s returns in the window (None if < 2)."""

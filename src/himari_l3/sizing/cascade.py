@@ -25,8 +25,11 @@ _KEEP = {
 }
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class CascadeAssessment:
+    """Score, recommendation, size multiplier and components (internal, cached per reading:
+    treat as read-only)."""
+
     score: float
     recommendation: CascadeRecommendation
     multiplier: float

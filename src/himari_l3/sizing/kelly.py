@@ -105,9 +105,10 @@ class KellyStats:
                    float(d["sum_sq_return"]), float(d["sum_win"]), float(d["sum_loss"]))
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class KellyEstimate:
-    """What the Kelly stage computed, for the trace."""
+    """What the Kelly stage computed, for the trace (internal: not frozen, because a frozen
+    init costs a microsecond on the hot path)."""
 
     model: str
     win_prob: float

@@ -86,6 +86,15 @@ class RegimeTracker:
             self.states_[symbol] = st
             return st
         prev = st.recent[-1]
+        if (regime is prev and regime is st.effective_long and regime is st.effective_short
+                and st.recent_short is None and short_regime in (None, regime)):
+            # Steady state: observing the regime both sides already apply can neither loosen
+            # nor tighten anything; only the counters move.
+            st.observations += 1
+            st.run_length += 1
+            st.recent.append(regime)
+            st.last_change = "none"
+            return st
         st.observations += 1
         if regime != prev:
             st.raw_changes += 1
