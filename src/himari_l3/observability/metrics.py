@@ -9,13 +9,15 @@ labels go through :class:`BoundedLabel` (the first ``max_values`` distinct value
 
 from __future__ import annotations
 
+import math
 import threading
-from collections.abc import Callable, Iterator
+from bisect import bisect_left
+from collections.abc import Callable, Iterator, Sequence
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
-from prometheus_client.metrics_core import Metric
+from prometheus_client import CollectorRegistry, Counter, Gauge, Info
+from prometheus_client.metrics_core import HistogramMetricFamily, Metric
 
-__all__ = ["BoundedLabel", "Layer3Metrics"]
+__all__ = ["BoundedLabel", "FastHistogram", "Layer3Metrics"]
 
 _LAT = (0.00001, 0.00002, 0.00005, 0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01,
         0.02, 0.05, 0.1, 0.15, 0.2, 0.5, 1.0)
@@ -42,6 +44,89 @@ class BoundedLabel:
                 self._seen.add(value)
                 return value
         return "__other__"
+
+
+class _HistogramChild:
+    __slots__ = ("_bounds", "counts", "sum")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self._bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)  # the last slot is +Inf
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        # bisect_left: a value equal to a bound belongs to that bucket (le = "less or equal").
+        self.counts[bisect_left(self._bounds, value)] += 1
+        self.sum += value
+
+
+class FastHistogram:
+    """A Prometheus histogram exposed through a custom collector.
+
+    Same name, help, labels, buckets and exposition as ``prometheus_client.Histogram``, at a
+    fraction of the cost per observation (one bisect and two additions instead of a linear
+    bucket scan and three locked increments), because Layer 3 observes about ten histograms
+    per decision. Observations come from one writer at a time (the observer's flush holds its
+    lock); a concurrent scrape reads a copy.
+    """
+
+    def __init__(self, name: str, documentation: str, labelnames: Sequence[str] = (), *,
+                 buckets: Sequence[float], registry: CollectorRegistry) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.labelnames = tuple(labelnames)
+        bounds = tuple(float(b) for b in buckets if not math.isinf(b))
+        if list(bounds) != sorted(set(bounds)):
+            raise ValueError(f"buckets of {name} were {buckets!r}, expected increasing")
+        self._bounds = bounds
+        self._le = [*(_go_float(b) for b in bounds), "+Inf"]
+        self._children: dict[tuple[str, ...], _HistogramChild] = {}
+        self._lock = threading.Lock()
+        self._unlabelled = None if self.labelnames else self._child(())
+        registry.register(self)
+
+    def _child(self, values: tuple[str, ...]) -> _HistogramChild:
+        child = self._children.get(values)
+        if child is None:
+            with self._lock:
+                child = self._children.setdefault(values, _HistogramChild(self._bounds))
+        return child
+
+    def labels(self, *values: str) -> _HistogramChild:
+        if len(values) != len(self.labelnames):
+            raise ValueError(f"{self.name} takes labels {self.labelnames}, got {values!r}")
+        return self._child(tuple(str(v) for v in values))
+
+    def observe(self, value: float) -> None:
+        if self._unlabelled is None:
+            raise ValueError(f"{self.name} has labels {self.labelnames}: use .labels()")
+        self._unlabelled.observe(value)
+
+    def describe(self) -> list[Metric]:
+        return [HistogramMetricFamily(self.name, self.documentation,
+                                      labels=list(self.labelnames))]
+
+    def collect(self) -> Iterator[Metric]:
+        # Samples written out (not HistogramMetricFamily.add_metric, which drops _count and
+        # _sum when a bucket bound is negative, as for realised returns).
+        family = Metric(self.name, self.documentation, "histogram")
+        for values, child in sorted(self._children.items()):
+            labels = dict(zip(self.labelnames, values, strict=True))
+            counts, total = list(child.counts), child.sum
+            cumulative = 0
+            for le, n in zip(self._le, counts, strict=True):
+                cumulative += n
+                family.add_sample(self.name + "_bucket", {**labels, "le": le}, cumulative)
+            family.add_sample(self.name + "_count", labels, cumulative)
+            family.add_sample(self.name + "_sum", labels, total)
+        yield family
+
+
+def _go_float(bound: float) -> str:
+    """A bucket bound as Prometheus' Go clients print it (what prometheus_client does)."""
+    from prometheus_client.utils import floatToGoString
+
+    return str(floatToGoString(bound))  # type: ignore[no-untyped-call]
 
 
 class _PreCollectHooks:
@@ -78,22 +163,22 @@ class Layer3Metrics:
         self.sizing_decisions = Counter(p + "sizing_decisions_total",
             "Phase 1 decisions by action and validation status", ["action", "status"],
             registry=r)
-        self.sizing_latency = Histogram(p + "sizing_latency_seconds",
+        self.sizing_latency = FastHistogram(p + "sizing_latency_seconds",
             "Time to size one signal (Phase 1)", buckets=_LAT, registry=r)
-        self.position_size_usd = Histogram(p + "position_size_usd",
+        self.position_size_usd = FastHistogram(p + "position_size_usd",
             "Absolute Phase 1 target size in USD", buckets=_USD, registry=r)
-        self.position_size_ratio = Histogram(p + "position_size_ratio",
+        self.position_size_ratio = FastHistogram(p + "position_size_ratio",
             "Absolute Phase 1 target size as a fraction of portfolio value", buckets=_PCT,
             registry=r)
-        self.kelly_fraction = Histogram(p + "kelly_fraction_ratio",
+        self.kelly_fraction = FastHistogram(p + "kelly_fraction_ratio",
             "Fractional Kelly size of the Kelly stage (fraction of portfolio)", buckets=_PCT,
             registry=r)
-        self.kelly_win_probability = Histogram(p + "kelly_win_probability",
+        self.kelly_win_probability = FastHistogram(p + "kelly_win_probability",
             "Penalised posterior win probability used by Kelly",
             buckets=(0.0, 0.2, 0.3, 0.4, 0.5, 0.55, 0.6, 0.65, 0.7, 0.8, 0.9, 1.0), registry=r)
         self.kelly_posterior_trades = Gauge(p + "kelly_posterior_trades",
             "Realised trades in a strategy's Kelly posterior", ["strategy"], registry=r)
-        self.conformal_multiplier = Histogram(p + "conformal_multiplier",
+        self.conformal_multiplier = FastHistogram(p + "conformal_multiplier",
             "Conformal stage multiplier", buckets=_MULT, registry=r)
         self.conformal_coverage = Gauge(p + "conformal_coverage_ratio",
             "Empirical coverage of conformal intervals per strategy", ["strategy"], registry=r)
@@ -101,9 +186,9 @@ class Layer3Metrics:
             "Adaptive miscoverage level alpha_t per strategy", ["strategy"], registry=r)
         self.conformal_samples = Gauge(p + "conformal_window_samples",
             "Scores in a strategy's conformal window", ["strategy"], registry=r)
-        self.sentiment_multiplier = Histogram(p + "sentiment_multiplier",
+        self.sentiment_multiplier = FastHistogram(p + "sentiment_multiplier",
             "Sentiment stage multiplier", buckets=_MULT, registry=r)
-        self.regime_multiplier = Histogram(p + "regime_multiplier",
+        self.regime_multiplier = FastHistogram(p + "regime_multiplier",
             "Regime stage multiplier in effect", buckets=_MULT, registry=r)
         self.regime_state = Gauge(p + "regime_state",
             "1 for the regime in effect (long side) per symbol, 0 otherwise",
@@ -114,7 +199,7 @@ class Layer3Metrics:
             "Raw regime flips that reverted before confirmation", registry=r)
         self.cascade_score = Gauge(p + "cascade_risk_score",
             "Latest cascade risk score per symbol (0..1)", ["symbol"], registry=r)
-        self.cascade_score_hist = Histogram(p + "cascade_risk_score_distribution",
+        self.cascade_score_hist = FastHistogram(p + "cascade_risk_score_distribution",
             "Cascade risk scores seen", buckets=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0),
             registry=r)
         self.cascade_recommendations = Counter(p + "cascade_recommendations_total",
@@ -129,13 +214,13 @@ class Layer3Metrics:
             "Inputs rejected by validation", ["kind"], registry=r)
         self.outcomes = Counter(p + "outcomes_total",
             "Realised trade outcomes learned from", ["result"], registry=r)
-        self.realized_return = Histogram(p + "realized_return",
+        self.realized_return = FastHistogram(p + "realized_return",
             "Realised trade returns learned from", buckets=_RET, registry=r)
 
         # --- Phase 2: portfolio ------------------------------------------------------
         self.allocations = Counter(p + "allocations_total",
             "Portfolio allocations produced, by phase", ["phase"], registry=r)
-        self.allocation_latency = Histogram(p + "allocation_latency_seconds",
+        self.allocation_latency = FastHistogram(p + "allocation_latency_seconds",
             "Time to allocate one batch, by phase", ["phase"], buckets=_LAT, registry=r)
         self.allocated_usd = Gauge(p + "portfolio_allocated_usd",
             "Gross USD allocated by the latest allocation", registry=r)
@@ -155,7 +240,7 @@ class Layer3Metrics:
             "Strategies whose weight moved more than the drift threshold", registry=r)
         self.budget_scaledowns = Counter(p + "budget_scaledowns_total",
             "Proportional scale-downs by the budget that bound", ["limit"], registry=r)
-        self.correlation_penalty = Histogram(p + "correlation_penalty_ratio",
+        self.correlation_penalty = FastHistogram(p + "correlation_penalty_ratio",
             "Fraction of a symbol's size removed for correlated exposure", buckets=_PCT,
             registry=r)
         self.correlation_max = Gauge(p + "correlation_max_abs",
@@ -174,13 +259,13 @@ class Layer3Metrics:
         # --- Phase 3: hybrid RL ----------------------------------------------------
         self.decisions = Counter(p + "decisions_total",
             "Hybrid decisions by path (rl / fallback)", ["path"], registry=r)
-        self.decision_latency = Histogram(p + "decision_latency_seconds",
+        self.decision_latency = FastHistogram(p + "decision_latency_seconds",
             "Hybrid decision latency by path", ["path"], buckets=_LAT, registry=r)
         self.rl_requests = Counter(p + "rl_requests_total",
             "RL prediction requests by outcome", ["outcome"], registry=r)
-        self.rl_latency = Histogram(p + "rl_request_latency_seconds",
+        self.rl_latency = FastHistogram(p + "rl_request_latency_seconds",
             "RL prediction request latency", buckets=_LAT, registry=r)
-        self.rl_blend_weight = Histogram(p + "rl_blend_weight",
+        self.rl_blend_weight = FastHistogram(p + "rl_blend_weight",
             "Weight given to the RL target in the blend", buckets=_MULT, registry=r)
         self.rl_usage = Gauge(p + "rl_usage_ratio",
             "Share of hybrid decisions that used RL", registry=r)
@@ -213,7 +298,7 @@ class Layer3Metrics:
         # --- service and operations -------------------------------------------------
         self.http_requests = Counter(p + "http_requests_total",
             "HTTP requests by endpoint and status code", ["endpoint", "code"], registry=r)
-        self.http_latency = Histogram(p + "http_request_duration_seconds",
+        self.http_latency = FastHistogram(p + "http_request_duration_seconds",
             "HTTP request duration by endpoint", ["endpoint"], buckets=_LAT, registry=r)
         self.config_reloads = Counter(p + "config_reloads_total",
             "Config reload attempts by result", ["result"], registry=r)
@@ -223,7 +308,7 @@ class Layer3Metrics:
             "Records written to the store, by kind", ["kind"], registry=r)
         self.persistence_errors = Counter(p + "persistence_errors_total",
             "Store operations that failed, by operation", ["operation"], registry=r)
-        self.persistence_latency = Histogram(p + "persistence_write_duration_seconds",
+        self.persistence_latency = FastHistogram(p + "persistence_write_duration_seconds",
             "Time to write one record or snapshot", buckets=_LAT, registry=r)
         self.state_snapshots = Counter(p + "state_snapshots_total",
             "Learned-state snapshots committed", registry=r)

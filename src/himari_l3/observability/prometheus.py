@@ -49,10 +49,12 @@ class PrometheusObserver(Observer):
         self._pending: deque[tuple[Callable[..., None], tuple[Any, ...]]] = deque()
         self._flush_lock = threading.Lock()
         self._wake = threading.Event()
-        self._last_components: dict[str, object] = {}
+        self._latest_cascade: dict[str, tuple[float, dict[str, float]]] = {}
         self._last_regime: dict[str, str] = {}
+        self._latest_regime: dict[str, str] = {}
         self._flusher: threading.Thread | None = None
         self.metrics.add_pre_collect_hook(self.flush)
+        self.metrics.add_pre_collect_hook(self.publish_latest)
 
     def _defer(self, fn: Callable[..., None], *args: Any) -> None:
         pending = self._pending
@@ -64,6 +66,23 @@ class PrometheusObserver(Observer):
             self._wake.set()
             if n >= _MAX_PENDING:  # the flusher cannot keep up: bound memory, pay here
                 self.flush()
+
+    def publish_latest(self) -> None:
+        """Set the per-symbol latest-value gauges from what the flushed writes recorded."""
+        m = self.metrics
+        with self._flush_lock:
+            latest, self._latest_cascade = self._latest_cascade, {}
+            regimes, self._latest_regime = self._latest_regime, {}
+        for sym, (score, components) in latest.items():
+            self._child(m.cascade_score, sym).set(score)
+            for name, value in components.items():
+                self._child(m.cascade_component, sym, name).set(value)
+        for sym, effective in regimes.items():
+            if self._last_regime.get(sym) != effective:
+                self._last_regime[sym] = effective
+                for regime in _REGIMES:
+                    self._child(m.regime_state, sym, regime).set(
+                        1.0 if regime == effective else 0.0)
 
     def _start_flusher(self) -> None:
         # A daemon thread applies batches of deferred writes off the decision path.
@@ -125,14 +144,11 @@ class PrometheusObserver(Observer):
         m.sentiment_multiplier.observe(d["sentiment_multiplier"])
         m.regime_multiplier.observe(d["regime"]["multiplier"])
         sym = m.symbol_label(decision.symbol)
-        self._child(m.cascade_score, sym).set(decision.cascade_risk_score)
+        # Per-symbol "latest value" gauges only matter at scrape time: keep the latest here
+        # and publish once per collection (publish_latest), not on every decision.
+        self._latest_cascade[sym] = (decision.cascade_risk_score, d["cascade"]["components"])
         m.cascade_score_hist.observe(decision.cascade_risk_score)
         self._child(m.cascade_recommendations, decision.cascade_recommendation.value).inc()
-        components = d["cascade"]["components"]
-        if self._last_components.get(sym) is not components:  # one object per reading
-            self._last_components[sym] = components
-            for name, value in components.items():
-                self._child(m.cascade_component, sym, name).set(value)
         limit = d["binding_limit"]
         if limit != "none":
             self._child(m.binding_limits, limit).inc()
@@ -167,11 +183,7 @@ class PrometheusObserver(Observer):
     def _write_regime(self, symbol: str, state: dict[str, Any]) -> None:
         m = self.metrics
         sym = m.symbol_label(symbol)
-        effective = state["effective_long"]
-        if self._last_regime.get(sym) != effective:
-            self._last_regime[sym] = effective
-            for regime in _REGIMES:
-                self._child(m.regime_state, sym, regime).set(1.0 if regime == effective else 0.0)
+        self._latest_regime[sym] = state["effective_long"]  # published at collection
         if state["last_change"] != "none":
             self._child(m.regime_changes, state["last_change"]).inc()
         prev = self._children.get(("false_flips", sym), 0)
