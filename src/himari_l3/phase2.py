@@ -25,7 +25,6 @@ from .contracts import (
     CascadeIndicators,
     CascadeRecommendation,
     EnsembleAllocation,
-    MarketRegime,
     PositionSizingDecision,
     TacticalAction,
     TacticalSignal,
@@ -481,5 +480,3 @@ def _override(cfg: PortfolioConfig, pos: float | None, strat: float | None,
         data["correlation"]["max_correlation"] = corr
     return cfg if data == cfg.model_dump() else parse_config(PortfolioConfig, data)
 
-
-_ = MarketRegime  # re-exported type used in annotations of callers
