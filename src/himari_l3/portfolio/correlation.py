@@ -70,6 +70,8 @@ class CorrelationMonitor:
         self._cache_version = -1
         self._derived_cache: dict[tuple[str, ...], list[list[float]] | None] = {}
         self._derived_version = -1
+        self._vol_cache: dict[str, float | None] = {}
+        self._vol_version = -1
 
     def update(self, returns: dict[str, float], timestamp_ns: int) -> None:
         """Add one aligned row of per-symbol returns (fractions: 0.01 = +1 %)."""
@@ -151,10 +153,14 @@ class CorrelationMonitor:
 
     def volatility(self, symbol: str) -> float | None:
         """Sample standard deviation of ``symbol``'s returns in the window (None if < 2)."""
-        xs = [row[symbol] for _, row in self.rows_ if symbol in row]
-        if len(xs) < 2:
-            return None
-        return float(np.std(xs, ddof=1))
+        cache = self._vol_cache
+        if self._vol_version != self.version_:
+            cache.clear()
+            self._vol_version = self.version_
+        if symbol not in cache:
+            xs = [row[symbol] for _, row in self.rows_ if symbol in row]
+            cache[symbol] = float(np.std(xs, ddof=1)) if len(xs) >= 2 else None
+        return cache[symbol]
 
     def stats(self) -> dict[str, Any]:
         syms = self.symbols
