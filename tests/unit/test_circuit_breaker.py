@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from typing import Any
 
 import pytest
 
@@ -488,11 +489,13 @@ def test_reject_if_open_counts_rejections_and_never_steals_the_probe() -> None:
     from himari_l3 import ManualClock
 
     clock = ManualClock()
-    breaker = CircuitBreaker("fast", failure_threshold=1, clock=clock)
+    events: list[Any] = []
+    breaker = CircuitBreaker("fast", failure_threshold=1, clock=clock, listeners=[events.append])
     assert breaker.reject_if_open(3) is False  # closed: nothing counted
     breaker.record_failure("timeout")
     assert breaker.reject_if_open(4) is True
     assert breaker.get_state()["total_rejections"] == 4
+    assert sum(e.count for e in events if e.kind == "rejected") == 4  # one event, count 4
     clock.advance(30.0)
     assert breaker.reject_if_open(4) is False  # the probe is due: callers admit it
     breaker.before_call()

@@ -273,7 +273,7 @@ def breaker_listener(observer: PrometheusObserver, breaker: Any) -> Any:
     m = observer.metrics
     name = breaker.name
 
-    def write(kind: str, new_state_code: int, to_state: str) -> None:
+    def write(kind: str, new_state_code: int, to_state: str, count: int = 1) -> None:
         state = breaker.get_state()
         observer._child(m.cb_state, name).set(new_state_code)
         observer._child(m.cb_timeout, name).set(state["current_timeout_sec"])
@@ -283,12 +283,13 @@ def breaker_listener(observer: PrometheusObserver, breaker: Any) -> Any:
         elif kind == "fallback":
             observer._child(m.cb_fallbacks, name).inc()
         elif kind == "rejected":
-            observer._child(m.cb_rejections, name).inc()
+            observer._child(m.cb_rejections, name).inc(count)
         elif kind == "state_change":
             observer._child(m.cb_transitions, name, to_state).inc()
 
     def listener(event: Any) -> None:
-        observer._defer(write, event.kind, event.new_state.code, event.new_state.value)
+        observer._defer(write, event.kind, event.new_state.code, event.new_state.value,
+                        event.count)
 
     # Publish the initial state so the gauges exist before the first event.
     observer._defer(write, "init", breaker.state.code, breaker.state.value)

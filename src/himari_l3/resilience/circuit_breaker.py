@@ -77,6 +77,7 @@ class CircuitEvent:
     new_state: CircuitState
     timestamp: float
     reason: str = ""
+    count: int = 1  # how many calls a "rejected" event stands for (a batch fast path)
 
 
 Listener = Callable[[CircuitEvent], None]
@@ -208,11 +209,12 @@ class CircuitBreaker:
             finally:
                 self._deliver_lock.release()
 
-    def _event(self, kind: str, reason: str = "", old: CircuitState | None = None) -> None:
+    def _event(self, kind: str, reason: str = "", old: CircuitState | None = None,
+               count: int = 1) -> None:
         # Always called with the state lock held.
         old = self._state if old is None else old
         self._pending.append(CircuitEvent(self.name, kind, old, self._state,
-                                          self._clock.monotonic(), reason))
+                                          self._clock.monotonic(), reason, count))
 
     def _move_locked(self, new: CircuitState, reason: str) -> None:
         old, self._state = self._state, new
@@ -285,10 +287,9 @@ class CircuitBreaker:
                     or (self._state is CircuitState.HALF_OPEN
                         and now - self._probe_started < self._timeout)))
             if rejecting:
-                reason = "forced_open" if self._forced_open else "open"
-                for _ in range(calls):
-                    self._rejections += 1
-                    self._event("rejected", reason)
+                self._rejections += calls
+                self._event("rejected", "forced_open" if self._forced_open else "open",
+                            count=calls)
         if rejecting:
             self._deliver()
         return rejecting
