@@ -26,7 +26,6 @@ from .contracts import (
     CascadeRecommendation,
     EnsembleAllocation,
     PositionSizingDecision,
-    TacticalAction,
     TacticalSignal,
 )
 from .observers import NULL_OBSERVER, Observer
@@ -229,7 +228,7 @@ class Layer3Phase2Portfolio:
                 portfolio_value=pv, observe_regime=False)
             decisions.append(d)
             contrib.setdefault(sig.strategy_id, {})[sig.symbol] = d.position_size_usd
-        bounds = self._bounds(by_symbol, decisions, pv)
+        bounds = self._bounds(decisions, pv)
         raw_nets = nets(contrib, symbols)
         gross_contrib = sum(abs(x) for row in contrib.values() for x in row.values())
         netted = gross_contrib - sum(abs(x) for x in raw_nets.values())
@@ -365,25 +364,34 @@ class Layer3Phase2Portfolio:
         valid = [best[k][1] for k in sorted(best)]
         return valid, rejected
 
-    def _bounds(self, by_symbol: dict[str, list[TacticalSignal]],
-                decisions: list[PositionSizingDecision], pv: float) -> dict[str, SymbolBounds]:
+    def _bounds(self, decisions: list[PositionSizingDecision],
+                pv: float) -> dict[str, SymbolBounds]:
+        """What the limits allow per symbol: one pass over the batch's decisions."""
         cap = self.config.max_position_pct * pv
         allow_short = self.phase1.config.limits.allow_short
-        out: dict[str, SymbolBounds] = {}
-        by_sym_dec: dict[str, list[PositionSizingDecision]] = {}
+        # symbol -> [exit, cascade keep-factor, long asked, short asked, held long, held short]
+        acc: dict[str, list[Any]] = {}
         for d in decisions:
-            by_sym_dec.setdefault(d.symbol, []).append(d)
-        for sym, decs in by_sym_dec.items():
-            exit_ = any(d.cascade_recommendation is CascadeRecommendation.EXIT for d in decs)
-            mult = min(d.diagnostics["cascade"]["multiplier"] for d in decs)
-            long_ok = any(d.action.direction > 0 for d in decs)
-            short_ok = allow_short and any(d.action.direction < 0 for d in decs)
-            held_long = sum(max(0.0, d.position_size_usd) for d in decs
-                            if d.action is TacticalAction.HOLD)
-            held_short = sum(max(0.0, -d.position_size_usd) for d in decs
-                             if d.action is TacticalAction.HOLD)
+            a = acc.get(d.symbol)
+            if a is None:
+                a = acc[d.symbol] = [False, 1.0, False, False, 0.0, 0.0]
+            if d.cascade_recommendation is CascadeRecommendation.EXIT:
+                a[0] = True
+            a[1] = min(a[1], d.diagnostics["cascade"]["multiplier"])
+            direction = d.action.direction
+            if direction > 0:
+                a[2] = True
+            elif direction < 0:
+                a[3] = True
+            elif d.position_size_usd > 0.0:
+                a[4] += d.position_size_usd
+            else:
+                a[5] -= d.position_size_usd
+        out: dict[str, SymbolBounds] = {}
+        for sym, (exit_, mult, long_ok, short_ok, held_long, held_short) in acc.items():
             max_long = 0.0 if exit_ else (cap if long_ok else min(cap, held_long))
-            max_short = 0.0 if exit_ else (cap if short_ok else min(cap, held_short))
+            max_short = (0.0 if exit_ else
+                         (cap if allow_short and short_ok else min(cap, held_short)))
             out[sym] = SymbolBounds(max_long, max_short, mult, exit_)
         return out
 
