@@ -165,7 +165,8 @@ async def _load(port: int, pid: int, duration: float, rate: float, cap: int,
 
 
 def run(duration_sec: float = 30.0, rate: float = 300.0, *, max_requests: int = 100_000,
-        warmup: int = 300, snapshot_every: int = 100, write: bool = True) -> dict[str, Any]:
+        warmup: int = 300, snapshot_every: int = 100, sqlite_synchronous: str = "full",
+        write: bool = True) -> dict[str, Any]:
     """Start a server, drive it, stop it (SIGTERM); returns (and writes) the results.
 
     ``snapshot_every``: ``persistence.snapshot_every_decisions`` of the server (100 is the
@@ -173,7 +174,8 @@ def run(duration_sec: float = 30.0, rate: float = 300.0, *, max_requests: int = 
     with tempfile.TemporaryDirectory(prefix="himari-bench-") as tmp:
         cfg = Path(tmp) / "layer3.yaml"
         cfg.write_text(f"persistence:\n  url: 'sqlite:///{Path(tmp) / 'bench.sqlite'}'\n"
-                       f"  snapshot_every_decisions: {snapshot_every}\n")
+                       f"  snapshot_every_decisions: {snapshot_every}\n"
+                       f"  sqlite_synchronous: {sqlite_synchronous}\n")
         port = _free_port()
         log = Path(tmp) / "server.log"
         proc = subprocess.Popen(
@@ -201,7 +203,8 @@ def run(duration_sec: float = 30.0, rate: float = 300.0, *, max_requests: int = 
     res.update({"target_rps": rate, "duration_sec": duration_sec, "signals_per_request": 10,
                 "snapshot_every_decisions": snapshot_every,
                 "journal_seq_at_end": state["journal_seq"],
-                "last_snapshot_seq": state["last_snapshot_seq"], "store": "sqlite (WAL, FULL)",
+                "last_snapshot_seq": state["last_snapshot_seq"],
+                "store": f"sqlite (WAL, synchronous={sqlite_synchronous.upper()})",
                 "python": sys.version.split()[0], "cpus": os.cpu_count()})
     if write:
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
@@ -215,6 +218,8 @@ if __name__ == "__main__":
     ap.add_argument("--rate", type=float, default=300.0)
     ap.add_argument("--max-requests", type=int, default=100_000)
     ap.add_argument("--snapshot-every", type=int, default=100)
+    ap.add_argument("--sqlite-synchronous", choices=("full", "normal"), default="full")
     a = ap.parse_args()
     print(json.dumps(run(a.duration, a.rate, max_requests=a.max_requests,
-                         snapshot_every=a.snapshot_every), indent=2))
+                         snapshot_every=a.snapshot_every,
+                         sqlite_synchronous=a.sqlite_synchronous), indent=2))

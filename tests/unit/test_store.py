@@ -68,3 +68,35 @@ def test_cooperative_encoding_equals_json_dumps() -> None:
 def test_wire_json_has_no_nan() -> None:
     """Responses are strict JSON: non-finite numbers become null."""
     assert dumps({"x": float("nan"), "y": [float("inf"), 1.0]}) == '{"x":null,"y":[null,1.0]}'
+
+
+@pytest.mark.parametrize(("level", "pragma"), [("full", 2), ("normal", 1)])
+def test_sqlite_synchronous_level_is_applied(tmp_path: Path, level: str, pragma: int) -> None:
+    """persistence.sqlite_synchronous sets SQLite's PRAGMA synchronous on every connection."""
+    store = Store(f"sqlite:///{tmp_path / 'l3.sqlite'}", sqlite_synchronous=level)
+    try:
+        with store.engine.connect() as conn:
+            assert conn.execute(text("PRAGMA synchronous")).scalar_one() == pragma
+            assert conn.execute(text("PRAGMA journal_mode")).scalar_one() == "wal"
+    finally:
+        store.close()
+    with pytest.raises(ValueError, match="sqlite_synchronous"):
+        Store(f"sqlite:///{tmp_path / 'other.sqlite'}", sqlite_synchronous="off")
+
+
+def test_service_passes_the_configured_durability_to_its_store(tmp_path: Path) -> None:
+    """create_app builds its store with the configured persistence.sqlite_synchronous."""
+    from prometheus_client import CollectorRegistry
+
+    from himari_l3.config.schema import Layer3Config, parse_config
+    from himari_l3.service import create_app
+
+    cfg = parse_config(Layer3Config, {"persistence": {
+        "url": f"sqlite:///{tmp_path / 'l3.sqlite'}", "sqlite_synchronous": "normal"}})
+    app = create_app(cfg, registry=CollectorRegistry())
+    store = app.state.service.store
+    try:
+        with store.engine.connect() as conn:
+            assert conn.execute(text("PRAGMA synchronous")).scalar_one() == 1
+    finally:
+        store.close()

@@ -249,6 +249,9 @@ class PersistenceConfig(_Strict):
     """Where decisions, outcomes and learned state are stored."""
 
     url: str = "sqlite:///himari_l3.sqlite"
+    # SQLite only: "full" fsyncs the WAL on every commit (an acknowledged request survives a
+    # power cut); "normal" survives a crash or SIGKILL of the process, not a power cut.
+    sqlite_synchronous: Literal["full", "normal"] = "full"
     audit_decisions: bool = True
     snapshot_every_decisions: int = Field(100, ge=1, le=1_000_000)
     snapshot_interval_sec: float = Field(30.0, gt=0.0, le=86_400.0)

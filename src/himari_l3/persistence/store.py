@@ -150,7 +150,8 @@ class Store:
     ``keep_snapshots``: older snapshots are deleted in the transaction that adds a new one.
     """
 
-    def __init__(self, url: str, *, keep_snapshots: int = 3) -> None:
+    def __init__(self, url: str, *, keep_snapshots: int = 3,
+                 sqlite_synchronous: str = "full") -> None:
         if keep_snapshots < 1:
             raise ValueError(f"keep_snapshots was {keep_snapshots!r}, expected >= 1")
         parsed = make_url(url)
@@ -165,7 +166,12 @@ class Store:
             kwargs["pool_pre_ping"] = True
         self.engine: Engine = create_engine(url, **kwargs)
         if self.dialect == "sqlite":
-            event.listen(self.engine, "connect", _sqlite_pragmas)
+            if sqlite_synchronous not in ("full", "normal"):
+                raise ValueError(f"sqlite_synchronous was {sqlite_synchronous!r}, expected "
+                                 "'full' or 'normal'")
+            level = sqlite_synchronous.upper()
+            event.listen(self.engine, "connect",
+                         lambda conn, record: _sqlite_pragmas(conn, record, level))
         _md.create_all(self.engine)
         with self.engine.begin() as conn:
             have = conn.execute(select(meta.c.value).where(meta.c.key == "schema_version"))
@@ -284,10 +290,10 @@ class Store:
         self.engine.dispose()
 
 
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any, synchronous: str = "FULL") -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA synchronous=FULL")
+    cur.execute(f"PRAGMA synchronous={synchronous}")  # FULL or NORMAL, checked by the caller
     cur.execute("PRAGMA busy_timeout=5000")
     # No checkpoint inside a request's commit (copying the WAL into the database and
     # fsyncing it took tens of ms): `Store.checkpoint` runs them off the request path.

@@ -78,7 +78,8 @@ def create_app(config: Layer3Config, *, config_path: str | None = None,
     hybrid = Layer3Phase3Hybrid(config=config, enable_metrics=False, observer=observer,
                                 clock=pinned)
     own_store = store is None
-    the_store = store if store is not None else Store(config.persistence.url)
+    the_store = store if store is not None else Store(
+        config.persistence.url, sqlite_synchronous=config.persistence.sqlite_synchronous)
     svc = SizingService(config, hybrid, the_store, observer, pinned, _version_of)
     token = os.environ.get(AUTH_TOKEN_ENV) or config.service.auth_token
     max_signals = config.service.max_signals_per_request
