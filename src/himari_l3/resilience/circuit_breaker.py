@@ -24,17 +24,16 @@ thread-safe (Prometheus client objects are).
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
 import math
 import threading
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
 
 from .._clock import SYSTEM_CLOCK, Clock
 from .._exceptions import CircuitBreakerOpenException, StateRestoreError
+from .events import CircuitEvent, CircuitState, Listener, failure_reason
 
 __all__ = ["CircuitBreaker", "CircuitEvent", "CircuitState", "failure_reason"]
 
@@ -44,54 +43,6 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 _EXPORT_VERSION = 1
-
-
-class CircuitState(enum.StrEnum):
-    """Breaker state; ``code`` is the number the ``*_circuit_breaker_state`` gauge shows."""
-
-    CLOSED = "closed"
-    HALF_OPEN = "half_open"
-    OPEN = "open"
-
-    @property
-    def code(self) -> int:
-        """0 closed, 1 half-open, 2 open."""
-        return _STATE_CODE[self]
-
-
-_STATE_CODE = {CircuitState.CLOSED: 0, CircuitState.HALF_OPEN: 1, CircuitState.OPEN: 2}
-
-
-@dataclass(frozen=True, slots=True)
-class CircuitEvent:
-    """Something the breaker did or saw, as delivered to listeners.
-
-    ``kind`` is one of "state_change", "failure", "success", "fallback", "rejected";
-    ``timestamp`` is the breaker clock's monotonic time in seconds; ``reason`` says why
-    (the failure reason, or what caused a state change).
-    """
-
-    name: str
-    kind: str
-    old_state: CircuitState
-    new_state: CircuitState
-    timestamp: float
-    reason: str = ""
-    count: int = 1  # how many calls a "rejected" event stands for (a batch fast path)
-
-
-Listener = Callable[[CircuitEvent], None]
-
-
-def failure_reason(exc: BaseException) -> str:
-    """Map an exception from a guarded call onto a bounded reason code."""
-    if isinstance(exc, TimeoutError):
-        return "timeout"
-    if isinstance(exc, ConnectionError):
-        return "connection_error"
-    if isinstance(exc, Exception):
-        return "error"
-    return "cancelled"  # CancelledError, KeyboardInterrupt: the probe slot must still be freed
 
 
 def _positive(name: str, value: float) -> float:
