@@ -11,6 +11,7 @@ Generic on purpose so Phase 2/3, service and backtest tests can reuse them:
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -172,3 +173,24 @@ def calm_cascades(draw: st.DrawFn) -> CascadeIndicators:
         onchain_whale_pressure=draw(st.floats(0.0, 0.2)),
         exchange_netflow_zscore=draw(st.floats(-2.0, 0.5)),
     )
+
+
+# --------------------------------------------------------------------- backtest bars
+BARS_T0_MS = 1_705_017_600_000
+HOUR_MS = 3_600_000
+
+
+def write_ohlcv_csv(path: Path, close: list[float], volume: list[float], *,
+                    datetime_column: bool = False) -> Path:
+    """Hourly OHLCV bars in the layout of ``../shared/data/btc_usdt_1h.csv`` (each bar opens
+    at the previous close; high/low 0.2 % beyond open and close); returns ``path``."""
+    lines = ["timestamp,open,high,low,close,volume" + (",datetime" if datetime_column else "")]
+    prev = close[0]
+    for i, (c, v) in enumerate(zip(close, volume, strict=True)):
+        hi, lo = max(prev, c) * 1.002, min(prev, c) * 0.998
+        row = f"{BARS_T0_MS + i * HOUR_MS},{prev!r},{hi!r},{lo!r},{c!r},{v!r}"
+        lines.append(row + (",x" if datetime_column else ""))
+        prev = c
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path

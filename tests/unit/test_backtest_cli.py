@@ -10,12 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import write_ohlcv_csv
 from himari_l3.backtest import main, read_signals_jsonl, reference_signals, write_signals_jsonl
 from himari_l3.backtest.cli import ProgressBar
 from himari_l3.backtest.data import align_bars, load_bars
-
-T0 = 1_705_017_600_000
-H = 3_600_000
 
 
 def _write_bars(path: Path, n: int, seed: int) -> Path:
@@ -23,14 +21,7 @@ def _write_bars(path: Path, n: int, seed: int) -> Path:
     rng = np.random.default_rng(seed)
     close = (30_000.0 * np.exp(np.cumsum(rng.normal(0.0, 0.008, n)))).tolist()
     vol = rng.uniform(50, 150, n).tolist()
-    lines = ["timestamp,open,high,low,close,volume,datetime"]
-    prev = close[0]
-    for i in range(n):
-        hi, lo = max(prev, close[i]) * 1.002, min(prev, close[i]) * 0.998
-        lines.append(f"{T0 + i * H},{prev!r},{hi!r},{lo!r},{close[i]!r},{vol[i]!r},x")
-        prev = close[i]
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
+    return write_ohlcv_csv(path, close, vol, datetime_column=True)
 
 
 def _summary(out: Path) -> dict[str, object]:

@@ -8,13 +8,13 @@ from typing import Any
 import numpy as np
 import pytest
 
+from conftest import write_ohlcv_csv
 from himari_l3.backtest.data import MarketData, align_bars, load_bars
 from himari_l3.backtest.engine import Replay, replay
 from himari_l3.backtest.policies import Phase1Policy, make_policy
 from himari_l3.backtest.signals import SignalTape, reference_signals
 from himari_l3.contracts import CascadeIndicators, TacticalSignal
 
-T0 = 1_705_017_600_000
 H = 3_600_000
 
 
@@ -26,16 +26,7 @@ def _write_bars(path: Path, n: int, seed: int, *, tail_from: int | None = None) 
     if tail_from is not None:
         r[tail_from:] = np.random.default_rng(seed + 1000).normal(0.001, 0.03, n - tail_from)
         vol_arr[tail_from:] *= 9.0
-    close, vol = (30_000.0 * np.exp(np.cumsum(r))).tolist(), vol_arr.tolist()
-    lines = ["timestamp,open,high,low,close,volume"]
-    prev = close[0]
-    for i in range(n):
-        hi, lo = max(prev, close[i]) * 1.002, min(prev, close[i]) * 0.998
-        lines.append(f"{T0 + i * H},{prev!r},{hi!r},{lo!r},{close[i]!r},{vol[i]!r}")
-        prev = close[i]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
+    return write_ohlcv_csv(path, (30_000.0 * np.exp(np.cumsum(r))).tolist(), vol_arr.tolist())
 
 
 def _market(path: Path) -> MarketData:

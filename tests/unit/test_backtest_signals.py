@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import write_ohlcv_csv
 from himari_l3.backtest.data import BacktestDataError, MarketData, align_bars, load_bars
 from himari_l3.backtest.signal_io import read_signals_jsonl, write_signals_jsonl
 from himari_l3.backtest.signals import STRATEGY_IDS, reference_signals
@@ -28,15 +29,7 @@ def _write_bars(path: Path, n: int, seed: int, *, tail_from: int | None = None,
     vol_arr = rng.uniform(50, 150, n)
     if tail_from is not None:
         vol_arr[tail_from:] *= 7.0
-    close, vol = close_arr.tolist(), vol_arr.tolist()
-    lines = ["timestamp,open,high,low,close,volume"]
-    prev = close[0]
-    for i in range(n):
-        hi, lo = max(prev, close[i]) * 1.002, min(prev, close[i]) * 0.998
-        lines.append(f"{T0 + i * H},{prev!r},{hi!r},{lo!r},{close[i]!r},{vol[i]!r}")
-        prev = close[i]
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
+    return write_ohlcv_csv(path, close_arr.tolist(), vol_arr.tolist())
 
 
 def _market(path: Path) -> MarketData:
