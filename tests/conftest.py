@@ -11,6 +11,8 @@ Generic on purpose so Phase 2/3, service and backtest tests can reuse them:
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -194,3 +196,19 @@ def write_ohlcv_csv(path: Path, close: list[float], volume: list[float], *,
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
+
+
+# ------------------------------------------------------------------ RL fault server
+@contextlib.contextmanager
+def fault_server(hang_sec: float) -> Iterator[tuple[Any, Any]]:
+    """The reference RL server on 127.0.0.1 with a fault injector (``hang`` sleeps
+    ``hang_sec``); yields (server, injector) and stops the server afterwards."""
+    from himari_l3.rl.policy import RLPolicy
+    from himari_l3.rl.server import BackgroundRLServer, FaultInjector, create_rl_app
+
+    fault = FaultInjector(hang_sec=hang_sec)
+    srv = BackgroundRLServer(create_rl_app(RLPolicy.default(), fault)).start()
+    try:
+        yield srv, fault
+    finally:
+        srv.stop()

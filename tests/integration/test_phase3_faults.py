@@ -14,11 +14,10 @@ from typing import Any
 
 import pytest
 
-from conftest import make_cascade, make_metrics_observer, make_signal
+from conftest import fault_server, make_cascade, make_metrics_observer, make_signal
 from himari_l3 import EnsembleAllocation, ManualClock, TacticalSignal
 from himari_l3.phase3 import Layer3Phase3Hybrid
-from himari_l3.rl import RLPolicy
-from himari_l3.rl.server import BackgroundRLServer, FaultInjector, create_rl_app
+from himari_l3.rl.server import BackgroundRLServer, FaultInjector
 
 pytestmark = pytest.mark.integration
 
@@ -39,20 +38,15 @@ CASCADES = {BTC: make_cascade(), ETH: make_cascade()}
 @pytest.fixture(scope="module")
 def server() -> Iterator[tuple[BackgroundRLServer, FaultInjector]]:
     """The reference RL server with a fault injector, for the whole module."""
-    fault = FaultInjector(hang_sec=HANG)
-    srv = BackgroundRLServer(create_rl_app(RLPolicy.default(), fault)).start()
-    yield srv, fault
-    srv.stop()
+    with fault_server(HANG) as started:
+        yield started
 
 
 @pytest.fixture
 def fault(server: tuple[BackgroundRLServer, FaultInjector]) -> FaultInjector:
     """The injector, back to "ok" with a zero request count."""
-    f = server[1]
-    f.set("ok")
-    f.on_slow = None
-    f.slow_sec = 0.0
-    return f
+    server[1].reset()
+    return server[1]
 
 
 @pytest.fixture

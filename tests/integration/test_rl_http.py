@@ -14,12 +14,13 @@ from pathlib import Path
 import httpx
 import pytest
 
+from conftest import fault_server
 from himari_l3._clock import ManualClock
 from himari_l3._exceptions import ConfigError
 from himari_l3.contracts import MarketRegime, RLPrediction, TacticalAction, TacticalSignal
 from himari_l3.resilience import CircuitBreaker, CircuitState
 from himari_l3.rl import RLFailure, RLPolicy, TransformerRLClient, parse_prediction
-from himari_l3.rl.server import BackgroundRLServer, FaultInjector, create_rl_app
+from himari_l3.rl.server import BackgroundRLServer, FaultInjector
 
 pytestmark = pytest.mark.integration
 
@@ -33,19 +34,15 @@ def signal(symbol: str = "BTC-USD", action: str = "BUY") -> TacticalSignal:
 @pytest.fixture(scope="module")
 def server() -> Iterator[tuple[BackgroundRLServer, FaultInjector]]:
     """One reference server for the module; tests switch its fault mode."""
-    fault = FaultInjector(hang_sec=1.0)
-    srv = BackgroundRLServer(create_rl_app(RLPolicy.default(), fault)).start()
-    yield srv, fault
-    srv.stop()
+    with fault_server(1.0) as started:
+        yield started
 
 
 @pytest.fixture
 def fault(server: tuple[BackgroundRLServer, FaultInjector]) -> FaultInjector:
     """The server's fault injector, reset to "ok" with a zero request count."""
-    injector = server[1]
-    injector.set("ok")
-    injector.on_slow = None
-    return injector
+    server[1].reset()
+    return server[1]
 
 
 @pytest.fixture

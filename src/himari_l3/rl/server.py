@@ -83,6 +83,12 @@ class FaultInjector:
     on_slow: Callable[[], None] | None = None
     requests: int = 0
 
+    def reset(self) -> None:
+        """Back to "ok": no slow-answer hook, no extra delay, request counter at zero."""
+        self.set("ok")
+        self.on_slow = None
+        self.slow_sec = 0.0
+
     def set(self, mode: str) -> None:
         """Switch mode and zero the request counter."""
         if mode not in FAULT_MODES:
