@@ -4,6 +4,7 @@
 (``himari-l3 backtest``); the rest is exported for tests and notebooks.
 """
 
+from ..bootstrap.backtest import build_policy as make_policy
 from .cli import main
 from .data import BacktestDataError, Bars, MarketData, align_bars, load_bars, symbol_from_path
 from .engine import Replay, SizingPolicy, replay
@@ -12,8 +13,8 @@ from .policies import (
     EnsemblePolicy,
     FixedFractionPolicy,
     Phase1Policy,
-    PolicyUnavailable,
-    make_policy,
+    Phase2Policy,
+    Phase3Policy,
 )
 from .runner import run_backtest
 from .signal_io import read_signals_jsonl, write_signals_jsonl
@@ -27,7 +28,8 @@ __all__ = [
     "FixedFractionPolicy",
     "MarketData",
     "Phase1Policy",
-    "PolicyUnavailable",
+    "Phase2Policy",
+    "Phase3Policy",
     "Replay",
     "SignalTape",
     "SizingPolicy",

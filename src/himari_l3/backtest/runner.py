@@ -13,9 +13,10 @@ from typing import Any
 
 import numpy as np
 
+from ..bootstrap.backtest import build_policy
 from .data import align_bars, load_bars
 from .engine import Replay, replay
-from .policies import POLICY_NAMES, PolicyUnavailable, make_policy
+from .policies import POLICY_NAMES
 from .report import write_equity_csv, write_html, write_plots, write_summary
 from .signal_io import read_signals_jsonl
 from .signals import SignalTape, reference_signals
@@ -51,8 +52,7 @@ def run_backtest(
     progress: ProgressHook | None = None,
 ) -> dict[str, Any]:
     """Replay ``prices`` through ``phase``; write the outputs into ``out_dir``; return the
-    summary (also written as ``summary.json``). Raises ``BacktestDataError`` on bad files and
-    ``PolicyUnavailable`` if the chosen phase is not importable."""
+    summary (also written as ``summary.json``). Raises ``BacktestDataError`` on bad files."""
     policy_name = _phase_policy(phase)
     if rl != "off" and phase != 3:
         raise ValueError(f"rl was {rl!r}; the RL model is only used by phase 3")
@@ -74,7 +74,7 @@ def run_backtest(
         tape, dropped = read_signals_jsonl(signals, market)
 
     def run(name: str, tp: SignalTape, label: str, rl_mode: str) -> Replay:
-        pol = make_policy(name, initial_capital, rl=rl_mode, seed=seed,
+        pol = build_policy(name, initial_capital, rl=rl_mode, seed=seed,
                           periods_per_year=market.periods_per_year)
         hook = None
         if progress is not None:
@@ -99,11 +99,7 @@ def run_backtest(
             if name == policy_name and (name != "phase3" or rl == "mock"):
                 rep = main
             else:
-                try:
-                    rep = run(name, tape, f"ablation {name}", rl_mode)
-                except PolicyUnavailable as err:
-                    rows.append({"policy": name, "status": "unavailable", "reason": str(err)})
-                    continue
+                rep = run(name, tape, f"ablation {name}", rl_mode)
                 curves.append(rep)
             rows.append({"policy": rep.policy, "status": "ok", "metrics": rep.metrics(),
                          "bars_per_sec": rep.bars_per_sec, "elapsed_sec": rep.elapsed_sec})

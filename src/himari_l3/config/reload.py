@@ -34,6 +34,7 @@ from typing import Any, Literal
 
 from .._clock import SYSTEM_CLOCK, Clock
 from .._exceptions import ConfigError
+from ..events import ConfigReloaded
 from ..observers import NULL_OBSERVER, Observer
 from .loader import config_version, load_config, load_config_bytes
 from .schema import Layer3Config
@@ -243,7 +244,7 @@ class ConfigReloader:
         self.reloads_failed += 1
         self.last_error = error
         log.warning("config reload refused, keeping version %s: %s", self.version, error)
-        self.observer.on_event("config_reloads", {"result": "failure"})
+        self.observer.emit(ConfigReloaded(False))
         return ReloadResult("failure", tuple(changed or ()), error, self.version)
 
     def _succeed(self, changed: list[str]) -> ReloadResult:
@@ -252,8 +253,7 @@ class ConfigReloader:
         version = self.version
         log.info("config reloaded from %s: version %s, changed %s", self.path, version,
                  ", ".join(changed))
-        self.observer.on_event("config_reloads", {"result": "success"})
-        self.observer.on_event("config_last_reload", {}, self.clock.time_ns() / 1e9)
+        self.observer.emit(ConfigReloaded(True, self.clock.time_ns() / 1e9))
         return ReloadResult("success", tuple(changed), None, version)
 
     # ---------------------------------------------------------------------- thread

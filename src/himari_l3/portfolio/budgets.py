@@ -1,19 +1,11 @@
-r"""Correlation adjustment and hierarchical budgets over per strategy x symbol contributions.
+r"""The arithmetic behind Phase 2's constraints (``constraints.py``): nets per symbol and the
+correlation multipliers.
 
 Contributions are signed USD, ``contrib[strategy][symbol]``; a symbol's net is their sum.
-Every function here only ever *multiplies* contributions by factors in [0, 1], so no stage
-can flip a direction or grow an exposure.
-
-Budget order (each proportional, each naming the limit that bound):
-
-1. **strategy**: a strategy whose gross :math:`\sum_s |c_{k,s}|` exceeds ``max_strategy_pct``
-   x PV has all its contributions scaled by the same factor;
-2. **position**: a symbol whose net :math:`|\sum_k c_{k,s}|` exceeds ``max_position_pct`` x PV
-   has all its contributions scaled (caps apply to the *net*, after strategies are summed);
-3. **portfolio**: if the gross of nets :math:`\sum_s |net_s|` exceeds ``max_portfolio_pct``
-   x PV, everything is scaled.
-
-Steps 2 and 3 only shrink, so the earlier budgets still hold after them.
+Everything here only ever *multiplies* contributions by factors in [0, 1], so no stage can
+flip a direction or grow an exposure. The budgets themselves (strategy, then position on the
+*net* after strategies are summed, then portfolio gross; each proportional, each naming the
+limit that bound, later ones only shrinking) are the limit objects in ``constraints.py``.
 """
 
 from __future__ import annotations
@@ -22,11 +14,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["BudgetResult", "apply_budgets", "correlation_multipliers", "nets"]
-
-# Scale factors are nudged down by a few ulps so that rounding never leaves a total a hair
-# above its cap.
-_SAFETY = 1.0 - 1e-12
+__all__ = ["BudgetResult", "Contrib", "correlation_multipliers", "nets"]
 
 Contrib = dict[str, dict[str, float]]
 
@@ -42,66 +30,12 @@ def nets(contrib: Contrib, symbols: list[str]) -> dict[str, float]:
 
 @dataclass(frozen=True, slots=True)
 class BudgetResult:
+    """Contributions after the limits, each limit's factors, and the binding limit per
+    symbol."""
+
     contrib: Contrib
     factors: dict[str, dict[str, float]]  # limit -> key (strategy or symbol or "all") -> factor
     binding: dict[str, str]  # symbol -> tightest limit ("none" if none bound)
-
-
-def apply_budgets(
-    contrib: Contrib,
-    symbols: list[str],
-    pv: float,
-    max_position_pct: float,
-    max_strategy_pct: float,
-    max_portfolio_pct: float,
-    prior_binding: dict[str, tuple[str, float]] | None = None,
-) -> BudgetResult:
-    """Scale contributions so every budget holds; see the module docstring."""
-    c = {s: dict(row) for s, row in contrib.items()}
-    tight: dict[str, tuple[str, float]] = dict(prior_binding or {})
-
-    def bind(sym: str, limit: str, factor: float) -> None:
-        if factor < tight.get(sym, ("none", 1.0))[1]:
-            tight[sym] = (limit, factor)
-
-    strat_f: dict[str, float] = {}
-    cap_s = max_strategy_pct * pv
-    for strat in sorted(c):
-        gross = sum(abs(x) for x in c[strat].values())
-        if gross > cap_s:
-            f = cap_s / gross * _SAFETY
-            strat_f[strat] = f
-            for sym in c[strat]:
-                c[strat][sym] *= f
-                if c[strat][sym] != 0.0:
-                    bind(sym, "strategy", f)
-
-    pos_f: dict[str, float] = {}
-    cap_p = max_position_pct * pv
-    for sym, net in nets(c, symbols).items():
-        if abs(net) > cap_p:
-            f = cap_p / abs(net) * _SAFETY
-            pos_f[sym] = f
-            bind(sym, "position", f)
-            for strat in c:
-                if sym in c[strat]:
-                    c[strat][sym] *= f
-
-    port_f: dict[str, float] = {}
-    gross = sum(abs(x) for x in nets(c, symbols).values())
-    cap_g = max_portfolio_pct * pv
-    if gross > cap_g:
-        f = cap_g / gross * _SAFETY
-        port_f["all"] = f
-        for strat in c:
-            for sym in c[strat]:
-                c[strat][sym] *= f
-        for sym, net in nets(c, symbols).items():
-            if net != 0.0:
-                bind(sym, "portfolio", f)
-    binding = {sym: tight.get(sym, ("none", 1.0))[0] for sym in symbols}
-    return BudgetResult(c, {"strategy": strat_f, "position": pos_f, "portfolio": port_f},
-                        binding)
 
 
 def correlation_multipliers(

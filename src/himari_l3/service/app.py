@@ -1,4 +1,4 @@
-"""The FastAPI application and its one bootstrap function, `create_app`.
+"""The HTTP transport: the FastAPI routes over the service the composition root builds.
 
 Endpoints (docs/service.md has examples): ``POST /v1/size``, ``POST /v1/allocate``,
 ``POST /v1/outcomes``, ``POST /v1/returns`` (bearer token if one is configured),
@@ -24,11 +24,12 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.exceptions import HTTPException
 
-from .._clock import SYSTEM_CLOCK, Clock
+from .._clock import Clock
+from .._version import __version__
+from ..bootstrap.service import build_service
 from ..config.schema import Layer3Config
-from ..observers import NULL_OBSERVER, Observer
+from ..events import InputKind, InputRejected
 from ..persistence import Store
-from ..phase3 import Layer3Phase3Hybrid
 from ._json import dumps
 from .errors import FieldError, PersistenceUnavailable
 from .middleware import EdgeMiddleware
@@ -40,7 +41,7 @@ from .models import (
     to_cascade,
     to_signal,
 )
-from .runtime import PinnedClock, SizingService
+from .runtime import Reply
 
 __all__ = ["AUTH_TOKEN_ENV", "create_app"]
 
@@ -52,37 +53,31 @@ _Digest = Annotated[str | None, Header(alias="X-State-Digest",
                                        description="1: add the learned-state digest")]
 
 
-def _version_of(cfg: Layer3Config) -> str:
-    from ..config.loader import config_version
-
-    return config_version(cfg)
+def render(reply: Reply) -> Response:
+    """A service reply as the HTTP response: the journaled JSON body, with the decision's
+    trace (if any) under its key."""
+    body = reply.body
+    if reply.trace_key is not None and reply.trace is not None:
+        body = body[:-1] + f',"{reply.trace_key}":' + reply.trace + "}"
+    return Response(body, media_type=_JSON)
 
 
 def create_app(config: Layer3Config, *, config_path: str | None = None,
                registry: CollectorRegistry | None = None, store: Store | None = None,
                clock: Clock | None = None) -> FastAPI:
-    """Wire config, metrics, hybrid, store, reloader and routes into one app.
+    """The HTTP transport over a service built by the composition root
+    (``bootstrap.build_service``): routes, authentication, error rendering.
 
     Learned state is restored from the store when the app starts (lifespan); at shutdown a
     final snapshot is written, the reloader stopped and the RL client closed. A store passed
     in is not closed by the app. Each app has its own metric registry.
     """
     registry = registry if registry is not None else CollectorRegistry()
-    observer: Observer = NULL_OBSERVER
-    if config.metrics.enabled:
-        from ..observability.metrics import Layer3Metrics
-        from ..observability.prometheus import PrometheusObserver
-
-        observer = PrometheusObserver(Layer3Metrics(registry, config.metrics.max_label_values))
-    pinned = PinnedClock(clock or SYSTEM_CLOCK)
-    hybrid = Layer3Phase3Hybrid(config=config, enable_metrics=False, observer=observer,
-                                clock=pinned)
-    own_store = store is None
-    the_store = store if store is not None else Store(
-        config.persistence.url, sqlite_synchronous=config.persistence.sqlite_synchronous)
-    svc = SizingService(config, hybrid, the_store, observer, pinned, _version_of)
+    svc = build_service(config, config_path=config_path, registry=registry, store=store,
+                        clock=clock)
     token = os.environ.get(AUTH_TOKEN_ENV) or config.service.auth_token
     max_signals = config.service.max_signals_per_request
+    base_clock = svc.clock.base
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -93,32 +88,20 @@ def create_app(config: Layer3Config, *, config_path: str | None = None,
             # 35-40 ms gen-2 pauses every few seconds at 300 req/s before, a few ms after.
             gc.collect()
             gc.freeze()
-        reloader = None
-        if config_path is not None:
-            from ..config.reload import ConfigReloader
-
-            reloader = ConfigReloader(config_path, svc.apply_config_threadsafe, config,
-                                      config.service.config_watch_interval_sec, observer)
-            reloader.start()
-        app.state.reloader = reloader
         try:
             yield
         finally:
-            if reloader is not None:
-                reloader.stop()
             await svc.stop()
-            if own_store:
-                the_store.close()
 
-    app = FastAPI(title="HIMARI Layer 3 position sizing", version=_pkg_version(),
+    app = FastAPI(title="HIMARI Layer 3 position sizing", version=__version__,
                   lifespan=lifespan,
                   description="Risk-adjusted, capped, explainable position sizing.")
     app.state.service = svc
     app.state.registry = registry
-    app.state.reloader = None
+    app.state.reloader = svc.reloader
     app.state.freeze_gc = False  # run_service sets it: process-wide, so not for tests
     app.add_middleware(EdgeMiddleware, max_bytes=config.service.max_request_bytes,
-                       observer=observer)
+                       observer=svc.observer)
     _install_error_handlers(app)
 
     async def require_token(authorization: Annotated[str | None, Header()] = None) -> None:
@@ -137,12 +120,11 @@ def create_app(config: Layer3Config, *, config_path: str | None = None,
     async def size(body: SizeRequest, x_state_digest: _Digest = None) -> Response:
         """Size one signal with Phase 1 (Kelly -> conformal -> sentiment -> regime ->
         cascade -> caps). The decision and its diagnostics are stored before the reply."""
-        now = pinned.base.time_ns()
+        now = base_clock.time_ns()
         signal = to_signal(body.signal, ("body", "signal"), now)
         cascade = to_cascade(body.cascade, ("body", "cascade"))
-        out = await svc.size(signal, cascade, body.price, body.current_position_usd,
-                             body.portfolio_value, x_state_digest == "1")
-        return Response(out, media_type=_JSON)
+        return render(await svc.size(signal, cascade, body.price, body.current_position_usd,
+                                     body.portfolio_value, x_state_digest == "1"))
 
     @app.post("/v1/allocate", dependencies=auth, tags=["sizing"])
     async def allocate(body: AllocateRequest, x_state_digest: _Digest = None) -> Response:
@@ -152,7 +134,7 @@ def create_app(config: Layer3Config, *, config_path: str | None = None,
             raise FieldError(("body", "signals"), f"signals had {len(body.signals)} items, "
                              f"expected at most service.max_signals_per_request "
                              f"({max_signals})", len(body.signals))
-        now = pinned.base.time_ns()
+        now = base_clock.time_ns()
         raw: list[dict[str, Any]] = []
         signals = [to_signal(s, ("body", "signals", i), now, raw)
                    for i, s in enumerate(body.signals)]
@@ -171,9 +153,8 @@ def create_app(config: Layer3Config, *, config_path: str | None = None,
                                  f"missing (signals[{i}] is for {s.symbol})")
         request = {"signals": raw, "prices": dict(body.prices),
                    "cascade": {sym: c.model_dump() for sym, c in sorted(body.cascade.items())}}
-        out = await svc.allocate(signals, cascade, dict(body.prices), x_state_digest == "1",
-                                 request)
-        return Response(out, media_type=_JSON)
+        return render(await svc.allocate(signals, cascade, dict(body.prices),
+                                         x_state_digest == "1", request))
 
     @app.post("/v1/outcomes", dependencies=auth, tags=["learning"])
     async def outcomes(body: OutcomeRequest, x_state_digest: _Digest = None) -> Response:
@@ -183,23 +164,22 @@ def create_app(config: Layer3Config, *, config_path: str | None = None,
                 if getattr(body, name) is not None:
                     raise FieldError(("body", name), f"{name} needs strategy_id",
                                      getattr(body, name))
-        out = await svc.outcome(body.symbol, body.realized_return, body.strategy_id,
-                                body.used_rl, body.predicted_return,
-                                body.predicted_volatility, x_state_digest == "1")
-        return Response(out, media_type=_JSON)
+        return render(await svc.outcome(body.symbol, body.realized_return, body.strategy_id,
+                                        body.used_rl, body.predicted_return,
+                                        body.predicted_volatility, x_state_digest == "1"))
 
     @app.post("/v1/returns", dependencies=auth, tags=["learning"])
     async def returns(body: ReturnsRequest, x_state_digest: _Digest = None) -> Response:
         """Add one time-aligned row of per-symbol returns to the correlation monitor."""
-        out = await svc.returns(dict(body.returns), body.timestamp_ns, x_state_digest == "1")
-        return Response(out, media_type=_JSON)
+        return render(await svc.returns(dict(body.returns), body.timestamp_ns,
+                                        x_state_digest == "1"))
 
     @app.get("/v1/state", tags=["operations"])
     async def state(learned: bool = False, digest: bool = False) -> Response:
         """Hybrid summary, journal and snapshot positions, config reload status;
         ``learned=true`` adds the full learned state, ``digest=true`` its SHA-256."""
         out = await svc.read_state(learned=learned, digest=digest)
-        rl = app.state.reloader
+        rl = svc.reloader
         out["config_reload"] = None if rl is None else {
             "path": str(rl.path), "version": rl.version, "reloads_ok": rl.reloads_ok,
             "reloads_failed": rl.reloads_failed, "last_error": rl.last_error}
@@ -235,7 +215,7 @@ def _count_invalid(request: Request, loc: tuple[Any, ...] | list[Any]) -> None:
         kind = "outcome" if request.url.path.endswith("/outcomes") else "request"
     service = getattr(request.app.state, "service", None)
     if service is not None:
-        service.observer.on_invalid_input(kind, ".".join(parts))
+        service.observer.emit(InputRejected(InputKind(kind), ".".join(parts)))
 
 
 def _install_error_handlers(app: FastAPI) -> None:
@@ -275,9 +255,3 @@ def _jsonable(value: Any) -> Any:
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     return repr(value)
-
-
-def _pkg_version() -> str:
-    from .. import __version__
-
-    return __version__
