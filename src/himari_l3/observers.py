@@ -89,7 +89,7 @@ _metrics_factory: Callable[[], Observer] | None = None
 
 def install_metrics_factory(factory: Callable[[], Observer]) -> None:
     """Set what ``enable_metrics=True`` builds (the composition root calls this once)."""
-    global _metrics_factory
+    global _metrics_factory  # noqa: PLW0603 - the one wiring point, set by bootstrap
     _metrics_factory = factory
 
 

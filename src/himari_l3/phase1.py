@@ -99,7 +99,7 @@ class Layer3Phase1:
         The declared stage order (``PHASE1_STAGE_ORDER``).
     """
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - the user's documented constructor
         self,
         portfolio_value: float = 100_000.0,
         kelly_fraction: float | None = None,

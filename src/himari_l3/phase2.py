@@ -74,7 +74,7 @@ class Batch:
 class Layer3Phase2Portfolio:
     """Multi-strategy allocator; see the module docstring and docs/sizing-math.md §8."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - the user's documented constructor
         self,
         portfolio_value: float = 100_000.0,
         kelly_fraction: float | None = None,

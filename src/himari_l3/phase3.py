@@ -17,6 +17,7 @@ import logging
 import math
 import time
 from collections import deque
+from dataclasses import dataclass, field
 from typing import Any
 
 from ._clock import SYSTEM_CLOCK, Clock
@@ -36,12 +37,23 @@ from .events import (
 from .observers import NULL_OBSERVER, Observer, resolve_observer
 from .phase2 import Batch, Layer3Phase2Portfolio
 from .resilience import CircuitBreaker
-from .rl.guard import GuardedModel, default_rl_client
-from .rl.port import RLFailure, RLModel
+from .rl_guard import GuardedModel, default_rl_client
+from .rl_port import RLFailure, RLModel
 
 __all__ = ["Layer3Phase3Hybrid"]
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class _Blend:
+    """One batch's blend: contributions after it, the strategies blended per symbol, the
+    failure reasons per symbol, and the trace of each blend."""
+
+    contrib: dict[str, dict[str, float]]
+    used: dict[str, list[str]] = field(default_factory=dict)
+    failed: dict[str, list[str]] = field(default_factory=dict)
+    blends: list[dict[str, Any]] = field(default_factory=list)
 
 
 class Layer3Phase3Hybrid:
@@ -58,12 +70,12 @@ class Layer3Phase3Hybrid:
     the total RL deadline per decision (default 0.15 s of the 200 ms budget).
 
     The model: ``rl_client`` (a guarded client, e.g. `TransformerRLClient`) is used as given;
-    ``rl_model`` (any `~himari_l3.rl.port.RLModel` transport) is guarded here with the
+    ``rl_model`` (any `~himari_l3.rl_port.RLModel` transport) is guarded here with the
     configured breaker; otherwise, when RL is enabled, the client the config asks for (mock
     or HTTP) is built by the installed factory (``bootstrap.build_rl_client``).
     """
 
-    def __init__(
+    def __init__(  # noqa: PLR0913, PLR0917 - the user's documented constructor
         self,
         portfolio_value: float | None = None,
         kelly_fraction: float | None = None,
@@ -229,61 +241,74 @@ class Layer3Phase3Hybrid:
 
     def _finish(self, batch: Batch, asks: list[TacticalSignal],
                 results: list[RLPrediction | RLFailure], t0: float) -> EnsembleAllocation:
+        """Blend, re-apply every limit, name each symbol's path, commit once."""
         cfg = self.config.rl
         baseline = self.phase2.limit(batch, batch.contrib)
-        contrib = ({s: dict(row) for s, row in batch.contrib.items()} if results
-                   else batch.contrib)
-        used: dict[str, list[str]] = {}
-        failed: dict[str, list[str]] = {}
-        blends: list[dict[str, Any]] = []
+        blend = self._blend(batch, asks, results)
+        # Nothing blended (RL off, or every prediction failed): the baseline is the answer.
+        limited = self.phase2.limit(batch, blend.contrib) if blend.used else baseline
+        provenance = self._provenance(batch, blend, limited.binding)
+        alloc = self.phase2.commit(batch, limited, provenance)
+        alloc.trace["rl"] = {
+            "enabled": self.rl_client is not None, "asked": len(asks),
+            "blends": blend.blends, "failures": blend.failed,
+            "max_rl_weight": cfg.max_rl_weight,
+            "baseline_allocations": {s: sum(r.get(s, 0.0) for r in baseline.contrib.values())
+                                     for s in batch.symbols},
+        }
+        self._count("rl" if blend.used else "fallback", provenance, t0, alloc)
+        return alloc
+
+    def _blend(self, batch: Batch, asks: list[TacticalSignal],
+               results: list[RLPrediction | RLFailure]) -> _Blend:
+        """Each usable prediction moves its strategy's contribution toward the model's
+        target, by the prediction's confidence (at most ``max_rl_weight``), within the
+        signal's direction rules."""
+        max_w = self.config.rl.max_rl_weight
+        out = _Blend({s: dict(row) for s, row in batch.contrib.items()} if results
+                     else batch.contrib)
         outcomes: dict[str, int] = {}
         for sig, res in zip(asks, results, strict=True):
             sym = sig.symbol
             if isinstance(res, RLFailure):
-                failed.setdefault(sym, []).append(res.reason)
+                out.failed.setdefault(sym, []).append(res.reason)
                 outcomes[res.reason] = outcomes.get(res.reason, 0) + 1
                 continue
             outcomes["success"] = outcomes.get("success", 0) + 1
-            w = min(cfg.max_rl_weight, res.confidence)
-            base = contrib[sig.strategy_id][sym]
+            w = min(max_w, res.confidence)
+            base = out.contrib[sig.strategy_id][sym]
             target = (res.optimal_position_pct * batch.pv
                       * batch.bounds[sym].cascade_multiplier)
             blended = self._clamp_direction(sig.action.direction, base,
                                             (1.0 - w) * base + w * target)
             if not math.isfinite(blended):  # unreachable for validated predictions
-                failed.setdefault(sym, []).append("invalid_response")
+                out.failed.setdefault(sym, []).append("invalid_response")
                 continue
-            contrib[sig.strategy_id][sym] = blended
-            used.setdefault(sym, []).append(sig.strategy_id)
+            out.contrib[sig.strategy_id][sym] = blended
+            out.used.setdefault(sym, []).append(sig.strategy_id)
             if self.observer is not NULL_OBSERVER:
                 self.observer.emit(RLPredictionBlended(res.latency_ms / 1e3, w))
-            blends.append({"strategy_id": sig.strategy_id, "symbol": sym, "weight": w,
-                           "baseline_usd": base, "rl_target_usd": target,
-                           "blended_usd": blended, "model_version": res.model_version})
-        # Nothing blended (RL off, or every prediction failed): the baseline is the answer.
+            out.blends.append({"strategy_id": sig.strategy_id, "symbol": sym, "weight": w,
+                               "baseline_usd": base, "rl_target_usd": target,
+                               "blended_usd": blended, "model_version": res.model_version})
         if outcomes and self.observer is not NULL_OBSERVER:
             self.observer.emit(RLRequestsCompleted(tuple(sorted(outcomes.items()))))
-        limited = self.phase2.limit(batch, contrib) if used else baseline
+        return out
+
+    def _provenance(self, batch: Batch, blend: _Blend,
+                    binding: dict[str, str]) -> dict[str, dict[str, str]]:
+        """Which path decided each symbol, and why."""
         provenance: dict[str, dict[str, str]] = {}
         for sym in batch.symbols:
-            if sym in used:
+            if sym in blend.used:
                 provenance[sym] = {"path": "rl", "reason": "blended"}
-                if limited.binding[sym] != "none":
-                    self.observer.emit(RLLimitClipped(limited.binding[sym]))
+                if binding[sym] != "none":
+                    self.observer.emit(RLLimitClipped(binding[sym]))
             else:
-                reason = self._fallback_reason(sym, batch, failed)
+                reason = self._fallback_reason(sym, batch, blend.failed)
                 provenance[sym] = {"path": "baseline", "reason": reason}
                 self.observer.emit(RLSymbolFellBack(reason))
-        alloc = self.phase2.commit(batch, limited, provenance)
-        alloc.trace["rl"] = {
-            "enabled": self.rl_client is not None, "asked": len(asks),
-            "blends": blends, "failures": failed, "max_rl_weight": cfg.max_rl_weight,
-            "baseline_allocations": {s: sum(r.get(s, 0.0) for r in baseline.contrib.values())
-                                     for s in batch.symbols},
-        }
-        path = "rl" if used else "fallback"
-        self._count(path, provenance, t0, alloc)
-        return alloc
+        return provenance
 
     def _fallback_reason(self, sym: str, batch: Batch, failed: dict[str, list[str]]) -> str:
         if self.rl_client is None:

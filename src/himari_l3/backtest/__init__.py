@@ -4,7 +4,6 @@
 (``himari-l3 backtest``); the rest is exported for tests and notebooks.
 """
 
-from ..bootstrap.backtest import build_policy as make_policy
 from .cli import main
 from .data import BacktestDataError, Bars, MarketData, align_bars, load_bars, symbol_from_path
 from .engine import Replay, SizingPolicy, replay
@@ -15,6 +14,7 @@ from .policies import (
     Phase1Policy,
     Phase2Policy,
     Phase3Policy,
+    make_policy,
 )
 from .runner import run_backtest
 from .signal_io import read_signals_jsonl, write_signals_jsonl

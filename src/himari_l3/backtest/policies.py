@@ -7,7 +7,7 @@
 * ``phase1`` — :class:`~himari_l3.phase1.Layer3Phase1`, one decision per strategy x symbol
   with the strategy's current (drifted) position, summed per symbol.
 * ``phase2`` / ``phase3`` — the portfolio and hybrid engines (:class:`Phase2Policy`,
-  :class:`Phase3Policy`), built by the composition root (``bootstrap.backtest``).
+  :class:`Phase3Policy`), their engines built by the composition root (``bootstrap``).
 
 Learning during the replay (every policy that learns): at each bar close, every directional
 signal of the previous bar is scored with its realised one-bar return in its own direction,
@@ -25,11 +25,13 @@ import abc
 from collections import defaultdict
 from typing import Any
 
-from ..config.schema import SizingConfig
+from ..bootstrap import build_hybrid, build_portfolio
+from ..config.schema import Layer3Config, SizingConfig
 from ..contracts import CascadeIndicators, EnsembleAllocation, TacticalSignal
 from ..phase1 import Layer3Phase1
 from ..phase2 import Layer3Phase2Portfolio
 from ..phase3 import Layer3Phase3Hybrid
+from .engine import SizingPolicy
 
 __all__ = [
     "POLICY_NAMES",
@@ -39,6 +41,7 @@ __all__ = [
     "Phase2Policy",
     "Phase3Policy",
     "ReplayClock",
+    "make_policy",
 ]
 
 POLICY_NAMES = ("fixed_fraction", "phase1", "phase2", "phase3")
@@ -120,6 +123,9 @@ class FixedFractionPolicy:
     def state(self) -> dict[str, Any]:
         return {"fraction": self.fraction, "allow_short": self.allow_short}
 
+    def close(self) -> None:
+        """Nothing to release."""
+
 
 class Phase1Policy:
     """Layer3Phase1 per strategy x symbol, learning from realised outcomes."""
@@ -155,6 +161,9 @@ class Phase1Policy:
         st = self.sizer.get_state()
         st["outcomes_fed"] = self._book.outcomes
         return st
+
+    def close(self) -> None:
+        """Nothing to release."""
 
 
 class EnsemblePolicy(abc.ABC):
@@ -274,3 +283,26 @@ class Phase3Policy(EnsemblePolicy):
 
 def _rl_label(rl: str) -> str:
     return rl if rl in ("off", "mock") else "url"
+
+
+def make_policy(name: str, initial_capital: float, *, rl: str = "off", seed: int = 0,
+                periods_per_year: float = 8760.0) -> SizingPolicy:
+    """A fresh policy (no learned state) by name; the engines come from the composition
+    root (``bootstrap``). ``rl`` (Phase 3 only): "off", "mock" (the seeded mock model) or a
+    model URL."""
+    if name == "fixed_fraction":
+        return FixedFractionPolicy()
+    if name == "phase1":
+        return Phase1Policy(initial_capital)
+    clock = ReplayClock()
+    if name == "phase2":
+        config = Layer3Config(portfolio_value=initial_capital)
+        return Phase2Policy(build_portfolio(config, clock=clock), clock)
+    if name == "phase3":
+        config = Layer3Config.model_validate({
+            "portfolio_value": initial_capital,
+            "rl": {"enabled": rl != "off", "use_mock": rl == "mock", "mock_seed": seed,
+                   "endpoint": None if rl in ("off", "mock") else rl}})
+        engine = build_hybrid(config, clock=clock, performance_periods_per_year=periods_per_year)
+        return Phase3Policy(engine, clock, rl)
+    raise ValueError(f"policy was {name!r}, expected one of {', '.join(POLICY_NAMES)}")

@@ -6,11 +6,11 @@ Everything that chooses an implementation lives here, and only here:
   and how ``enable_rl=True`` builds its model client (mock or HTTP, from the config) —
   installed into the core's ports when the package is imported (`install_defaults`), so the
   user's documented calls keep working while no core module imports an adapter;
-* `build_observer`, `build_rl_client`, `build_hybrid`: the engine and its adapters from a
-  `Layer3Config`;
+* `build_observer`, `build_rl_client`, `build_portfolio`, `build_hybrid`: the engines and
+  their adapters from a `Layer3Config`;
 * `build_service`: the service (engine + store + observer + reloader) that the HTTP app, and
   any other transport, drives;
-* `build_policy`: the backtest's sizing policies, built from the same pieces.
+* `build_portfolio`: the Phase 2 engine (the backtest's Phase 2 policy is built on it).
 
 A new model transport is one adapter module and one branch in `build_rl_client`; a new input
 transport builds its service with `build_service` and drives it (see ARCHITECTURE.md).
@@ -26,11 +26,12 @@ from ..config.schema import Layer3Config
 from ..observability.metrics import Layer3Metrics
 from ..observability.prometheus import PrometheusObserver, default_observer
 from ..observers import NULL_OBSERVER, Observer, install_metrics_factory
+from ..phase2 import Layer3Phase2Portfolio
 from ..phase3 import Layer3Phase3Hybrid
 from ..resilience import CircuitBreaker
 from ..rl.client import TransformerRLClient
-from ..rl.guard import GuardedModel, install_client_factory
 from ..rl.mock import MockTransformerRLClient
+from ..rl_guard import GuardedModel, install_client_factory
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
 __all__ = [
     "build_hybrid",
     "build_observer",
+    "build_portfolio",
     "build_rl_client",
     "install_defaults",
 ]
@@ -67,6 +69,14 @@ def build_rl_client(config: Layer3Config, breaker: CircuitBreaker,
                                        timeout_sec=rl.timeout_sec)
     return TransformerRLClient(rl.endpoint, rl.timeout_sec, rl.min_confidence,
                                circuit_breaker=breaker, clock=clock)
+
+
+def build_portfolio(config: Layer3Config, *, observer: Observer = NULL_OBSERVER,
+                    clock: Clock = SYSTEM_CLOCK) -> Layer3Phase2Portfolio:
+    """The Phase 2 engine for ``config`` (its limits and sizing)."""
+    return Layer3Phase2Portfolio(config.portfolio_value, enable_metrics=False,
+                                 config=config.portfolio, sizing_config=config.sizing,
+                                 observer=observer, clock=clock)
 
 
 def build_hybrid(config: Layer3Config, *, observer: Observer = NULL_OBSERVER,

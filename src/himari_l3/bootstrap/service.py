@@ -14,8 +14,8 @@ from ..config.reload import ConfigReloader
 from ..config.schema import Layer3Config
 from ..observers import GatedObserver
 from ..persistence import Store
-from ..service._clock import PinnedClock
-from ..service.runtime import SizingService
+from ..runtime.clock import PinnedClock
+from ..runtime.service import SizingService
 from . import build_hybrid, build_observer
 
 if TYPE_CHECKING:
@@ -42,7 +42,7 @@ def build_service(config: Layer3Config, *, config_path: str | None = None,
     owns_store = store is None
     the_store = store if store is not None else Store(
         config.persistence.url, sqlite_synchronous=config.persistence.sqlite_synchronous)
-    svc = SizingService(config, hybrid, the_store, observer, gate, pinned, config_version,
+    svc = SizingService(config, hybrid, the_store, gate, pinned, config_version,
                         owns_store=owns_store)
     if config_path is not None:
         svc.reloader = ConfigReloader(config_path, svc.apply_config_threadsafe, config,

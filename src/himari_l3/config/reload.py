@@ -200,7 +200,7 @@ class ConfigReloader:
         data = self.path.read_bytes()
         return (st.st_mtime_ns, len(data), hashlib.sha256(data).hexdigest()), data
 
-    def check_now(self) -> ReloadResult:
+    def check_now(self) -> ReloadResult:  # noqa: PLR0911 - one return per outcome of an attempt
         """Check the file once and reload if its content changed (what the thread runs)."""
         with self._lock:
             try:

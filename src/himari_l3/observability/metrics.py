@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Info
 from prometheus_client.metrics_core import HistogramMetricFamily, Metric
+from prometheus_client.utils import floatToGoString
 
 __all__ = ["BoundedLabel", "FastHistogram", "Layer3Metrics"]
 
@@ -124,8 +125,6 @@ class FastHistogram:
 
 def _go_float(bound: float) -> str:
     """A bucket bound as Prometheus' Go clients print it (what prometheus_client does)."""
-    from prometheus_client.utils import floatToGoString
-
     return str(floatToGoString(bound))  # type: ignore[no-untyped-call]
 
 
@@ -148,7 +147,7 @@ class _PreCollectHooks:
 class Layer3Metrics:
     """Every Layer 3 metric family, registered once on ``registry``."""
 
-    def __init__(self, registry: CollectorRegistry | None = None, max_label_values: int = 64):
+    def __init__(self, registry: CollectorRegistry | None = None, max_label_values: int = 64):  # noqa: PLR0915 - one declaration per metric family
         r = self.registry = registry if registry is not None else CollectorRegistry()
         self._pre_collect = _PreCollectHooks()
         r.register(self._pre_collect)

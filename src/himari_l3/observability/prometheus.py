@@ -328,7 +328,7 @@ _default: PrometheusObserver | None = None
 
 def default_observer() -> PrometheusObserver:
     """The process-wide observer on ``prometheus_client.REGISTRY`` (created on first use)."""
-    global _default
+    global _default  # noqa: PLW0603 - one observer per process-wide registry
     with _default_lock:
         if _default is None:
             _default = PrometheusObserver(Layer3Metrics(REGISTRY))

@@ -14,7 +14,14 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["BudgetResult", "Contrib", "correlation_multipliers", "nets"]
+__all__ = [
+    "BudgetResult",
+    "Contrib",
+    "correlation_multipliers",
+    "multi_asset_kelly_ratios",
+    "nets",
+    "pairwise_penalties",
+]
 
 Contrib = dict[str, dict[str, float]]
 
@@ -38,7 +45,7 @@ class BudgetResult:
     binding: dict[str, str]  # symbol -> tightest limit ("none" if none bound)
 
 
-def correlation_multipliers(
+def correlation_multipliers(  # noqa: PLR0917 - the inputs of one formula
     net: dict[str, float],
     corr: list[list[float]],
     order: list[str],
@@ -64,9 +71,22 @@ def correlation_multipliers(
     ``corr`` is the correlation matrix in the order of ``order``, as nested lists.
     Returns (multiplier per symbol, pairwise penalty per symbol, note on multi-asset Kelly).
     """
-    idx = {s: i for i, s in enumerate(order)}
     live = [s for s in order if net.get(s, 0.0) != 0.0]
-    mult = dict.fromkeys(order, 1.0)
+    penalty = pairwise_penalties(net, corr, order, live, max_correlation, penalty_strength)
+    mult = {s: 1.0 - penalty[s] for s in order}
+    note = "not applicable: fewer than two positions"
+    if inverse is not None and len(live) >= 2:
+        ratios, note = multi_asset_kelly_ratios(net, live, edge, vol, inverse)
+        for s, ratio in ratios.items():
+            mult[s] = min(mult[s], ratio)
+    return mult, penalty, note
+
+
+def pairwise_penalties(net: dict[str, float], corr: list[list[float]], order: list[str],
+                       live: list[str], max_correlation: float,
+                       penalty_strength: float) -> dict[str, float]:
+    """The pairwise penalty per symbol (0 for symbols without a position)."""
+    idx = {s: i for i, s in enumerate(order)}
     penalty = dict.fromkeys(order, 0.0)
     span = 1.0 - max_correlation
     for s in live:
@@ -79,26 +99,29 @@ def correlation_multipliers(
             if rho > max_correlation:
                 worst = max(worst, (rho - max_correlation) / span if span > 0 else 1.0)
         penalty[s] = penalty_strength * min(1.0, worst)
-        mult[s] = 1.0 - penalty[s]
-    note = "not applicable: fewer than two positions"
-    if inverse is not None and len(live) >= 2:
-        sig = [vol.get(s) for s in live]
-        mus = [edge.get(s, math.nan) for s in live]
-        if any(v is None or v <= 0 for v in sig) or not all(math.isfinite(m) and m > 0
-                                                            for m in mus):
-            note = "not applicable: a position lacks a positive edge or a volatility"
-        else:
-            r_inv = inverse(live)
-            if r_inv is None:
-                note = "not applicable: singular correlation"
-            else:
-                d = [float(v) for v in sig if v is not None]
-                z = [(m if net[s] > 0 else -m) / dv for m, s, dv in zip(mus, live, d,
-                                                                        strict=True)]
-                for i, s in enumerate(live):
-                    mu_i = z[i] * d[i]
-                    ratio = d[i] * sum(a * b for a, b in zip(r_inv[i], z, strict=True)) / mu_i
-                    ratio = min(1.0, max(0.0, ratio)) if math.isfinite(ratio) else 1.0
-                    mult[s] = min(mult[s], ratio)
-                note = "applied"
-    return mult, penalty, note
+    return penalty
+
+
+def multi_asset_kelly_ratios(
+    net: dict[str, float], live: list[str], edge: dict[str, float],
+    vol: dict[str, float | None],
+    inverse: Callable[[list[str]], list[list[float]] | None],
+) -> tuple[dict[str, float], str]:
+    """How much of each live symbol's single-asset Kelly the joint solution keeps (in
+    [0, 1]), and a note saying whether it applied."""
+    sig = [vol.get(s) for s in live]
+    mus = [edge.get(s, math.nan) for s in live]
+    if any(v is None or v <= 0 for v in sig) or not all(math.isfinite(m) and m > 0
+                                                        for m in mus):
+        return {}, "not applicable: a position lacks a positive edge or a volatility"
+    r_inv = inverse(live)
+    if r_inv is None:
+        return {}, "not applicable: singular correlation"
+    d = [float(v) for v in sig if v is not None]
+    z = [(m if net[s] > 0 else -m) / dv for m, s, dv in zip(mus, live, d, strict=True)]
+    ratios: dict[str, float] = {}
+    for i, s in enumerate(live):
+        mu_i = z[i] * d[i]
+        ratio = d[i] * sum(a * b for a, b in zip(r_inv[i], z, strict=True)) / mu_i
+        ratios[s] = min(1.0, max(0.0, ratio)) if math.isfinite(ratio) else 1.0
+    return ratios, "applied"

@@ -280,6 +280,19 @@ class CorrelationAdjustment:
             return CorrelationResult(dict.fromkeys(symbols, 1.0), none, none,
                                      "not applicable: no correlation evidence yet "
                                      "(shrinkage 1)")
+        edge, vol = self._edges_and_volatilities(net, symbols, by_symbol)
+        mult, penalty, note = correlation_multipliers(
+            net, self.monitor.matrix_rows(symbols), symbols, edge, vol, self.max_correlation,
+            self.penalty_strength,
+            self.monitor.inverse if self.use_multi_asset_kelly else None)
+        return CorrelationResult(mult, penalty, {s: 1.0 - mult[s] for s in symbols}, note)
+
+    def _edges_and_volatilities(
+        self, net: dict[str, float], symbols: list[str],
+        by_symbol: dict[str, list[TacticalSignal]],
+    ) -> tuple[dict[str, float], dict[str, float | None]]:
+        """Per symbol, the mean expected return and volatility of the signals on the net's
+        side (NaN edge if none says; the monitor's realised volatility if none says)."""
         edge: dict[str, float] = {}
         vol: dict[str, float | None] = {}
         for sym in symbols:
@@ -288,8 +301,4 @@ class CorrelationAdjustment:
             vols = [s.predicted_volatility for s in sigs if s.predicted_volatility is not None]
             edge[sym] = sum(ers) / len(ers) if ers else math.nan
             vol[sym] = sum(vols) / len(vols) if vols else self.monitor.volatility(sym)
-        mult, penalty, note = correlation_multipliers(
-            net, self.monitor.matrix_rows(symbols), symbols, edge, vol, self.max_correlation,
-            self.penalty_strength,
-            self.monitor.inverse if self.use_multi_asset_kelly else None)
-        return CorrelationResult(mult, penalty, {s: 1.0 - mult[s] for s in symbols}, note)
+        return edge, vol

@@ -74,7 +74,7 @@ class CircuitBreaker:
         process-wide Prometheus registry. The orchestrators wire their own observer instead.
     """
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - the user's documented constructor
         self,
         name: str = "rl",
         *,

@@ -1,12 +1,13 @@
-"""The optional RL model: the port, the guard, the HTTP and mock transports, the reference
-policy and server."""
+"""The optional RL model's adapters: the HTTP and mock transports, the guarded clients the
+user's document names, the reference policy and server. The port (`himari_l3.rl_port`) and
+the guard (`himari_l3.rl_guard`) are core modules; their public names are re-exported here."""
 
+from ..rl_guard import GuardedModel, RLTape
+from ..rl_port import FAILURE_REASONS, RLFailure, RLModel, RLResult
 from .client import TransformerRLClient
-from .guard import GuardedModel, RLTape
 from .http import HttpModel, parse_prediction
 from .mock import MockModel, MockTransformerRLClient
 from .policy import RLPolicy
-from .port import FAILURE_REASONS, RLFailure, RLModel, RLResult
 
 __all__ = [
     "FAILURE_REASONS",

@@ -13,9 +13,9 @@ import httpx
 
 from .._clock import Clock
 from ..resilience import CircuitBreaker
-from .guard import GuardedModel, PredictionStats, check_market_data
+from ..rl_guard import GuardedModel, PredictionStats, check_market_data
+from ..rl_port import FAILURE_REASONS, RLFailure, RLModel, RLResult, gather_with_deadline
 from .http import HttpModel, encode_request, parse_prediction
-from .port import FAILURE_REASONS, RLFailure, RLModel, RLResult, gather_with_deadline
 
 __all__ = [
     "FAILURE_REASONS",

@@ -30,7 +30,7 @@ import httpx
 from .._clock import SYSTEM_CLOCK, Clock
 from .._exceptions import InvalidRLPredictionException, ValidationError
 from ..contracts import RLPrediction, TacticalSignal
-from .port import RLFailure, RLResult, gather_with_deadline
+from ..rl_port import RLFailure, RLResult, gather_with_deadline
 
 __all__ = ["HttpModel", "encode_request", "parse_prediction"]
 

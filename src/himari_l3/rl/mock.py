@@ -17,8 +17,8 @@ from typing import Any
 from .._clock import SYSTEM_CLOCK, Clock
 from ..contracts import RLPrediction, TacticalSignal
 from ..resilience import CircuitBreaker
-from .guard import GuardedModel
-from .port import RLFailure, RLResult, gather_with_deadline
+from ..rl_guard import GuardedModel
+from ..rl_port import RLFailure, RLResult, gather_with_deadline
 
 __all__ = ["MOCK_MODEL_VERSION", "MockModel", "MockTransformerRLClient"]
 

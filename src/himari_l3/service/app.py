@@ -9,12 +9,13 @@ means a bug (and is logged).
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import hmac
 import logging
 import math
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
@@ -25,13 +26,17 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from starlette.exceptions import HTTPException
 
 from .._clock import Clock
+from .._exceptions import ValidationError
 from .._version import __version__
 from ..bootstrap.service import build_service
 from ..config.schema import Layer3Config
+from ..contracts import CascadeIndicators, TacticalSignal
 from ..events import InputKind, InputRejected
 from ..persistence import Store
-from ._json import dumps
-from .errors import FieldError, PersistenceUnavailable
+from ..runtime.errors import PersistenceUnavailable
+from ..runtime.jsonio import dumps
+from ..runtime.service import Reply, SizingService
+from .errors import FieldError
 from .middleware import EdgeMiddleware
 from .models import (
     AllocateRequest,
@@ -41,7 +46,6 @@ from .models import (
     to_cascade,
     to_signal,
 )
-from .runtime import Reply
 
 __all__ = ["AUTH_TOKEN_ENV", "create_app"]
 
@@ -76,8 +80,6 @@ def create_app(config: Layer3Config, *, config_path: str | None = None,
     svc = build_service(config, config_path=config_path, registry=registry, store=store,
                         clock=clock)
     token = os.environ.get(AUTH_TOKEN_ENV) or config.service.auth_token
-    max_signals = config.service.max_signals_per_request
-    base_clock = svc.clock.base
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -116,6 +118,16 @@ def create_app(config: Layer3Config, *, config_path: str | None = None,
 
     auth = [Depends(require_token)]
 
+    _sizing_routes(app, svc, auth, config.service.max_signals_per_request)
+    _learning_routes(app, svc, auth)
+    _operations_routes(app, svc, config, registry)
+    return app
+
+
+def _sizing_routes(app: FastAPI, svc: SizingService, auth: list[Any],
+                   max_signals: int) -> None:
+    base_clock = svc.clock.base
+
     @app.post("/v1/size", dependencies=auth, tags=["sizing"])
     async def size(body: SizeRequest, x_state_digest: _Digest = None) -> Response:
         """Size one signal with Phase 1 (Kelly -> conformal -> sentiment -> regime ->
@@ -123,39 +135,50 @@ def create_app(config: Layer3Config, *, config_path: str | None = None,
         now = base_clock.time_ns()
         signal = to_signal(body.signal, ("body", "signal"), now)
         cascade = to_cascade(body.cascade, ("body", "cascade"))
-        return render(await svc.size(signal, cascade, body.price, body.current_position_usd,
-                                     body.portfolio_value, x_state_digest == "1"))
+        with _fields(_SIZE_FIELDS):
+            return render(await svc.size(signal, cascade, body.price,
+                                         body.current_position_usd, body.portfolio_value,
+                                         x_state_digest == "1"))
 
     @app.post("/v1/allocate", dependencies=auth, tags=["sizing"])
     async def allocate(body: AllocateRequest, x_state_digest: _Digest = None) -> Response:
         """Allocate a batch through Phase 3: the Phase 2 baseline, blended with the RL model
         when enabled (fallback to the baseline on any RL problem), inside every limit."""
-        if len(body.signals) > max_signals:
-            raise FieldError(("body", "signals"), f"signals had {len(body.signals)} items, "
-                             f"expected at most service.max_signals_per_request "
-                             f"({max_signals})", len(body.signals))
-        now = base_clock.time_ns()
-        raw: list[dict[str, Any]] = []
-        signals = [to_signal(s, ("body", "signals", i), now, raw)
-                   for i, s in enumerate(body.signals)]
-        cascade = {sym: to_cascade(c, ("body", "cascade", sym))
-                   for sym, c in body.cascade.items()}
-        for sym, price in body.prices.items():
-            if not price > 0:
-                raise FieldError(("body", "prices", sym),
-                                 f"prices.{sym} was {price!r}, expected > 0", price)
-        for i, s in enumerate(signals):
-            if s.symbol not in body.prices:
-                raise FieldError(("body", "prices", s.symbol), f"prices.{s.symbol} is missing "
-                                 f"(signals[{i}] is for {s.symbol})")
-            if s.symbol not in cascade:
-                raise FieldError(("body", "cascade", s.symbol), f"cascade.{s.symbol} is "
-                                 f"missing (signals[{i}] is for {s.symbol})")
-        request = {"signals": raw, "prices": dict(body.prices),
-                   "cascade": {sym: c.model_dump() for sym, c in sorted(body.cascade.items())}}
+        signals, cascade, request = _allocation_inputs(body, max_signals,
+                                                       base_clock.time_ns())
         return render(await svc.allocate(signals, cascade, dict(body.prices),
                                          x_state_digest == "1", request))
 
+
+def _allocation_inputs(body: AllocateRequest, max_signals: int, now: int) -> tuple[
+        list[TacticalSignal], dict[str, CascadeIndicators], dict[str, Any]]:
+    """The batch's contracts, and the request as it is journaled (timestamps filled in);
+    a missing price or cascade reading for a signal's symbol is a 422 naming it."""
+    if len(body.signals) > max_signals:
+        raise FieldError(("body", "signals"), f"signals had {len(body.signals)} items, "
+                         f"expected at most service.max_signals_per_request "
+                         f"({max_signals})", len(body.signals))
+    raw: list[dict[str, Any]] = []
+    signals = [to_signal(s, ("body", "signals", i), now, raw)
+               for i, s in enumerate(body.signals)]
+    cascade = {sym: to_cascade(c, ("body", "cascade", sym)) for sym, c in body.cascade.items()}
+    for sym, price in body.prices.items():
+        if not price > 0:
+            raise FieldError(("body", "prices", sym),
+                             f"prices.{sym} was {price!r}, expected > 0", price)
+    for i, s in enumerate(signals):
+        if s.symbol not in body.prices:
+            raise FieldError(("body", "prices", s.symbol), f"prices.{s.symbol} is missing "
+                             f"(signals[{i}] is for {s.symbol})")
+        if s.symbol not in cascade:
+            raise FieldError(("body", "cascade", s.symbol), f"cascade.{s.symbol} is "
+                             f"missing (signals[{i}] is for {s.symbol})")
+    request = {"signals": raw, "prices": dict(body.prices),
+               "cascade": {sym: c.model_dump() for sym, c in sorted(body.cascade.items())}}
+    return signals, cascade, request
+
+
+def _learning_routes(app: FastAPI, svc: SizingService, auth: list[Any]) -> None:
     @app.post("/v1/outcomes", dependencies=auth, tags=["learning"])
     async def outcomes(body: OutcomeRequest, x_state_digest: _Digest = None) -> Response:
         """Record a realised return (see the request schema for the two kinds)."""
@@ -164,16 +187,22 @@ def create_app(config: Layer3Config, *, config_path: str | None = None,
                 if getattr(body, name) is not None:
                     raise FieldError(("body", name), f"{name} needs strategy_id",
                                      getattr(body, name))
-        return render(await svc.outcome(body.symbol, body.realized_return, body.strategy_id,
-                                        body.used_rl, body.predicted_return,
-                                        body.predicted_volatility, x_state_digest == "1"))
+        with _fields(_OUTCOME_FIELDS):
+            return render(await svc.outcome(body.symbol, body.realized_return,
+                                            body.strategy_id, body.used_rl,
+                                            body.predicted_return, body.predicted_volatility,
+                                            x_state_digest == "1"))
 
     @app.post("/v1/returns", dependencies=auth, tags=["learning"])
     async def returns(body: ReturnsRequest, x_state_digest: _Digest = None) -> Response:
         """Add one time-aligned row of per-symbol returns to the correlation monitor."""
-        return render(await svc.returns(dict(body.returns), body.timestamp_ns,
-                                        x_state_digest == "1"))
+        with _fields({}):
+            return render(await svc.returns(dict(body.returns), body.timestamp_ns,
+                                            x_state_digest == "1"))
 
+
+def _operations_routes(app: FastAPI, svc: SizingService, config: Layer3Config,
+                       registry: CollectorRegistry) -> None:
     @app.get("/v1/state", tags=["operations"])
     async def state(learned: bool = False, digest: bool = False) -> Response:
         """Hybrid summary, journal and snapshot positions, config reload status;
@@ -200,7 +229,19 @@ def create_app(config: Layer3Config, *, config_path: str | None = None,
                 "config_version": svc.config_version}
         return Response(dumps(body), status_code=200 if ok else 503, media_type=_JSON)
 
-    return app
+
+# The core names a field by its parameter name; the request names some differently.
+_SIZE_FIELDS = {"signal": "signal", "cascade_indicators": "cascade", "current_price": "price"}
+_OUTCOME_FIELDS = {"actual_return": "realized_return"}
+
+
+@contextlib.contextmanager
+def _fields(rename: dict[str, str]) -> Iterator[None]:
+    """A core `ValidationError` raised by the service is a 422 naming the request field."""
+    try:
+        yield
+    except ValidationError as err:
+        raise FieldError.from_validation(("body",), err, rename) from None
 
 
 _INPUT_KINDS = {"signal": "signal", "signals": "signal", "cascade": "cascade",

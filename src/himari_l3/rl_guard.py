@@ -29,14 +29,14 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from .._clock import SYSTEM_CLOCK, Clock
-from .._exceptions import CircuitBreakerOpenException, StateRestoreError, ValidationError
-from ..contracts import RLPrediction, TacticalSignal
-from ..resilience import CircuitBreaker
-from .port import RLFailure, RLModel, RLResult
+from ._clock import SYSTEM_CLOCK, Clock
+from ._exceptions import CircuitBreakerOpenException, StateRestoreError, ValidationError
+from .contracts import RLPrediction, TacticalSignal
+from .resilience import CircuitBreaker
+from .rl_port import RLFailure, RLModel, RLResult
 
 if TYPE_CHECKING:
-    from ..config.schema import Layer3Config
+    from .config.schema import Layer3Config
 
 __all__ = [
     "ClientFactory",
@@ -326,7 +326,7 @@ _client_factory: ClientFactory | None = None
 def install_client_factory(factory: ClientFactory) -> None:
     """Set how ``Layer3Phase3Hybrid(enable_rl=True, ...)`` builds its client from the
     config (the composition root, ``bootstrap``, installs the mock/HTTP one)."""
-    global _client_factory
+    global _client_factory  # noqa: PLW0603 - the one wiring point, set by bootstrap
     _client_factory = factory
 
 

@@ -25,8 +25,8 @@ from ..contracts import EnsembleAllocation, RLPrediction
 from ..observers import GatedObserver
 from ..persistence import JournalEntry, Store
 from ..phase3 import Layer3Phase3Hybrid
-from ..rl.port import RLFailure, RLResult
-from ._clock import PinnedClock
+from ..rl_port import RLFailure, RLResult
+from .clock import PinnedClock
 from .requests import (
     allocate_request,
     apply_allocate,

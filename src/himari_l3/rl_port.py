@@ -3,7 +3,7 @@
 A transport (HTTP today, the seeded mock, a gRPC client tomorrow) implements `RLModel`:
 answer a list of signals within a deadline, each answer an `RLPrediction` or an `RLFailure`
 saying why not, in input order. A transport knows nothing of the circuit breaker, the
-statistics, the confidence floor or the replay tape: `rl.guard.GuardedModel` does all of that
+statistics, the confidence floor or the replay tape: `rl_guard.GuardedModel` does all of that
 once, around any transport (httpx's ``BaseTransport`` is the model for the cut). A third
 transport is one module implementing this protocol, wired in ``bootstrap.build_rl_model``.
 
@@ -20,7 +20,7 @@ from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
-from ..contracts import RLPrediction, TacticalSignal
+from .contracts import RLPrediction, TacticalSignal
 
 __all__ = [
     "FAILURE_REASONS",

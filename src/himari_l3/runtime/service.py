@@ -1,4 +1,4 @@
-"""The service layer: every state-changing request is applied, journaled, then acknowledged.
+"""The sizing service: every state-changing request is applied, journaled, then acknowledged.
 
     lock -> (resync if a commit failed) -> apply to the engine with the clock pinned to the
     request's timestamp -> journal entry committed (durable) -> release -> reply
@@ -14,7 +14,8 @@ Snapshots (every ``persistence.snapshot_every_decisions`` journal entries, every
 replay on start-up; they are encoded cooperatively so they do not stall requests.
 
 The service knows no HTTP: it returns `Reply` records (the domain result plus the JSON that
-was journaled for it) and the transport in front of it (``app.py``) renders them.
+was journaled for it) and raises the core's `ValidationError` for a bad input (before any
+state changed); the transport in front of it (``service/app.py``) renders both.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from .._exceptions import ValidationError
 from ..config.reload import ConfigReloader
@@ -39,10 +40,10 @@ from ..events import StoreFailed, StoreWritten
 from ..observers import GatedObserver, Observer
 from ..persistence import JournalEntry, Store
 from ..phase3 import Layer3Phase3Hybrid
-from ..rl.port import RLFailure, RLResult
-from ._clock import PinnedClock
-from ._json import dumps, encode_cooperatively, record_fields
-from .errors import FieldError, PersistenceUnavailable
+from ..rl_port import RLFailure, RLResult
+from .clock import PinnedClock
+from .errors import PersistenceUnavailable
+from .jsonio import dumps, encode_cooperatively, record_fields
 from .requests import apply_allocate, apply_outcome, apply_returns, apply_size
 from .restore import Restorer, RestoreResult
 
@@ -68,19 +69,32 @@ class Reply:
     trace: str | None = None
 
 
+class _Decision(NamedTuple):
+    """The journal columns of a decision that the request itself decides."""
+
+    seq: int
+    ts_ns: int
+    kind: str  # size | allocate
+    path: str  # rl | baseline
+    request: dict[str, Any]
+    rl_results: str | None  # the RL answers returned, as JSON (None: RL off)
+
+
 class SizingService:
     """Owns the engine, the store, the restorer and the order of state changes (see the
     module docstring). Built by ``bootstrap.build_service``; driven by a transport (HTTP
     today) through `start`, the request methods and `stop`."""
 
     def __init__(self, config: Layer3Config, hybrid: Layer3Phase3Hybrid, store: Store,
-                 observer: Observer, gate: GatedObserver, clock: PinnedClock,
+                 gate: GatedObserver, clock: PinnedClock,
                  version_of: Callable[[Layer3Config], str], *, owns_store: bool = False,
                  reloader: ConfigReloader | None = None) -> None:
+        """``gate`` wraps the observer the engine reports to (muted during replay); the
+        service reports its own events (journal writes, failures) to ``gate.inner``."""
         self.config = config
         self.hybrid = hybrid
         self.store = store
-        self.observer = observer
+        self.observer: Observer = gate.inner
         self.clock = clock
         self.version_of = version_of
         self.config_version = version_of(config)
@@ -170,19 +184,17 @@ class SizingService:
             await self._resync_if_dirty()
             ts, seq = self.clock.base.time_ns(), self.seq + 1
             with self._mutating(), self.clock.pinned(ts):
-                try:
-                    d = apply_size(self.hybrid, signal, cascade, price, current_position_usd,
-                                   portfolio_value)
-                except ValidationError as err:
-                    raise FieldError.from_validation(("body",), err, _SIZE_FIELDS) from None
+                d = apply_size(self.hybrid, signal, cascade, price, current_position_usd,
+                               portfolio_value)
             out = {f: getattr(d, f) for f in DECISION_FIELDS}
             trace = d.diagnostics
             out.update(decision_id=seq, path="baseline", config_version=self.config_version)
             request = {"signal": signal.to_dict(), "cascade": cascade.to_dict(),
                        "price": price, "current_position_usd": current_position_usd,
                        "portfolio_value": portfolio_value}
-            return await self._decision(seq, ts, "size", "baseline", request, d, out, trace,
-                                        "diagnostics", None, want_digest)
+            return await self._decision(
+                _Decision(seq, ts, "size", "baseline", request, None), d, out, trace,
+                "diagnostics", want_digest)
 
     async def allocate(self, signals: list[TacticalSignal],
                        cascade: dict[str, CascadeIndicators], prices: dict[str, float],
@@ -210,8 +222,8 @@ class SizingService:
                            "prices": prices}
             # Every answer the guard returned (an empty list too): replay never asks the model.
             rl = None if tape is None else dumps([_rl_result(r) for r in tape.results])
-            return await self._decision(seq, ts, "allocate", path, request, alloc, out, trace,
-                                        "trace", rl, want_digest)
+            return await self._decision(_Decision(seq, ts, "allocate", path, request, rl),
+                                        alloc, out, trace, "trace", want_digest)
 
     async def outcome(self, symbol: str, realized_return: float, strategy_id: str | None,
                       used_rl: bool | None, predicted_return: float | None,
@@ -227,10 +239,7 @@ class SizingService:
                        "predicted_return": predicted_return,
                        "predicted_volatility": predicted_volatility}
             with self._mutating(), self.clock.pinned(ts):
-                try:
-                    result = apply_outcome(self.hybrid, request)
-                except ValidationError as err:
-                    raise FieldError.from_validation(("body",), err, _OUTCOME_FIELDS) from None
+                result = apply_outcome(self.hybrid, request)
             out: dict[str, Any] = {"outcome_id": seq, **result}
             kind = "trade" if strategy_id is not None else "path"
             return await self._journal(JournalEntry("outcome", {
@@ -248,10 +257,7 @@ class SizingService:
             request = {"returns": rets, "timestamp_ns": ts if timestamp_ns is None
                        else timestamp_ns}
             with self._mutating(), self.clock.pinned(ts):
-                try:
-                    stats = apply_returns(self.hybrid, request)
-                except ValidationError as err:
-                    raise FieldError.from_validation(("body",), err) from None
+                stats = apply_returns(self.hybrid, request)
             return await self._journal(JournalEntry("returns", {
                 "seq": seq, "ts_ns": ts, "config_version": self.config_version,
                 "request": dumps(request)}), stats, {"returns_id": seq, "correlation": stats},
@@ -317,21 +323,19 @@ class SizingService:
         return hashlib.sha256(text.encode()).hexdigest()
 
     # ------------------------------------------------------------ internals
-    async def _decision(self, seq: int, ts: int, kind: str, path: str,
-                        request: dict[str, Any], record: Any, out: dict[str, Any],
-                        trace: Any, trace_key: str, rl: str | None,
-                        want_digest: bool) -> Reply:
+    async def _decision(self, d: _Decision, record: Any, out: dict[str, Any], trace: Any,
+                        trace_key: str, want_digest: bool) -> Reply:
         if want_digest:
             out["state_digest"] = self.digest()
         body = dumps(out)
         trace_s = dumps(trace)
         await self._append(JournalEntry("decision", {
-            "seq": seq, "ts_ns": ts, "kind": kind, "path": path,
-            "config_version": self.config_version, "request": dumps(request),
+            "seq": d.seq, "ts_ns": d.ts_ns, "kind": d.kind, "path": d.path,
+            "config_version": self.config_version, "request": dumps(d.request),
             "response": body if self.audit else None, "trace": trace_s if self.audit else None,
-            "rl_results": rl}), "decision")
-        self._committed(seq)
-        return Reply(seq, record, body, trace_key, trace_s)
+            "rl_results": d.rl_results}), "decision")
+        self._committed(d.seq)
+        return Reply(d.seq, record, body, trace_key, trace_s)
 
     async def _journal(self, entry: JournalEntry, record: Any, out: dict[str, Any],
                        want_digest: bool) -> Reply:
@@ -372,7 +376,7 @@ class SizingService:
         journal: mark it for resync (validation errors are raised before any change)."""
         try:
             yield
-        except (ValidationError, FieldError):
+        except ValidationError:
             raise
         except BaseException:
             self._dirty = True
@@ -454,8 +458,3 @@ def _rl_result(r: RLResult) -> dict[str, Any]:
     if isinstance(r, RLFailure):
         return {"failure": dataclasses.asdict(r)}
     return {"prediction": r.to_dict()}
-
-
-_SIZE_FIELDS = {"signal": "signal", "cascade_indicators": "cascade",
-                "current_price": "price"}
-_OUTCOME_FIELDS = {"actual_return": "realized_return"}
