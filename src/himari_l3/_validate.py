@@ -9,6 +9,8 @@ from ._exceptions import ValidationError
 
 def finite(exc: type[ValidationError], field: str, value: object) -> float:
     """Return ``value`` as a float if it is a finite real number, else raise ``exc``."""
+    if type(value) is float and value - value == 0.0:
+        return value  # the common case, checked cheaply (x - x is NaN for NaN and +-inf)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise exc(field, value, "a finite number")
     v = float(value)
@@ -29,6 +31,8 @@ def in_range(
 
 def positive(exc: type[ValidationError], field: str, value: object, hi: float = math.inf) -> float:
     """Finite and ``0 < value <= hi``."""
+    if type(value) is float and 0.0 < value <= hi and value - value == 0.0:
+        return value  # the common case, without the general checks below
     v = finite(exc, field, value)
     if not 0.0 < v <= hi:
         raise exc(field, value, f"0 < {field} <= {hi:g}")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 import math
 from dataclasses import dataclass, field, fields
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, NamedTuple, Self
 
 from . import _validate as v
 from ._exceptions import (
@@ -260,18 +260,7 @@ class CascadeIndicators(_Record):
         return cls(0.0001, 0.0, 1.0, 0.0, 0.0)
 
 
-@dataclass(frozen=True, slots=True, eq=False)
-class PositionSizingDecision(_Record):
-    """Phase 1 output: a signed USD target for one strategy and symbol, with its trace.
-
-    The ``*_size_usd`` fields hold the (unsigned) size after each stage in order; the final
-    ``position_size_usd`` is signed (negative = short). ``trace`` is the typed record of
-    every stage (`~himari_l3.trace.SizingTrace`); ``diagnostics`` is the same as plain JSON
-    (every multiplier, every input that mattered and ``binding_limit``, the cap or rule that
-    bound the size), built from the trace on first access. Two decisions are equal when
-    their JSON forms are.
-    """
-
+class _DecisionFields(NamedTuple):
     position_size_usd: float
     symbol: str
     strategy_id: str
@@ -293,21 +282,32 @@ class PositionSizingDecision(_Record):
     reason_codes: tuple[str, ...]
     latency_ms: float
     trace: SizingTrace
-    _diagnostics: dict[str, Any] | None = field(default=None, init=False, repr=False)
 
-    def __post_init__(self) -> None:
+
+class PositionSizingDecision(_DecisionFields):
+    """Phase 1 output: a signed USD target for one strategy and symbol, with its trace.
+
+    The ``*_size_usd`` fields hold the (unsigned) size after each stage in order; the final
+    ``position_size_usd`` is signed (negative = short). ``trace`` is the typed record of
+    every stage (`~himari_l3.trace.SizingTrace`); ``diagnostics`` is the same as plain JSON
+    (every multiplier, every input that mattered and ``binding_limit``, the cap or rule that
+    bound the size). Immutable (a named tuple: Phase 1 builds one per signal, and a frozen
+    dataclass costs a microsecond more). Two decisions are equal when their JSON forms are.
+    """
+
+    __slots__ = ()
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> PositionSizingDecision:
+        self = super().__new__(cls, *args, **kwargs)
         # Safety net on the way out: a NaN or infinite size must never leave Layer 3.
         if not math.isfinite(self.position_size_usd):
             raise ValidationError("position_size_usd", self.position_size_usd, "a finite number")
+        return self
 
     @property
     def diagnostics(self) -> dict[str, Any]:
-        """The trace as plain JSON (docs/service.md lists the keys)."""
-        d = self._diagnostics
-        if d is None:
-            d = self.trace.to_diagnostics()
-            _set(self, "_diagnostics", d)
-        return d
+        """The trace as plain JSON (docs/service.md lists the keys); built on each access."""
+        return self.trace.to_diagnostics()
 
     @property
     def position_pct(self) -> float:
@@ -323,7 +323,7 @@ class PositionSizingDecision(_Record):
         return out
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Self:
+    def from_dict(cls, data: dict[str, Any]) -> PositionSizingDecision:
         if not isinstance(data, dict):
             raise ValidationError(cls.__name__, data, "a JSON object")
         names = {*DECISION_FIELDS, "diagnostics"}
@@ -361,6 +361,10 @@ class PositionSizingDecision(_Record):
         if not isinstance(other, PositionSizingDecision):
             return NotImplemented
         return self.to_dict() == other.to_dict()
+
+    def __ne__(self, other: object) -> bool:
+        eq = self.__eq__(other)
+        return eq if eq is NotImplemented else not eq
 
     __hash__ = None  # type: ignore[assignment]
 

@@ -1,6 +1,7 @@
 """Typed events: what the core (and the service around it) reports to observers.
 
-Every event is a frozen record. The core emits them through the observer port
+Every event is an immutable record (a ``NamedTuple``: several are built per decision, and a
+named tuple costs a third of a frozen dataclass). The core emits them through the observer port
 (`himari_l3.observers.Observer.emit`); it never names a metric. Adapters decide what an event
 means for them: the Prometheus adapter (`observability/prometheus.py`) maps each event type
 to metric writes, a test's recording observer keeps them in a list, an audit log could
@@ -12,8 +13,7 @@ The circuit breaker's own `CircuitEvent` (``resilience/events.py``) travels the 
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from .resilience.events import CircuitEvent
 
@@ -55,23 +55,20 @@ class InputKind(enum.StrEnum):
 
 
 # ---------------------------------------------------------------------- Phase 1
-@dataclass(frozen=True, slots=True)
-class SizingDecided:
+class SizingDecided(NamedTuple):
     """A Phase 1 decision was made (its typed trace says how)."""
 
     decision: PositionSizingDecision
 
 
-@dataclass(frozen=True, slots=True)
-class InputRejected:
+class InputRejected(NamedTuple):
     """An input failed validation; ``field`` names it."""
 
     kind: InputKind
     field: str
 
 
-@dataclass(frozen=True, slots=True)
-class OutcomeLearned:
+class OutcomeLearned(NamedTuple):
     """A realised trade outcome updated a strategy's learners."""
 
     strategy_id: str
@@ -83,8 +80,7 @@ class OutcomeLearned:
     conformal_coverage: float | None
 
 
-@dataclass(frozen=True, slots=True)
-class RegimeObserved:
+class RegimeObserved(NamedTuple):
     """A symbol's regime hysteresis advanced one period."""
 
     symbol: str
@@ -95,8 +91,7 @@ class RegimeObserved:
 
 
 # ---------------------------------------------------------------------- Phase 2
-@dataclass(frozen=True, slots=True)
-class AllocationMade:
+class AllocationMade(NamedTuple):
     """A Phase 2 or Phase 3 allocation was produced."""
 
     phase: str  # "phase2" | "phase3"
@@ -104,8 +99,7 @@ class AllocationMade:
     latency_sec: float
 
 
-@dataclass(frozen=True, slots=True)
-class CorrelationUpdated:
+class CorrelationUpdated(NamedTuple):
     """The correlation monitor took a new row of returns."""
 
     max_abs_correlation: float
@@ -114,37 +108,32 @@ class CorrelationUpdated:
 
 
 # ---------------------------------------------------------------------- Phase 3
-@dataclass(frozen=True, slots=True)
-class RLRequestsCompleted:
+class RLRequestsCompleted(NamedTuple):
     """The outcomes of one batch's RL requests, counted per outcome (sorted)."""
 
     outcomes: tuple[tuple[str, int], ...]
 
 
-@dataclass(frozen=True, slots=True)
-class RLPredictionBlended:
+class RLPredictionBlended(NamedTuple):
     """An RL prediction was blended into a strategy's contribution."""
 
     latency_sec: float
     weight: float
 
 
-@dataclass(frozen=True, slots=True)
-class RLSymbolFellBack:
+class RLSymbolFellBack(NamedTuple):
     """A symbol was decided by the baseline; ``reason`` is the fallback reason."""
 
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
-class RLLimitClipped:
+class RLLimitClipped(NamedTuple):
     """A blended RL target was cut back by a Phase 1/2 limit."""
 
     limit: str
 
 
-@dataclass(frozen=True, slots=True)
-class HybridDecided:
+class HybridDecided(NamedTuple):
     """A Phase 3 decision finished on ``path`` ("rl" or "fallback")."""
 
     path: str
@@ -152,8 +141,7 @@ class HybridDecided:
     rl_usage_ratio: float
 
 
-@dataclass(frozen=True, slots=True)
-class PathOutcomeRecorded:
+class PathOutcomeRecorded(NamedTuple):
     """A realised outcome was recorded for a decision path; the running RL advantage."""
 
     path: str
@@ -161,15 +149,13 @@ class PathOutcomeRecorded:
 
 
 # ------------------------------------------------------------ service and operations
-@dataclass(frozen=True, slots=True)
-class HttpRequestServed:
+class HttpRequestServed(NamedTuple):
     endpoint: str
     code: str
     latency_sec: float
 
 
-@dataclass(frozen=True, slots=True)
-class StoreWritten:
+class StoreWritten(NamedTuple):
     """A journal entry or snapshot was committed (``kind``: decision, outcome, returns,
     config, snapshot)."""
 
@@ -177,15 +163,13 @@ class StoreWritten:
     latency_sec: float
 
 
-@dataclass(frozen=True, slots=True)
-class StoreFailed:
+class StoreFailed(NamedTuple):
     """A store operation failed (``operation``: append, restore, snapshot, checkpoint)."""
 
     operation: str
 
 
-@dataclass(frozen=True, slots=True)
-class ConfigReloaded:
+class ConfigReloaded(NamedTuple):
     """A config reload was attempted; ``loaded_at_sec`` (Unix time) when it succeeded."""
 
     ok: bool

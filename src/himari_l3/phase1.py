@@ -13,6 +13,7 @@ typed trace (``decision.trace``), from which the JSON ``diagnostics`` are built.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from typing import Any
 
@@ -51,7 +52,7 @@ from .sizing.stages import (
     SizingContext,
     SizingStage,
 )
-from .trace import ExecutionDetail, LimitName, SizingTrace, StageName, StageResult
+from .trace import LimitName, SizingTrace, StageName, StageResult
 
 __all__ = ["PHASE1_STAGE_ORDER", "Layer3Phase1"]
 
@@ -65,6 +66,7 @@ PHASE1_STAGE_ORDER = (StageName.KELLY, StageName.CONFORMAL, StageName.SENTIMENT,
                       StageName.EXECUTION)
 
 _MONITOR = CascadeRecommendation.MONITOR
+_new = tuple.__new__  # the trace record without the constructor call (see sizing/stages.py)
 _INPUT_KIND: dict[type[ValidationError], InputKind] = {
     InvalidSignalException: InputKind.SIGNAL,
     InvalidCascadeIndicatorsException: InputKind.CASCADE,
@@ -95,7 +97,7 @@ class Layer3Phase1:
 
     Attributes
     ----------
-    stages : list of SizingStage
+    stages : tuple of SizingStage
         The declared stage order (``PHASE1_STAGE_ORDER``).
     """
 
@@ -123,13 +125,14 @@ class Layer3Phase1:
         self.conformal = ConformalScaler(cfg.conformal)
         self.regimes = RegimeTracker(cfg.regime)
         self._cascade_stage = CascadeStage()
-        self.stages: list[SizingStage] = [
+        self.stages: tuple[SizingStage, ...] = (
             KellyStage(self.kelly), ConformalStage(self.conformal), SentimentStage(),
             RegimeStage(self.regimes, self.observe_regime), self._cascade_stage, CapsStage(),
             ExecutionStage(),
-        ]
+        )
         if tuple(s.name for s in self.stages) != PHASE1_STAGE_ORDER:
             raise AssertionError("Phase 1 stages out of their declared order")
+        self._applies = tuple(s.apply for s in self.stages)
         # Predictions behind each key's last decision, so an outcome can be scored without
         # the caller repeating them.
         self._last_prediction: dict[tuple[str, str], tuple[float | None, float | None]] = {}
@@ -168,17 +171,6 @@ class Layer3Phase1:
         """Size one signal: validate, run the declared stages in order, assemble the decision.
         Raises the named validation exception on bad input."""
         t0 = time.perf_counter_ns()
-        ctx = self._context(signal, cascade_indicators, current_price, current_position_usd,
-                            portfolio_value, observe_regime)
-        results = []
-        for stage in self.stages:
-            results.append(stage.apply(ctx))
-        return self._assemble(ctx, tuple(results), t0)
-
-    def _context(self, signal: TacticalSignal, cascade_indicators: CascadeIndicators,
-                 current_price: float, current_position_usd: float | None,
-                 portfolio_value: float | None, observe_regime: bool) -> SizingContext:
-        """Validate the inputs into a sizing context (named exceptions, counted)."""
         try:
             self._validate(signal, cascade_indicators)
             price = positive(InvalidPriceException, "current_price", current_price)
@@ -192,8 +184,20 @@ class Layer3Phase1:
             kind = _INPUT_KIND.get(type(err), InputKind.PRICE)
             self.observer.emit(InputRejected(kind, err.field))
             raise
-        return SizingContext(signal, cascade_indicators, price, pv, current, observe_regime,
-                             self.config)
+        return self.size_validated(signal, cascade_indicators, price, pv, current,
+                                   observe_regime, t0)
+
+    def size_validated(self, signal: TacticalSignal, cascade_indicators: CascadeIndicators,
+                       price: float, portfolio_value: float, current_position_usd: float,
+                       observe_regime: bool, t0: int) -> PositionSizingDecision:
+        """Run the stages on inputs already validated at the edge (``calculate_position``,
+        or Phase 2's batch parse: prices finite and > 0, records of the right types, the
+        equity and held positions finite); ``t0`` is when the request started
+        (``time.perf_counter_ns``), for the decision's latency."""
+        ctx = SizingContext(signal, cascade_indicators, price, portfolio_value,
+                            current_position_usd, observe_regime, self.config)
+        results = tuple([apply(ctx) for apply in self._applies])
+        return self._assemble(ctx, results, t0)
 
     @staticmethod
     def _validate(signal: object, cascade: object) -> None:
@@ -209,7 +213,6 @@ class Layer3Phase1:
         signal = ctx.signal
         caps = results[-2]
         cas = ctx.cascade
-        assert cas is not None and caps.stage is StageName.CAPS
         signed = ctx.signed_usd
         binding = caps.binding
         if signed == 0.0 and signal.action is not TacticalAction.HOLD:
@@ -221,26 +224,21 @@ class Layer3Phase1:
         reasons = caps.reasons + results[-1].reasons
         self._last_prediction[(signal.strategy_id, signal.symbol)] = (
             signal.expected_return, signal.predicted_volatility)
-        trace = SizingTrace(results, ctx.portfolio_value, ctx.price, ctx.direction,
-                            ctx.current_position_usd, binding, signal.signal_strength,
-                            signal.timestamp_ns)
-        execution = results[-1].detail
-        assert isinstance(execution, ExecutionDetail)
-        # Stage sizes by position in the declared order (checked in __init__).
-        decision = PositionSizingDecision(
-            position_size_usd=signed, symbol=signal.symbol, strategy_id=signal.strategy_id,
-            timestamp_ns=self.clock.time_ns(), action=signal.action,
-            kelly_size_usd=results[0].size_usd, conformal_size_usd=results[1].size_usd,
-            sentiment_size_usd=results[2].size_usd, regime_size_usd=results[3].size_usd,
-            cascade_size_usd=results[4].size_usd, capped_size_usd=caps.size_usd,
-            cascade_risk_score=cas.score, cascade_recommendation=cas.recommendation,
-            current_regime=ctx.effective_regime,
-            position_size_units=signed / ctx.price,
-            stop_loss_price=execution.stop_loss_price,
-            take_profit_price=execution.take_profit_price, validation_status=status,
-            reason_codes=reasons, latency_ms=(time.perf_counter_ns() - t0) / 1e6,
-            trace=trace,
-        )
+        trace = _new(SizingTrace, (results, ctx.portfolio_value, ctx.price, ctx.direction,
+                                   ctx.current_position_usd, binding, signal.signal_strength,
+                                   signal.timestamp_ns))
+        sl, tp = results[-1].detail  # type: ignore[misc]  # the execution stage's prices
+        if not math.isfinite(signed):  # unreachable: every stage keeps sizes finite
+            raise ValidationError("position_size_usd", signed, "a finite number")
+        # Stage sizes by position in the declared order (checked in __init__), the fields in
+        # PositionSizingDecision's order, built without its constructor call (the finite
+        # check it makes is the one just above).
+        decision: PositionSizingDecision = _new(PositionSizingDecision, (
+            signed, signal.symbol, signal.strategy_id, self.clock.time_ns(), signal.action,
+            results[0].size_usd, results[1].size_usd, results[2].size_usd,
+            results[3].size_usd, results[4].size_usd, caps.size_usd, cas.score,
+            cas.recommendation, ctx.effective_regime, signed / ctx.price, sl, tp, status,
+            reasons, (time.perf_counter_ns() - t0) / 1e6, trace))
         self.decisions_total += 1
         if self.observer is not NULL_OBSERVER:
             self.observer.emit(SizingDecided(decision))

@@ -237,12 +237,12 @@ class Layer3Phase2Portfolio:
         decisions: list[PositionSizingDecision] = []
         contrib: dict[str, dict[str, float]] = {}
         market = batch.market
+        size = self.phase1.size_validated  # the batch was validated when it was parsed
+        clock = time.perf_counter_ns
         for sig in batch.signals:
             snap = market[sig.symbol]
             held = self.positions_.get(sig.strategy_id, {}).get(sig.symbol, 0.0)
-            d = self.phase1.calculate_position(
-                sig, snap.cascade, snap.price, current_position_usd=held,
-                portfolio_value=pv, observe_regime=False)
+            d = size(sig, snap.cascade, snap.price, pv, held, False, clock())
             decisions.append(d)
             contrib.setdefault(sig.strategy_id, {})[sig.symbol] = d.position_size_usd
         bounds = symbol_bounds(decisions, self.config.max_position_pct * pv,
@@ -259,10 +259,11 @@ class Layer3Phase2Portfolio:
             "nets_before_correlation": raw_nets,
             "correlation_multipliers": corr.multipliers, "multi_asset_kelly": corr.note,
             "pairwise_penalties": corr.penalties,
+            # (String enums as themselves: they serialise as their values.)
             "signals": [{"strategy_id": d.strategy_id, "symbol": d.symbol,
-                         "size_usd": d.position_size_usd, "status": d.validation_status.value,
+                         "size_usd": d.position_size_usd, "status": d.validation_status,
                          "reasons": list(d.reason_codes),
-                         "binding_limit": d.trace.binding_limit.value}
+                         "binding_limit": d.trace.binding_limit}
                         for d in decisions],
         }
         rejected = [r.to_dict() for r in batch.rejected]

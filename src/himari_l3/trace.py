@@ -19,14 +19,17 @@ from __future__ import annotations
 
 import enum
 import math
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+if TYPE_CHECKING:
+    from .contracts import CascadeRecommendation
 
 __all__ = [
     "CapsDetail",
-    "CascadeDetail",
+    "CascadeAssessment",
     "ConformalDetail",
     "ExecutionDetail",
-    "KellyDetail",
+    "KellyEstimate",
     "LimitName",
     "ReasonCode",
     "RegimeDetail",
@@ -104,26 +107,27 @@ CAP_REASONS = {
 }
 
 
-class KellyDetail(NamedTuple):
-    """What the Kelly stage computed. ``payoff_ratio`` and ``edge`` are None where they are
-    undefined (no expected return; the Gaussian model has no payoff ratio)."""
+class KellyEstimate(NamedTuple):
+    """What the Kelly stage computed; the Kelly entry of a decision's trace (immutable).
+    ``payoff_ratio`` and ``edge`` are NaN where undefined (no expected return; the Gaussian
+    model has no payoff ratio); the JSON ``diagnostics`` show them as null."""
 
     model: str
     win_prob: float
     win_prob_effective: float
-    payoff_ratio: float | None
-    edge: float | None
+    payoff_ratio: float
+    edge: float
     full_kelly: float
     risk_multiplier: float
     fraction: float
-    observations: int
     capped: bool
+    observations: int
 
 
 class ConformalDetail(NamedTuple):
-    """The conformal quantile (None: unbounded or cold start) and the window's size."""
+    """The conformal quantile (infinite: unbounded, or a cold start) and the window's size."""
 
-    quantile: float | None
+    quantile: float
     samples: int
 
 
@@ -135,11 +139,13 @@ class RegimeDetail(NamedTuple):
     effective: str
 
 
-class CascadeDetail(NamedTuple):
-    """The cascade score, its recommendation (a ``CascadeRecommendation``) and components."""
+class CascadeAssessment(NamedTuple):
+    """Score, recommendation, size multiplier and components; the cascade entry of a
+    decision's trace (cached per reading: treat ``components`` as read-only)."""
 
     score: float
-    recommendation: str
+    recommendation: CascadeRecommendation
+    multiplier: float
     components: dict[str, float]
 
 
@@ -155,7 +161,7 @@ class ExecutionDetail(NamedTuple):
     take_profit_price: float | None
 
 
-Detail = (KellyDetail | ConformalDetail | RegimeDetail | CascadeDetail | CapsDetail
+Detail = (KellyEstimate | ConformalDetail | RegimeDetail | CascadeAssessment | CapsDetail
           | ExecutionDetail | None)
 
 
@@ -200,7 +206,7 @@ class SizingTrace(NamedTuple):
         by = {r.stage: r for r in self.stages}
         k = by[StageName.KELLY]
         kd = k.detail
-        assert isinstance(kd, KellyDetail)
+        assert isinstance(kd, KellyEstimate)
         conf = by[StageName.CONFORMAL]
         cd = conf.detail
         assert isinstance(cd, ConformalDetail)
@@ -209,7 +215,7 @@ class SizingTrace(NamedTuple):
         assert isinstance(rd, RegimeDetail)
         cas = by[StageName.CASCADE]
         xd = cas.detail
-        assert isinstance(xd, CascadeDetail)
+        assert isinstance(xd, CascadeAssessment)
         caps = by[StageName.CAPS].detail
         assert isinstance(caps, CapsDetail)
         return {
@@ -217,10 +223,11 @@ class SizingTrace(NamedTuple):
             "direction": self.direction, "current_position_usd": self.current_position_usd,
             "kelly": {"model": kd.model, "win_prob": kd.win_prob,
                       "win_prob_effective": kd.win_prob_effective,
-                      "payoff_ratio": kd.payoff_ratio, "edge": kd.edge,
+                      "payoff_ratio": json_float(kd.payoff_ratio),
+                      "edge": json_float(kd.edge),
                       "full_kelly": kd.full_kelly, "risk_multiplier": kd.risk_multiplier,
                       "fraction": kd.fraction, "observations": kd.observations},
-            "conformal": {"multiplier": conf.multiplier, "quantile": cd.quantile,
+            "conformal": {"multiplier": conf.multiplier, "quantile": json_float(cd.quantile),
                           "samples": cd.samples},
             "sentiment_multiplier": by[StageName.SENTIMENT].multiplier,
             "regime": {"observed": rd.observed, "effective": rd.effective,
@@ -234,7 +241,7 @@ class SizingTrace(NamedTuple):
     @classmethod
     def from_diagnostics(cls, d: dict[str, Any], sizes: dict[StageName, float],
                          reasons: tuple[str, ...], cascade_score: float,
-                         recommendation: str, stop_loss: float | None,
+                         recommendation: CascadeRecommendation, stop_loss: float | None,
                          take_profit: float | None) -> SizingTrace:
         """Rebuild the typed trace from a decision's JSON (``PositionSizingDecision``'s
         ``from_dict``). ``sizes`` are the decision's per-stage sizes."""
@@ -247,20 +254,22 @@ class SizingTrace(NamedTuple):
                      else LimitName.POSITION_CAP)
         stages = (
             StageResult(StageName.KELLY, sizes[StageName.KELLY], k["fraction"], kelly_binding,
-                        (), KellyDetail(k["model"], k["win_prob"], k["win_prob_effective"],
-                                        k["payoff_ratio"], k["edge"], k["full_kelly"],
-                                        k["risk_multiplier"], k["fraction"],
-                                        int(k["observations"]),
-                                        binding is LimitName.KELLY_CAP)),
+                        (), KellyEstimate(k["model"], k["win_prob"], k["win_prob_effective"],
+                                          _nan(k["payoff_ratio"]), _nan(k["edge"]),
+                                          k["full_kelly"], k["risk_multiplier"], k["fraction"],
+                                          binding is LimitName.KELLY_CAP,
+                                          int(k["observations"]))),
             StageResult(StageName.CONFORMAL, sizes[StageName.CONFORMAL], c["multiplier"],
-                        LimitName.NONE, (), ConformalDetail(c["quantile"], int(c["samples"]))),
+                        LimitName.NONE, (),
+                        ConformalDetail(_inf(c["quantile"]), int(c["samples"]))),
             StageResult(StageName.SENTIMENT, sizes[StageName.SENTIMENT],
                         d["sentiment_multiplier"], LimitName.NONE, (), None),
             StageResult(StageName.REGIME, sizes[StageName.REGIME], r["multiplier"],
                         LimitName.NONE, (), RegimeDetail(r["observed"], r["effective"])),
             StageResult(StageName.CASCADE, sizes[StageName.CASCADE], x["multiplier"],
                         LimitName.NONE, (),
-                        CascadeDetail(cascade_score, recommendation, dict(x["components"]))),
+                        CascadeAssessment(cascade_score, recommendation, x["multiplier"],
+                                          dict(x["components"]))),
             StageResult(StageName.CAPS, sizes[StageName.CAPS], 1.0, binding,
                         tuple(s for s in codes if s not in _EXECUTION_REASONS),
                         CapsDetail(cap_usd, cap_limit)),
@@ -281,3 +290,11 @@ def json_float(x: float) -> float | None:
     """Trace values must be strict JSON (HTTP responses refuse NaN/Infinity): a value that is
     undefined (NaN) or unbounded (an infinite conformal quantile) is recorded as None."""
     return x if math.isfinite(x) else None
+
+
+def _nan(x: float | None) -> float:
+    return math.nan if x is None else float(x)
+
+
+def _inf(x: float | None) -> float:
+    return math.inf if x is None else float(x)

@@ -42,7 +42,8 @@ from ..events import (
     StoreWritten,
 )
 from ..observers import Observer
-from ..trace import CascadeDetail, KellyDetail, LimitName, StageName
+from ..phase1 import PHASE1_STAGE_ORDER
+from ..trace import CascadeAssessment, KellyEstimate, LimitName, StageName
 from .metrics import Layer3Metrics
 
 __all__ = ["PrometheusObserver", "default_observer"]
@@ -174,16 +175,16 @@ class PrometheusObserver(Observer):
         size = abs(decision.position_size_usd)
         m.position_size_usd.observe(size)
         m.position_size_ratio.observe(size / trace.portfolio_value)
-        by = {r.stage: r for r in trace.stages}
-        kelly = by[StageName.KELLY].detail
-        assert isinstance(kelly, KellyDetail)
+        stages = trace.stages
+        kelly = stages[_KELLY].detail
+        assert isinstance(kelly, KellyEstimate)
         m.kelly_fraction.observe(kelly.fraction)
         m.kelly_win_probability.observe(kelly.win_prob_effective)
-        m.conformal_multiplier.observe(by[StageName.CONFORMAL].multiplier)
-        m.sentiment_multiplier.observe(by[StageName.SENTIMENT].multiplier)
-        m.regime_multiplier.observe(by[StageName.REGIME].multiplier)
-        cascade = by[StageName.CASCADE].detail
-        assert isinstance(cascade, CascadeDetail)
+        m.conformal_multiplier.observe(stages[_CONFORMAL].multiplier)
+        m.sentiment_multiplier.observe(stages[_SENTIMENT].multiplier)
+        m.regime_multiplier.observe(stages[_REGIME].multiplier)
+        cascade = stages[_CASCADE].detail
+        assert isinstance(cascade, CascadeAssessment)
         sym = m.symbol_label(decision.symbol)
         # Per-symbol "latest value" gauges only matter at scrape time: keep the latest here
         # and publish once per collection (publish_latest), not on every decision.
@@ -322,6 +323,11 @@ class PrometheusObserver(Observer):
 
 
 _BUDGETS = frozenset({"position", "strategy", "portfolio"})
+# Where each stage sits in a Phase 1 trace (the declared order).
+_KELLY, _CONFORMAL, _SENTIMENT, _REGIME, _CASCADE = (
+    PHASE1_STAGE_ORDER.index(s) for s in (StageName.KELLY, StageName.CONFORMAL,
+                                          StageName.SENTIMENT, StageName.REGIME,
+                                          StageName.CASCADE))
 _default_lock = threading.Lock()
 _default: PrometheusObserver | None = None
 

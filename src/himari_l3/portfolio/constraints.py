@@ -48,6 +48,7 @@ __all__ = [
 # Scale factors are nudged down by a few ulps so that rounding never leaves a total a hair
 # above its cap.
 _SAFETY = 1.0 - 1e-12
+_new = tuple.__new__  # immutable records without the constructor call (hot path)
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,7 +158,7 @@ class SymbolBoundLimit:
                     ctx.tight[sym] = (name, f)
                     factors[sym] = f
                 row[sym] = usd * f if f > 0.0 else 0.0
-        return ConstraintResult(self.name, factors, tuple(sorted(factors)))
+        return _new(ConstraintResult, (self.name, factors, tuple(factors)))
 
 
 class StrategyBudget:
@@ -170,7 +171,7 @@ class StrategyBudget:
 
     def apply(self, ctx: LimitContext) -> ConstraintResult:
         factors: dict[str, float] = {}
-        bound: set[str] = set()
+        bound: dict[str, None] = {}  # an ordered set (deterministic trace)
         cap = self.max_strategy_pct * ctx.pv
         c = ctx.contrib
         for strat in sorted(c):
@@ -182,8 +183,8 @@ class StrategyBudget:
                     c[strat][sym] *= f
                     if c[strat][sym] != 0.0:
                         ctx.bind(sym, LimitName.STRATEGY, f)
-                        bound.add(sym)
-        return ConstraintResult(self.name, factors, tuple(sorted(bound)))
+                        bound[sym] = None
+        return _new(ConstraintResult, (self.name, factors, tuple(bound)))
 
 
 class PositionBudget:
@@ -206,7 +207,7 @@ class PositionBudget:
                 for strat in c:
                     if sym in c[strat]:
                         c[strat][sym] *= f
-        return ConstraintResult(self.name, factors, tuple(sorted(factors)))
+        return _new(ConstraintResult, (self.name, factors, tuple(factors)))
 
 
 class PortfolioBudget:
@@ -222,7 +223,7 @@ class PortfolioBudget:
         gross = sum(abs(x) for x in nets(c, ctx.symbols).values())
         cap = self.max_portfolio_pct * ctx.pv
         if gross <= cap:
-            return ConstraintResult(self.name, {}, ())
+            return _new(ConstraintResult, (self.name, {}, ()))
         f = cap / gross * _SAFETY
         for strat in c:
             for sym in c[strat]:
@@ -230,7 +231,10 @@ class PortfolioBudget:
         bound = tuple(sym for sym, net in nets(c, ctx.symbols).items() if net != 0.0)
         for sym in bound:
             ctx.bind(sym, LimitName.PORTFOLIO, f)
-        return ConstraintResult(self.name, {"all": f}, bound)
+        return _new(ConstraintResult, (self.name, {"all": f}, bound))
+
+
+_BUDGETS = frozenset({LimitName.STRATEGY, LimitName.POSITION, LimitName.PORTFOLIO})
 
 
 def run_limits(limits: Sequence[PortfolioLimit], contrib: Contrib, symbols: list[str],
@@ -239,9 +243,11 @@ def run_limits(limits: Sequence[PortfolioLimit], contrib: Contrib, symbols: list
     """Apply ``limits`` in order to a copy of ``contrib`` (pure: nothing else changes)."""
     ctx = LimitContext(contrib, symbols, pv, bounds, position_cap_usd)
     results = [limit.apply(ctx) for limit in limits]
-    factors = {r.name.value: r.factors for r in results
-               if r.name in (LimitName.STRATEGY, LimitName.POSITION, LimitName.PORTFOLIO)}
-    binding = {sym: ctx.tight.get(sym, (LimitName.NONE, 1.0))[0].value for sym in symbols}
+    factors = {r.name.value: r.factors for r in results if r.name in _BUDGETS}
+    tight = ctx.tight
+    # LimitName members are strings ("position", ...): the binding map holds them as such.
+    binding: dict[str, str] = {sym: (tight[sym][0] if sym in tight else LimitName.NONE)
+                               for sym in symbols}
     return BudgetResult(ctx.contrib, factors, binding)
 
 

@@ -10,10 +10,9 @@ above ``reduce_50_above`` REDUCE_50% (keep 50 %), else MONITOR.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from ..config.schema import CascadeConfig
 from ..contracts import CascadeIndicators, CascadeRecommendation
+from ..trace import CascadeAssessment
 
 __all__ = ["CascadeAssessment", "assess_cascade"]
 
@@ -23,17 +22,6 @@ _KEEP = {
     CascadeRecommendation.REDUCE_50: 0.5,
     CascadeRecommendation.MONITOR: 1.0,
 }
-
-
-@dataclass(slots=True)
-class CascadeAssessment:
-    """Score, recommendation, size multiplier and components (internal, cached per reading:
-    treat as read-only)."""
-
-    score: float
-    recommendation: CascadeRecommendation
-    multiplier: float
-    components: dict[str, float]
 
 
 def _unit(x: float) -> float:

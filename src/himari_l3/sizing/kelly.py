@@ -35,6 +35,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..config.schema import KellyConfig
+from ..trace import KellyEstimate
+
+_new = tuple.__new__
 
 __all__ = [
     "BayesianKelly",
@@ -105,23 +108,6 @@ class KellyStats:
                    float(d["sum_sq_return"]), float(d["sum_win"]), float(d["sum_loss"]))
 
 
-@dataclass(slots=True)
-class KellyEstimate:
-    """What the Kelly stage computed, for the trace (internal: not frozen, because a frozen
-    init costs a microsecond on the hot path)."""
-
-    model: str
-    win_prob: float
-    win_prob_effective: float
-    payoff_ratio: float
-    edge: float
-    full_kelly: float
-    risk_multiplier: float
-    fraction: float
-    capped: bool
-    observations: int
-
-
 class BayesianKelly:
     """Kelly sizing with a posterior per (strategy_id, symbol); see the module docstring."""
 
@@ -179,12 +165,11 @@ class BayesianKelly:
         risk_mult = 1.0 - cfg.risk_weight * risk_score
         raw = cfg.fraction * full * risk_mult
         capped = raw > cfg.max_fraction
-        return KellyEstimate(
-            model=cfg.model, win_prob=p_bar, win_prob_effective=p_eff, payoff_ratio=b,
-            edge=edge if edge is not None else math.nan, full_kelly=full,
-            risk_multiplier=risk_mult, fraction=min(raw, cfg.max_fraction), capped=capped,
-            observations=n,
-        )
+        # tuple.__new__: the record without the NamedTuple constructor's call overhead
+        # (this runs once per decision).
+        return _new(KellyEstimate, (
+            cfg.model, p_bar, p_eff, b, edge if edge is not None else math.nan, full,
+            risk_mult, min(raw, cfg.max_fraction), capped, n))
 
     def _posterior_edge(
         self, stats: KellyStats | None, expected_return: float | None

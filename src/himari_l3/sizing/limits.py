@@ -28,6 +28,8 @@ from .stages import SizingContext
 
 __all__ = ["CapsStage", "ExecutionStage"]
 
+_new = tuple.__new__  # immutable records without the constructor call (see stages.py)
+
 _CASCADE_REASONS = {
     CascadeRecommendation.EXIT: ReasonCode.CASCADE_EXIT,
     CascadeRecommendation.REDUCE_75: ReasonCode.CASCADE_REDUCE_75,
@@ -47,7 +49,6 @@ class CapsStage:
         if lim.max_position_usd is not None and lim.max_position_usd < cap_usd:
             cap_usd, cap_name = lim.max_position_usd, LimitName.MAX_NOTIONAL
         kelly, cas = ctx.kelly, ctx.cascade
-        assert kelly is not None and cas is not None  # set by the earlier stages
         binding = LimitName.KELLY_CAP if kelly.capped else LimitName.NONE
         reasons: list[ReasonCode] = []
         is_hold = ctx.signal.action is TacticalAction.HOLD
@@ -68,8 +69,8 @@ class CapsStage:
             reasons.append(cap_reason)
         ctx.size = size
         ctx.signed_usd = ctx.side * size if size > 0.0 else 0.0
-        return StageResult(StageName.CAPS, size, 1.0, binding, tuple(reasons),
-                           CapsDetail(cap_usd, cap_name))
+        return _new(StageResult, (StageName.CAPS, size, 1.0, binding, tuple(reasons),
+                                  _new(CapsDetail, (cap_usd, cap_name))))
 
     @staticmethod
     def _hold(ctx: SizingContext, cap_usd: float, cap_name: LimitName, binding: LimitName,
@@ -89,9 +90,7 @@ class CapsStage:
                    reasons: list[ReasonCode], allow_short: bool,
                    full_kelly: float) -> tuple[float, LimitName]:
         """Rules that force the size to 0: cascade EXIT, shorting disabled, no edge."""
-        cas = ctx.cascade
-        assert cas is not None
-        rec = cas.recommendation
+        rec = ctx.cascade.recommendation
         if rec is CascadeRecommendation.EXIT:
             size, binding = 0.0, LimitName.CASCADE_EXIT
         cascade_reason = _CASCADE_REASONS.get(rec)
@@ -133,5 +132,5 @@ class ExecutionStage:
                 reasons = (ReasonCode.BRACKET_BEYOND_ZERO,)
         elif signed != 0.0:
             reasons = (ReasonCode.NO_VOLATILITY_FOR_BRACKET,)
-        return StageResult(StageName.EXECUTION, ctx.size, 1.0, LimitName.NONE, reasons,
-                           ExecutionDetail(sl, tp))
+        return _new(StageResult, (StageName.EXECUTION, ctx.size, 1.0, LimitName.NONE, reasons,
+                                  _new(ExecutionDetail, (sl, tp))))

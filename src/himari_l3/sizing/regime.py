@@ -155,8 +155,9 @@ class RegimeTracker:
             if table[safest] > table[current]:
                 current = safest
         if n >= esc:
-            tail = [recent[-1]] if esc == 1 else list(recent)[-esc:]
-            loosest = max(tail, key=table.__getitem__)
+            # escalation_periods 1 (the default): the latest observation is the tail.
+            loosest = (recent[-1] if esc == 1
+                       else max(list(recent)[-esc:], key=table.__getitem__))
             if table[loosest] < table[current]:
                 current = loosest
         return current

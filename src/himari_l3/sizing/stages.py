@@ -16,23 +16,22 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 from ..trace import (
-    CascadeDetail,
+    CascadeAssessment,
     ConformalDetail,
-    KellyDetail,
+    KellyEstimate,
     LimitName,
     RegimeDetail,
     StageName,
     StageResult,
-    json_float,
 )
-from .cascade import CascadeAssessment, assess_cascade
+from .cascade import assess_cascade
 from .sentiment import sentiment_multiplier
 
 if TYPE_CHECKING:
     from ..config.schema import SizingConfig
     from ..contracts import CascadeIndicators, MarketRegime, TacticalSignal
     from .conformal import ConformalScaler
-    from .kelly import BayesianKelly, KellyEstimate
+    from .kelly import BayesianKelly
     from .regime import RegimeTracker, SymbolRegimeState
 
 __all__ = [
@@ -46,6 +45,10 @@ __all__ = [
 ]
 
 _NO_REASONS: tuple[()] = ()
+_NONE = LimitName.NONE
+# Records are built with tuple.__new__ on this path: the same immutable NamedTuples without
+# their constructor's Python-level call (a decision builds a dozen of them).
+_new = tuple.__new__
 
 
 class SizingContext:
@@ -54,8 +57,9 @@ class SizingContext:
     Inputs: ``signal``, ``cascade_indicators``, ``price``, ``portfolio_value``,
     ``current_position_usd``, ``observe_regime`` and the ``config`` in force. ``direction``
     is the action's (+1, -1, 0); ``side`` is the side a HOLD keeps (the sign of the current
-    position) or the action's direction. Stages fill in ``size`` and what later stages read:
-    ``kelly``, ``regime_multiplier``, ``cascade``; the caps stage sets ``signed_usd``.
+    position) or the action's direction. Stages update ``size`` and set what later stages
+    read, each attribute by the stage that owns it: ``kelly`` (Kelly), ``regime_multiplier``
+    and ``effective_regime`` (regime), ``cascade`` (cascade), ``signed_usd`` (caps).
     """
 
     __slots__ = ("cascade", "cascade_indicators", "config", "current_position_usd",
@@ -77,11 +81,12 @@ class SizingContext:
         self.direction = direction
         self.side = direction if direction != 0 else (1 if current_position_usd >= 0 else -1)
         self.size = 0.0
-        self.signed_usd = 0.0
-        self.regime_multiplier = 1.0
-        self.effective_regime = signal.regime
-        self.kelly: KellyEstimate | None = None
-        self.cascade: CascadeAssessment | None = None
+        # Set by their stages (unset until then: a stage out of order fails loudly).
+        self.kelly: KellyEstimate
+        self.regime_multiplier: float
+        self.effective_regime: MarketRegime
+        self.cascade: CascadeAssessment
+        self.signed_usd: float
 
 
 class SizingStage(Protocol):
@@ -107,13 +112,9 @@ class KellyStage:
         k = self.kelly.estimate(s.strategy_id, s.symbol, s.confidence, s.risk_score,
                                 s.expected_return, s.predicted_volatility)
         ctx.kelly = k
-        ctx.size = k.fraction * ctx.portfolio_value
-        return StageResult(
-            StageName.KELLY, ctx.size, k.fraction,
-            LimitName.KELLY_CAP if k.capped else LimitName.NONE, _NO_REASONS,
-            KellyDetail(k.model, k.win_prob, k.win_prob_effective, json_float(k.payoff_ratio),
-                        json_float(k.edge), k.full_kelly, k.risk_multiplier, k.fraction,
-                        k.observations, k.capped))
+        size = ctx.size = k.fraction * ctx.portfolio_value
+        return _new(StageResult, (StageName.KELLY, size, k.fraction,
+                                  LimitName.KELLY_CAP if k.capped else _NONE, _NO_REASONS, k))
 
 
 class ConformalStage:
@@ -126,9 +127,9 @@ class ConformalStage:
 
     def apply(self, ctx: SizingContext) -> StageResult:
         mult, quantile, samples = self.conformal.multiplier(ctx.signal.strategy_id)
-        ctx.size *= mult
-        return StageResult(StageName.CONFORMAL, ctx.size, mult, LimitName.NONE, _NO_REASONS,
-                           ConformalDetail(json_float(quantile), samples))
+        size = ctx.size = ctx.size * mult
+        return _new(StageResult, (StageName.CONFORMAL, size, mult, _NONE, _NO_REASONS,
+                                  _new(ConformalDetail, (quantile, samples))))
 
 
 class SentimentStage:
@@ -140,9 +141,8 @@ class SentimentStage:
         s = ctx.signal
         mult = sentiment_multiplier(ctx.config.sentiment, s.sentiment_score,
                                     s.sentiment_confidence, ctx.side)
-        ctx.size *= mult
-        return StageResult(StageName.SENTIMENT, ctx.size, mult, LimitName.NONE, _NO_REASONS,
-                           None)
+        size = ctx.size = ctx.size * mult
+        return _new(StageResult, (StageName.SENTIMENT, size, mult, _NONE, _NO_REASONS, None))
 
 
 class RegimeStage:
@@ -168,9 +168,9 @@ class RegimeStage:
         regime, mult = self.tracker.effective(states[s.symbol], ctx.side)
         ctx.regime_multiplier = mult
         ctx.effective_regime = regime
-        ctx.size *= mult
-        return StageResult(StageName.REGIME, ctx.size, mult, LimitName.NONE, _NO_REASONS,
-                           RegimeDetail(s.regime, regime))
+        size = ctx.size = ctx.size * mult
+        return _new(StageResult, (StageName.REGIME, size, mult, _NONE, _NO_REASONS,
+                                  _new(RegimeDetail, (s.regime, regime))))
 
 
 class CascadeStage:
@@ -202,7 +202,6 @@ class CascadeStage:
             cas = assess_cascade(ctx.config.cascade, ind)
             self._cache[id(ind)] = (ind, cas)
         ctx.cascade = cas
-        ctx.size *= cas.multiplier
-        return StageResult(StageName.CASCADE, ctx.size, cas.multiplier, LimitName.NONE,
-                           _NO_REASONS,
-                           CascadeDetail(cas.score, cas.recommendation, cas.components))
+        size = ctx.size = ctx.size * cas.multiplier
+        return _new(StageResult, (StageName.CASCADE, size, cas.multiplier, _NONE, _NO_REASONS,
+                                  cas))
