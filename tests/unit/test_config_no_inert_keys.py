@@ -148,12 +148,15 @@ def blend(outcomes: int = 0) -> Scenario:
 
 
 def breaker(failures: int = 5, spacing: float = 0.0, then: float | None = None,
-            probes: int = 0) -> Scenario:
-    """Record ``failures`` (``spacing`` s apart); optionally wait ``then`` s and ask for
-    admission; then fail ``probes`` half-open probes. Returns the breaker's observable state."""
+            probes: int = 0, successes: int = 0) -> Scenario:
+    """Record ``successes``, then ``failures`` (``spacing`` s apart); optionally wait ``then``
+    s and ask for admission; then fail ``probes`` half-open probes. Returns the breaker's
+    observable state."""
     def run(h: Layer3Phase3Hybrid, clock: ManualClock) -> Any:
         cb = h.circuit_breaker
         assert cb is not None
+        for _ in range(successes):
+            cb.record_success()
         for _ in range(failures):
             cb.record_failure("timeout")
             clock.advance(spacing)
@@ -277,6 +280,12 @@ TABLE: dict[str, Case] = {
     "circuit_breaker.enabled": Case(False, breaker()),
     "circuit_breaker.failure_threshold": Case(3, breaker(failures=3)),
     "circuit_breaker.window_sec": Case(10.0, breaker(spacing=5.0)),
+    # 5 of 15 calls (33 %): under the default 50 %, over 30 %.
+    "circuit_breaker.failure_rate_threshold": Case(0.3, breaker(successes=10)),
+    # 5 of 11 calls: the rate rule (45 %) keeps it closed; below 20 calls the count rule opens.
+    "circuit_breaker.minimum_calls": Case(20, breaker(successes=6)),
+    # 20 successes then 9 failures: 9 of 29 (31 %), but 5 of the last 10 calls (50 %).
+    "circuit_breaker.rate_window_calls": Case(10, breaker(successes=20, failures=9)),
     "circuit_breaker.initial_timeout_sec": Case(10.0, breaker(then=15.0)),
     "circuit_breaker.max_timeout_sec": Case(40.0, breaker(probes=3)),
     "circuit_breaker.backoff_multiplier": Case(3.0, breaker(probes=1)),

@@ -207,16 +207,26 @@ class CircuitBreakerConfig(_Strict):
     enabled: bool = True
     failure_threshold: int = Field(5, ge=1, le=1000)
     window_sec: float = Field(60.0, gt=0.0, le=86_400.0)
+    failure_rate_threshold: float = Field(0.5, gt=0.0, le=1.0)
+    minimum_calls: int = Field(10, ge=1, le=100_000)
+    rate_window_calls: int = Field(100, ge=1, le=100_000)
     initial_timeout_sec: float = Field(30.0, gt=0.0, le=86_400.0)
     max_timeout_sec: float = Field(300.0, gt=0.0, le=86_400.0)
     backoff_multiplier: float = Field(2.0, ge=1.0, le=10.0)
 
     @model_validator(mode="after")
     def _timeouts_ordered(self) -> CircuitBreakerConfig:
-        # CircuitBreaker refuses this too, but only at construction (not on a hot reload).
+        # CircuitBreaker refuses these too, but only at construction (not on a hot reload).
         if self.max_timeout_sec < self.initial_timeout_sec:
             raise ValueError(f"max_timeout_sec was {self.max_timeout_sec}, expected >= "
                              f"initial_timeout_sec ({self.initial_timeout_sec})")
+        if self.minimum_calls < self.failure_threshold:
+            raise ValueError(f"minimum_calls was {self.minimum_calls}, expected >= "
+                             f"failure_threshold ({self.failure_threshold}): below "
+                             "minimum_calls calls the count rule decides")
+        if self.rate_window_calls < self.minimum_calls:
+            raise ValueError(f"rate_window_calls was {self.rate_window_calls}, expected >= "
+                             f"minimum_calls ({self.minimum_calls})")
         return self
 
 
