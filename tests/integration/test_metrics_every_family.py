@@ -118,8 +118,11 @@ async def test_every_registered_family_is_written(tmp_path: Path) -> None:
         data["sizing"]["kelly"] = {"fraction": 0.2}
         path.write_text(yaml.safe_dump(data))
         # The watcher thread applies through the event loop; check from a thread as it does.
+        # An edit in place is judged on the second poll that sees it unchanged.
+        assert (await asyncio.to_thread(app.state.reloader.check_now)).status == "pending"
         assert (await asyncio.to_thread(app.state.reloader.check_now)).status == "success"
         path.write_text("sizing:\n  kelly:\n    fractoin: 0.2\n")
+        assert (await asyncio.to_thread(app.state.reloader.check_now)).status == "pending"
         assert (await asyncio.to_thread(app.state.reloader.check_now)).status == "failure"
         service = app.state.service
         if service._snapshot_task is not None:
