@@ -129,7 +129,8 @@ def read_config_bytes(data: bytes, source: str = "<config>",
     try:
         cfg = parse_config(Layer3Config, raw)
     except ConfigError as err:
-        raise ConfigError(f"{source}: {err}") from None
+        errors = tuple(f"{source}: {e}" for e in err.errors)
+        raise ConfigError("\n".join(errors), errors) from None
     return ConfigFile(cfg, keys, frozenset(confirmed))
 
 
@@ -160,7 +161,7 @@ def config_version(cfg: Layer3Config) -> str:
 
 def check_config_main(argv: Sequence[str] | None = None) -> int:
     """``himari-l3 check-config PATH``: 0 and "OK <path> (version …)" if the file is valid,
-    2 and the error (file and key path) on stderr if not."""
+    2 and one "ERROR <file>: <key path>: <problem>" line per problem on stderr if not."""
     parser = argparse.ArgumentParser(
         prog="himari-l3 check-config",
         description="Validate a Layer 3 config file (unknown keys and bad values are errors).")
@@ -172,7 +173,8 @@ def check_config_main(argv: Sequence[str] | None = None) -> int:
     try:
         cfg = load_config(args.path)
     except ConfigError as err:
-        print(f"ERROR {err}", file=sys.stderr)
+        for problem in err.errors:
+            print(f"ERROR {problem}", file=sys.stderr)
         return 2
     print(f"OK {args.path} (version {config_version(cfg)})")
     return 0

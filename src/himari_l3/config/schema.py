@@ -7,9 +7,10 @@ path instead of being ignored. Defaults are the values documented in ``docs/conf
 from __future__ import annotations
 
 from typing import Any, Literal, TypeVar
+from urllib.parse import urlsplit
 
 import pydantic
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .._exceptions import ConfigError
 
@@ -17,23 +18,28 @@ M = TypeVar("M", bound=BaseModel)
 
 
 def parse_config(model: type[M], data: Any, root: str = "") -> M:
-    """Validate ``data`` as ``model``; errors become a ConfigError naming the key path."""
+    """Validate ``data`` as ``model``; errors become one ConfigError that lists every
+    problem (``errors``), each naming its key path."""
     try:
         return model.model_validate(data)
     except pydantic.ValidationError as err:
-        first = err.errors()[0]
-        path = ".".join(str(p) for p in (root, *first["loc"]) if p != "")
-        msg = first["msg"]
-        if first["type"] == "extra_forbidden":
-            msg = "unknown key"
-        value = first.get("input")
-        if first["loc"] and first["loc"][-1] in _SECRET_KEYS:
-            shown = " (value <redacted>)"  # never echo a secret into logs
-        elif isinstance(value, dict):
-            shown = ""  # a cross-field check: the message names the keys involved
-        else:
-            shown = f" (value {value!r})"
-        raise ConfigError(f"{path or model.__name__}: {msg}{shown}") from None
+        errors = tuple(_describe(model, root, e) for e in err.errors())
+        raise ConfigError("\n".join(errors), errors) from None
+
+
+def _describe(model: type[BaseModel], root: str, error: Any) -> str:
+    path = ".".join(str(p) for p in (root, *error["loc"]) if p != "")
+    msg = error["msg"]
+    if error["type"] == "extra_forbidden":
+        msg = "unknown key"
+    value = error.get("input")
+    if error["loc"] and error["loc"][-1] in _SECRET_KEYS:
+        shown = " (value <redacted>)"  # never echo a secret into logs
+    elif isinstance(value, dict):
+        shown = ""  # a cross-field check: the message names the keys involved
+    else:
+        shown = f" (value {value!r})"
+    return f"{path or model.__name__}: {msg}{shown}"
 
 
 _SECRET_KEYS = frozenset({"auth_token"})
@@ -242,6 +248,34 @@ class RLConfig(_Strict):
     mock_success_rate: float = Field(0.9, ge=0.0, le=1.0)
     mock_seed: int | None = None
     performance_history_size: int = Field(10_000, ge=10, le=10_000_000)
+
+    @field_validator("endpoint")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        # Checked here, not at the first request: a bad port used to surface as a traceback
+        # on every decision, under a reason (http_error) the troubleshooting table misreads.
+        if value is not None:
+            problem = http_url_problem(value)
+            if problem is not None:
+                raise ValueError(f"expected an http(s) URL with a host and a port in "
+                                 f"0..65535, e.g. http://127.0.0.1:8888/predict ({problem})")
+        return value
+
+
+def http_url_problem(url: str) -> str | None:
+    """What is wrong with ``url`` as the RL endpoint (None: an http(s) URL, host, port)."""
+    if not url.isprintable() or any(c.isspace() for c in url):
+        return "whitespace or control characters"
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # raises for a port that is not a number in 0..65535
+    except ValueError as err:
+        return str(err)
+    if parts.scheme not in ("http", "https"):
+        return f"scheme {parts.scheme!r}" if parts.scheme else "no scheme"
+    if not parts.hostname:
+        return "no host"
+    return None
 
 
 class ServiceConfig(_Strict):
