@@ -168,7 +168,10 @@ def run_demo(out_dir: Path, seed: int = 7, steps: int = 600) -> dict[str, Any]:
     p2.export_weight_history(out_dir / "weight_history.csv")
 
     # Phase 3: mock RL, with an outage of its endpoint in the middle of the run.
-    clock = ManualClock()
+    # Wall time starts at the end of the data, so no bar's returns row is stamped ahead of
+    # the clock (the correlation monitor refuses rows from the future); the monotonic part
+    # moves ten seconds per hourly step for the breaker.
+    clock = ManualClock(wall_ns=bars[-1].timestamp_ns)
     events: list[CircuitEvent] = []
     breaker = CircuitBreaker("rl", clock=clock, listeners=[events.append])
     client = MockTransformerRLClient(success_rate=0.99, seed=seed, circuit_breaker=breaker,

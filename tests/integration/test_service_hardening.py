@@ -53,3 +53,62 @@ async def test_metrics_expose_process_and_python_families(client: httpx.AsyncCli
     assert "process_cpu_seconds_total " in text
     assert "python_gc_collections_total{" in text
     assert "himari_l3_http_requests_total" in text or "himari_l3_build_info" in text
+
+
+def _loc(r: httpx.Response) -> list[Any]:
+    return list(r.json()["detail"][0]["loc"])
+
+
+async def test_returns_row_over_the_symbol_cap_is_a_422(client: httpx.AsyncClient) -> None:
+    """8,000 distinct symbols (144 KB) in one row: 422 on returns, nothing stored."""
+    row = {f"S{i:05d}": 0.001 for i in range(8_000)}
+    r = await client.post("/v1/returns", json={"returns": row})
+    assert r.status_code == 422, r.text
+    assert _loc(r) == ["body", "returns"]
+    assert "max_symbols_per_row (512)" in r.json()["detail"][0]["msg"]
+    store = client.app.state.service.store  # type: ignore[attr-defined]
+    assert store.returns() == []
+
+
+@pytest.mark.parametrize("key", ["", "x" * 65, "BTC\nUSD", "\u0000"])
+async def test_returns_keys_follow_the_symbol_rules(client: httpx.AsyncClient,
+                                                    key: str) -> None:
+    """A bad symbol key is a 422 on returns (it was accepted before)."""
+    r = await client.post("/v1/returns", json={"returns": {"BTC-USD": 0.01, key: 0.0}})
+    assert r.status_code == 422, r.text
+    assert _loc(r) == ["body", "returns"]
+    assert "a symbol key" in r.json()["detail"][0]["msg"]
+
+
+@pytest.mark.parametrize("ts", [9_000_000_000_000_000_000, 2**63, 2**64, -1])
+async def test_far_future_or_out_of_range_timestamp_is_a_422_and_harmless(
+        tmp_path: Path, ts: int) -> None:
+    """timestamp_ns 9e18 (or outside int64) is refused on timestamp_ns; later rows are still
+    accepted, and still after a restart on the same store."""
+    cfg = make_config(tmp_path)
+    async for c in _client(cfg):
+        r = await c.post("/v1/returns", json={"returns": {"BTC-USD": 0.01}, "timestamp_ns": ts})
+        assert r.status_code == 422, r.text
+        assert _loc(r) == ["body", "timestamp_ns"]
+        ok = await c.post("/v1/returns", json={"returns": {"BTC-USD": 0.02}})
+        assert ok.status_code == 200, ok.text
+    async for c in _client(cfg):
+        ok = await c.post("/v1/returns", json={"returns": {"BTC-USD": 0.03}})
+        assert ok.status_code == 200, ok.text
+        assert ok.json()["correlation"]["rows"] == 2
+
+
+async def test_returns_timestamp_may_lead_the_clock_by_the_configured_skew(
+        tmp_path: Path) -> None:
+    """portfolio.correlation.max_clock_skew_sec bounds how far ahead a row may be stamped."""
+    import time
+
+    cfg = make_config(tmp_path, portfolio={"correlation": {"max_clock_skew_sec": 3600.0}})
+    async for c in _client(cfg):
+        ahead = time.time_ns() + 1_800 * 10**9
+        r = await c.post("/v1/returns", json={"returns": {"A": 0.01}, "timestamp_ns": ahead})
+        assert r.status_code == 200, r.text
+        too_far = time.time_ns() + 7_200 * 10**9
+        r = await c.post("/v1/returns", json={"returns": {"A": 0.01}, "timestamp_ns": too_far})
+        assert r.status_code == 422 and _loc(r) == ["body", "timestamp_ns"]
+        assert "max_clock_skew_sec (3600 s)" in r.json()["detail"][0]["msg"]

@@ -130,6 +130,22 @@ def phase2(*batches: list[tuple[str, str, dict[str, Any]]], rows: int = 0,
     return run
 
 
+def returns_rows(*rows: dict[str, float], ahead_sec: float = 0.0) -> Scenario:
+    """Correlation rows, each stamped ``ahead_sec`` after the clock's now (advanced 1 s per
+    row): the monitor's symbols, or the field and value of the first refusal."""
+    def run(h: Layer3Phase3Hybrid, clock: ManualClock) -> Any:
+        from himari_l3._exceptions import ValidationError
+
+        try:
+            for row in rows:
+                clock.advance(1.0)
+                h.phase2.update_correlations(row, clock.time_ns() + round(ahead_sec * 1e9))
+        except ValidationError as err:
+            return err.field, err.value
+        return h.phase2.correlations.symbols
+    return run
+
+
 TWO_ON_BTC = [("momentum", SYM, STRONG), ("breakout", SYM, STRONG)]
 BTC_AND_ETH = [("momentum", SYM, STRONG), ("momentum", ETH, STRONG)]
 
@@ -266,6 +282,15 @@ TABLE: dict[str, Case] = {
     "portfolio.correlation.penalty_strength": Case(1.0, phase2(BTC_AND_ETH, tail=30)),
     "portfolio.correlation.use_multi_asset_kelly": Case(False, phase2(BTC_AND_ETH, rows=200,
                                                                       rho=0.6)),
+    "portfolio.correlation.max_symbols_per_row": Case(2, returns_rows(
+        {SYM: 0.01, ETH: 0.0, SOL: 0.02})),
+    # Rows of at most 2 symbols, so the `also` (a per-row cap of 2) alone changes nothing.
+    "portfolio.correlation.max_symbols": Case(2, returns_rows({SYM: 0.01, ETH: 0.0},
+                                                              {SOL: 0.02}),
+                                              also={"portfolio.correlation."
+                                                    "max_symbols_per_row": 2}),
+    "portfolio.correlation.max_clock_skew_sec": Case(10.0, returns_rows({SYM: 0.01},
+                                                                        ahead_sec=30.0)),
     # --- rl
     "rl.enabled": Case(False, blend()),
     "rl.use_mock": Case(False, blend(), context={**HTTP, "rl.use_mock": True}),

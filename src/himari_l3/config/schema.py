@@ -186,6 +186,9 @@ class CorrelationConfig(_Strict):
     max_correlation: float = Field(0.7, ge=0.0, le=1.0)
     penalty_strength: float = Field(0.5, ge=0.0, le=1.0)
     use_multi_asset_kelly: bool = True
+    max_symbols_per_row: int = Field(512, ge=1, le=100_000)
+    max_symbols: int = Field(512, ge=2, le=100_000)
+    max_clock_skew_sec: float = Field(60.0, gt=0.0, le=31_536_000.0)
 
     @model_validator(mode="after")
     def _observations_fit_window(self) -> CorrelationConfig:
@@ -193,6 +196,9 @@ class CorrelationConfig(_Strict):
         if self.min_observations > self.window:
             raise ValueError(f"min_observations was {self.min_observations}, expected <= "
                              f"window ({self.window})")
+        if self.max_symbols_per_row > self.max_symbols:
+            raise ValueError(f"max_symbols_per_row was {self.max_symbols_per_row}, expected "
+                             f"<= max_symbols ({self.max_symbols})")
         return self
 
 
