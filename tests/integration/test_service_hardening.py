@@ -3,6 +3,7 @@ and validated correlation returns, encodable error bodies, bounded portfolio_val
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -112,3 +113,121 @@ async def test_returns_timestamp_may_lead_the_clock_by_the_configured_skew(
         r = await c.post("/v1/returns", json={"returns": {"A": 0.01}, "timestamp_ns": too_far})
         assert r.status_code == 422 and _loc(r) == ["body", "timestamp_ns"]
         assert "max_clock_skew_sec (3600 s)" in r.json()["detail"][0]["msg"]
+
+
+# ----------------------------------------------------------------------------- encodable
+SURROGATE = "\ud800"
+
+
+def _json_body(raw: bytes) -> Any:
+    """The body parsed strictly as UTF-8 JSON (what any client must be able to do)."""
+    return json.loads(raw.decode("utf-8"))
+
+
+@pytest.mark.parametrize(("path", "body"), [
+    ("/v1/size", {"signal": {**SIG, "symbol": SURROGATE}, "cascade": CAS, "price": 1.0}),
+    ("/v1/size", {"signal": {**SIG, "strategy_id": "a" + SURROGATE}, "cascade": CAS,
+                  "price": 1.0}),
+    ("/v1/size", {"signal": {**SIG, "action": SURROGATE}, "cascade": CAS, "price": 1.0}),
+    ("/v1/size", {"signal": {**SIG, "regime": SURROGATE}, "cascade": CAS, "price": 1.0}),
+    ("/v1/size", {"signal": SIG, "cascade": CAS, "price": SURROGATE}),
+    ("/v1/allocate", {"signals": [SIG], "cascade": {SURROGATE: CAS},
+                      "prices": {"BTC-USD": 1.0}}),
+    ("/v1/allocate", {"signals": [SIG], "cascade": {"BTC-USD": CAS},
+                      "prices": {SURROGATE: 1.0}}),
+    ("/v1/outcomes", {"symbol": SURROGATE, "realized_return": 0.01}),
+    ("/v1/outcomes", {"symbol": "BTC-USD", "realized_return": 0.01,
+                      "strategy_id": SURROGATE}),
+    ("/v1/returns", {"returns": {SURROGATE: 0.01}}),
+    ("/v1/returns", {"returns": {"BTC-USD": 0.01}, SURROGATE: 1}),
+])
+async def test_a_lone_surrogate_anywhere_gives_an_encodable_422(
+        client: httpx.AsyncClient, path: str, body: dict[str, Any]) -> None:
+    """A lone surrogate in any string (value or key) is a 422 whose body is valid UTF-8 JSON
+    (it was a 500: the echoed input could not be encoded)."""
+    content = json.dumps(body).encode()  # ensure_ascii: the surrogate travels as \\ud800
+    r = await client.post(path, content=content,
+                          headers={"content-type": "application/json"})
+    assert r.status_code == 422, r.text
+    detail = _json_body(r.content)["detail"]
+    assert detail and detail[0]["loc"][0] == "body"
+
+
+async def test_portfolio_value_override_is_bounded_like_the_config(
+        client: httpx.AsyncClient) -> None:
+    """/v1/size's portfolio_value must be > 0 and <= 1e13 (Layer3Config.portfolio_value)."""
+    for value in (1e300, 1.0000001e13, 0.0, -5.0):
+        r = await client.post("/v1/size", json={"signal": SIG, "cascade": CAS, "price": 5e4,
+                                                "portfolio_value": value})
+        assert r.status_code == 422, (value, r.text)
+        assert _loc(r) == ["body", "portfolio_value"]
+    r = await client.post("/v1/size", json={"signal": SIG, "cascade": CAS, "price": 5e4,
+                                            "portfolio_value": 1e13})
+    assert r.status_code == 200, r.text
+
+
+# ----------------------------------------------------------------------- body read timeout
+class _Served:
+    """The service under a real uvicorn server in a thread on 127.0.0.1 (lifespan on)."""
+
+    def __init__(self, app: Any) -> None:
+        import socket
+        import threading
+
+        import uvicorn
+
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = int(self.sock.getsockname()[1])
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning",
+                                                    timeout_graceful_shutdown=1))
+        self.thread = threading.Thread(target=self.server.run,
+                                       kwargs={"sockets": [self.sock]}, daemon=True)
+
+    def __enter__(self) -> _Served:
+        import time
+
+        self.thread.start()
+        deadline = time.monotonic() + 15.0
+        while not self.server.started:
+            assert time.monotonic() < deadline and self.thread.is_alive(), "no start"
+            time.sleep(0.01)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(10.0)
+        self.sock.close()
+
+
+@pytest.mark.integration
+def test_a_declared_body_that_never_comes_is_cut_off(tmp_path: Path) -> None:
+    """A client that declares Content-Length and sends nothing gets a 408 and the
+    connection closed after service.body_read_timeout_sec, while other requests are served
+    meanwhile (it holds no worker). Bounded: the socket gives up after 10 s."""
+    import socket
+    import time
+
+    cfg = make_config(tmp_path, service={"body_read_timeout_sec": 0.5})
+    with _Served(create_app(cfg, registry=CollectorRegistry())) as srv:
+        stalled = socket.create_connection(("127.0.0.1", srv.port), timeout=10.0)
+        try:
+            stalled.sendall(b"POST /v1/returns HTTP/1.1\r\nHost: l3\r\n"
+                            b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n")
+            t0 = time.monotonic()
+            health = httpx.get(f"http://127.0.0.1:{srv.port}/healthz", timeout=5.0)
+            assert health.status_code == 200  # served while the other connection stalls
+            received = b""
+            while True:
+                chunk = stalled.recv(65536)  # raises socket.timeout after 10 s: a failure
+                if not chunk:
+                    break
+                received += chunk
+            waited = time.monotonic() - t0
+        finally:
+            stalled.close()
+    assert received.startswith(b"HTTP/1.1 408 "), received[:200]
+    body = received.split(b"\r\n\r\n", 1)[1]
+    assert _json_body(body)["detail"][0]["loc"] == ["body"]
+    assert b"body_read_timeout_sec" in body
+    assert 0.4 <= waited < 10.0

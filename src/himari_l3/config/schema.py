@@ -292,6 +292,7 @@ class ServiceConfig(_Strict):
     auth_token: str | None = Field(None, min_length=16)
     max_request_bytes: int = Field(1_048_576, ge=1024, le=64 * 1_048_576)
     max_signals_per_request: int = Field(1000, ge=1, le=100_000)
+    body_read_timeout_sec: float = Field(10.0, gt=0.0, le=600.0)
     config_watch_interval_sec: float = Field(1.0, gt=0.0, le=3600.0)
 
 

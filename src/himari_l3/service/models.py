@@ -72,7 +72,9 @@ class SizeRequest(_Body):
     cascade: CascadeIn
     price: float = Field(description="current price, > 0", examples=[50000.0])
     current_position_usd: float | None = Field(None, description="held position (HOLD)")
-    portfolio_value: float | None = Field(None, description="overrides the configured one")
+    portfolio_value: float | None = Field(
+        None, gt=0.0, le=1e13,
+        description="overrides the configured one; bounded like it: 0 < x <= 1e13")
 
 
 class AllocateRequest(_Body):
