@@ -12,29 +12,16 @@ from typing import Any
 import httpx
 import pytest
 from prometheus_client import CollectorRegistry
+from test_service_api import CAS, SIG, _client
 
 from himari_l3.config.schema import Layer3Config, parse_config
 from himari_l3.service import create_app
-
-SIG: dict[str, Any] = {"strategy_id": "momentum", "symbol": "BTC-USD", "action": "BUY",
-                       "confidence": 0.7, "risk_score": 0.3, "regime": "RANGING",
-                       "expected_return": 0.02, "predicted_volatility": 0.05}
-CAS: dict[str, Any] = {"funding_rate": 0.0001, "oi_change_pct": 0.0, "volume_ratio": 1.0,
-                       "onchain_whale_pressure": 0.0, "exchange_netflow_zscore": 0.0}
 
 
 def make_config(tmp_path: Path, **sections: Any) -> Layer3Config:
     """Defaults with the store in ``tmp_path`` and section overrides."""
     return parse_config(Layer3Config, {
         "persistence": {"url": f"sqlite:///{tmp_path / 'l3.sqlite'}"}, **sections})
-
-
-async def _client(cfg: Layer3Config) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(cfg, registry=CollectorRegistry())
-    async with app.router.lifespan_context(app), httpx.AsyncClient(
-            transport=httpx.ASGITransport(app), base_url="http://l3") as c:
-        c.app = app  # type: ignore[attr-defined]
-        yield c
 
 
 @pytest.fixture

@@ -20,6 +20,7 @@ from ..config.schema import Layer3Config, parse_config
 from ..contracts import CascadeIndicators, EnsembleAllocation, RLPrediction, TacticalSignal
 from ..observers import NULL_OBSERVER
 from ..persistence import JournalEntry
+from ..persistence.recovery import checked_snapshot
 from ..phase3 import Layer3Phase3Hybrid
 from ..rl.client import RLFailure
 from ._json import dumps
@@ -118,7 +119,7 @@ async def restore(svc: SizingService, *, startup: bool) -> dict[str, Any]:
     """
     t0 = time.perf_counter()
     hybrid = svc.hybrid
-    snap = await asyncio.to_thread(svc.store.latest_snapshot)
+    snap = await asyncio.to_thread(checked_snapshot, svc.store, svc.observer, startup=startup)
     base_seq = 0
     applied = svc.config
     with _silenced(hybrid):
