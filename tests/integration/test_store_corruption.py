@@ -11,11 +11,13 @@ server had acknowledged.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -55,16 +57,29 @@ def kill(proc: subprocess.Popen[bytes]) -> None:
     proc.wait(10)
 
 
+def recorded_ack(db: Path, seq: int, timeout_sec: float = 5.0) -> int:
+    """The seq in ``<db>-ack`` once it reaches ``seq`` (its writer thread trails the commits
+    by the write in flight; bounded wait), else whatever it holds at the deadline."""
+    path = Path(f"{db}-ack")
+    deadline = time.monotonic() + timeout_sec
+    while True:
+        value = int(json.loads(path.read_text())["acked_seq"]) if path.exists() else 0
+        if value >= seq or time.monotonic() > deadline:
+            return value
+        time.sleep(0.01)
+
+
 def crashed_run(tmp_path: Path, every: int, n: int
                 ) -> tuple[Path, Path, Path, int, list[tuple[int, str]]]:
     """Start a server (snapshot every ``every`` entries), acknowledge ``n`` requests, SIGKILL
-    it: (config, database, log, port, acknowledgements)."""
+    it once the acknowledged-seq record caught up: (config, database, log, port, acks)."""
     cfg, db = write_config(tmp_path, every=every, interval=86_400.0)
     log = tmp_path / "server.log"
     port = free_port()
     proc = start_server(cfg, port, log)
     try:
         acked = drive(port, n)
+        assert recorded_ack(db, max(s for s, _ in acked)) == max(s for s, _ in acked)
     finally:
         kill(proc)
     return cfg, db, log, port, acked

@@ -80,11 +80,30 @@ class Events(Observer):
 
 # ------------------------------------------------------------------ the ack record
 def test_every_commit_is_recorded_outside_the_database(db: Path) -> None:
-    """After each append the sidecar <db>-ack holds the highest committed seq."""
+    """Each append posts its seq to the sidecar <db>-ack (written by a thread; acked_seq
+    waits for it), and closing the store writes the last one out."""
     store = filled(db, 3)
+    assert store.acked_seq() == 3
     assert json.loads(Path(f"{db}-ack").read_text()) == {"acked_seq": 3}
-    assert store.acked_seq() == 3 and not Path(f"{db}-ack.tmp").exists()
+    assert not Path(f"{db}-ack.tmp").exists()
+    store.append([returns_row(4)])
     store.close()
+    assert json.loads(Path(f"{db}-ack").read_text()) == {"acked_seq": 4}
+
+
+def test_posted_seqs_are_coalesced_and_never_go_backwards(tmp_path: Path) -> None:
+    """Many posts while the writer is busy end with the highest one on file."""
+    rec = AckRecord(tmp_path / "x-ack")
+    for seq in (*range(1, 500), 3):
+        rec.post(seq)
+    rec.flush()
+    assert rec.read() == 499
+    rec.close()
+    rec.close()  # idempotent
+    rec.post(600)  # a closed record starts its writer again
+    rec.flush()
+    assert rec.read() == 600
+    rec.close()
 
 
 def test_ack_record_never_goes_backwards_and_rejects_garbage(tmp_path: Path) -> None:
@@ -115,6 +134,8 @@ def test_a_failed_ack_write_keeps_the_commit_and_reports(tmp_path: Path) -> None
     errors: list[str] = []
     store.on_error = errors.append
     store.append([returns_row(1)])
+    assert store.ack is not None
+    store.ack.flush()
     assert store.max_seq() == 1 and errors == ["ack_record"]
     store.close()
 

@@ -214,8 +214,9 @@ class Store:
         database = parsed.database or ""
         if ack_path is None and self.dialect == "sqlite" and database not in ("", ":memory:"):
             ack_path = f"{database}-ack"
-        self.ack = AckRecord(ack_path) if ack_path is not None else None
         self.on_error: Callable[[str], None] | None = None
+        self.ack = (AckRecord(ack_path, on_error=lambda: self._report("ack_record"))
+                    if ack_path is not None else None)
         _md.create_all(self.engine)
         with self.engine.begin() as conn:
             have = conn.execute(select(meta.c.value).where(meta.c.key == "schema_version"))
@@ -234,7 +235,7 @@ class Store:
     # ------------------------------------------------------------------ writes
     def append(self, entries: Sequence[JournalEntry]) -> None:
         """Insert journal entries in one transaction (committed and durable on return),
-        then record the highest ``seq`` as acknowledged (`AckRecord`)."""
+        then post the highest ``seq`` to the acknowledged-seq record (`AckRecord`)."""
         if not entries:
             return
         top = max(e.seq for e in entries)
@@ -246,14 +247,7 @@ class Store:
             if self.ack is None:
                 conn.execute(_ACK_UPDATE, {"seq": str(top)})
         if self.ack is not None:
-            try:
-                self.ack.write(top)
-            except OSError:
-                # The commit stands (the request will be acknowledged); only the safety net
-                # is weaker until the next successful write.
-                log.exception("recording acknowledged seq %d in %s failed", top, self.ack.path)
-                if self.on_error is not None:
-                    self.on_error("ack_record")
+            self.ack.post(top)  # written by its thread: see persistence/ack.py for why
 
     def record_decision(self, *, seq: int, ts_ns: int, kind: str, path: str,
                         config_version: str, request: str, response: str | None = None,
@@ -284,9 +278,12 @@ class Store:
                 self.ack.sync()
             except OSError:
                 log.exception("syncing the acknowledged-seq record %s failed", self.ack.path)
-                if self.on_error is not None:
-                    self.on_error("ack_record")
+                self._report("ack_record")
         return new_id
+
+    def _report(self, operation: str) -> None:
+        if self.on_error is not None:
+            self.on_error(operation)
 
     def checkpoint(self) -> None:
         """Copy the SQLite WAL into the database (PASSIVE: never blocks writers or readers);
@@ -344,6 +341,7 @@ class Store:
         """The highest seq recorded as committed (None: never recorded). ValueError when the
         record cannot be read."""
         if self.ack is not None:
+            self.ack.flush()  # what this process posted is on file first
             return self.ack.read()
         with self.engine.connect() as conn:
             value = conn.execute(select(meta.c.value).where(meta.c.key == "acked_seq")).scalar()
@@ -446,7 +444,10 @@ class Store:
                 yield d
 
     def close(self) -> None:
-        """Dispose of the connection pool (idempotent)."""
+        """Write the acknowledged-seq record out and dispose of the connection pool
+        (idempotent)."""
+        if self.ack is not None:
+            self.ack.close()
         self.engine.dispose()
 
 
