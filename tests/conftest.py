@@ -52,6 +52,9 @@ CASCADE_DEFAULTS: dict[str, Any] = {
     "exchange_netflow_zscore": 0.0,
 }
 
+REPO = Path(__file__).resolve().parents[1]
+BTC_DATA = REPO.parent / "shared" / "data" / "btc_usdt_1h.csv"  # ../shared beside the repo
+
 PRICE = 50_000.0
 PORTFOLIO = 100_000.0
 

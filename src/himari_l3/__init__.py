@@ -1,5 +1,6 @@
 """HIMARI OPUS V2 Layer 3: position sizing and execution."""
 
+from . import bootstrap  # noqa: F401 - the composition root wires the default adapters
 from ._clock import Clock, ManualClock, SystemClock
 from ._exceptions import (
     CircuitBreakerOpenException,
@@ -13,6 +14,7 @@ from ._exceptions import (
     StateRestoreError,
     ValidationError,
 )
+from ._version import __version__
 from .config.schema import Layer3Config
 from .contracts import (
     CascadeIndicators,
@@ -34,8 +36,6 @@ from .phase3 import Layer3Phase3Hybrid
 from .resilience import CircuitBreaker, CircuitEvent, CircuitState
 from .rl.client import RLFailure, TransformerRLClient
 from .rl.mock import MockTransformerRLClient
-
-__version__ = "0.1.0"
 
 __all__ = [
     "CascadeIndicators",

@@ -11,6 +11,8 @@ import logging
 import sys
 from collections.abc import Callable
 
+from ._version import __version__
+
 __all__ = ["main"]
 
 
@@ -71,8 +73,6 @@ def main(argv: list[str] | None = None) -> int:
         print("\n'himari-l3 COMMAND --help' describes a command's options.")
         return 0 if args else 2
     if args[0] in ("-V", "--version"):
-        from . import __version__
-
         print(f"himari-l3 {__version__}")
         return 0
     command = COMMANDS.get(args[0])

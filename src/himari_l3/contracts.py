@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import enum
 import math
-import time
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, Self
 
@@ -20,8 +19,10 @@ from ._exceptions import (
     InvalidSignalException,
     ValidationError,
 )
+from .trace import SizingTrace, StageName
 
 __all__ = [
+    "DECISION_FIELDS",
     "CascadeIndicators",
     "CascadeRecommendation",
     "EnsembleAllocation",
@@ -170,6 +171,9 @@ def _jsonable(value: Any) -> Any:
 class TacticalSignal(_Record):
     """One Layer 2 decision for a strategy and a symbol.
 
+    ``timestamp_ns`` is when Layer 2 made the decision; None means "not stamped": the engine
+    that takes the signal in stamps it with its own (injected) clock, at the edge.
+
     ``expected_return`` is the expected return *of the trade in the signal's direction* over its
     holding horizon (0.02 = +2 % if the signal is right about direction and size); 0 means
     "no edge" and is a value, not "missing". ``predicted_volatility`` is the standard deviation
@@ -184,7 +188,7 @@ class TacticalSignal(_Record):
     confidence: float
     risk_score: float
     regime: MarketRegime
-    timestamp_ns: int = field(default_factory=time.time_ns)
+    timestamp_ns: int | None = None
     expected_return: float | None = None
     predicted_volatility: float | None = None
     signal_strength: float | None = None
@@ -200,8 +204,9 @@ class TacticalSignal(_Record):
         _set(self, "confidence", v.in_range(e, "confidence", self.confidence, 0.0, 1.0))
         _set(self, "risk_score", v.in_range(e, "risk_score", self.risk_score, 0.0, 1.0))
         ts = self.timestamp_ns
-        if isinstance(ts, bool) or not isinstance(ts, int) or ts < 0:
-            raise e("timestamp_ns", ts, "an integer number of nanoseconds >= 0")
+        if ts is not None and (isinstance(ts, bool) or not isinstance(ts, int) or ts < 0):
+            raise e("timestamp_ns", ts, "an integer number of nanoseconds >= 0 (or None: "
+                    "stamped with the engine's clock when it takes the signal in)")
         _set(self, "expected_return",
              v.optional_in_range(e, "expected_return", self.expected_return, -1.0, 1.0))
         if self.predicted_volatility is not None:
@@ -255,13 +260,16 @@ class CascadeIndicators(_Record):
         return cls(0.0001, 0.0, 1.0, 0.0, 0.0)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class PositionSizingDecision(_Record):
     """Phase 1 output: a signed USD target for one strategy and symbol, with its trace.
 
     The ``*_size_usd`` fields hold the (unsigned) size after each stage in order; the final
-    ``position_size_usd`` is signed (negative = short). ``diagnostics`` holds every multiplier,
-    every input that mattered and ``binding_limit`` (which cap or rule bound the size).
+    ``position_size_usd`` is signed (negative = short). ``trace`` is the typed record of
+    every stage (`~himari_l3.trace.SizingTrace`); ``diagnostics`` is the same as plain JSON
+    (every multiplier, every input that mattered and ``binding_limit``, the cap or rule that
+    bound the size), built from the trace on first access. Two decisions are equal when
+    their JSON forms are.
     """
 
     position_size_usd: float
@@ -284,25 +292,87 @@ class PositionSizingDecision(_Record):
     validation_status: ValidationStatus
     reason_codes: tuple[str, ...]
     latency_ms: float
-    diagnostics: dict[str, Any]
+    trace: SizingTrace
+    _diagnostics: dict[str, Any] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         # Safety net on the way out: a NaN or infinite size must never leave Layer 3.
         if not math.isfinite(self.position_size_usd):
             raise ValidationError("position_size_usd", self.position_size_usd, "a finite number")
-        action: object = self.action
-        if not isinstance(action, TacticalAction):  # built from a dict (JSON)
-            _set(self, "action", TacticalAction(str(action)))
-            _set(self, "cascade_recommendation", CascadeRecommendation(self.cascade_recommendation))
-            _set(self, "current_regime", MarketRegime(self.current_regime))
-            _set(self, "validation_status", ValidationStatus(self.validation_status))
-            _set(self, "reason_codes", tuple(self.reason_codes))
+
+    @property
+    def diagnostics(self) -> dict[str, Any]:
+        """The trace as plain JSON (docs/service.md lists the keys)."""
+        d = self._diagnostics
+        if d is None:
+            d = self.trace.to_diagnostics()
+            _set(self, "_diagnostics", d)
+        return d
 
     @property
     def position_pct(self) -> float:
         """Signed size as a fraction of the portfolio value used for sizing."""
-        pv = float(self.diagnostics.get("portfolio_value", 0.0))
+        pv = self.trace.portfolio_value
         return self.position_size_usd / pv if pv > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for f in DECISION_FIELDS:
+            out[f] = _jsonable(getattr(self, f))
+        out["diagnostics"] = _jsonable(self.diagnostics)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Self:
+        if not isinstance(data, dict):
+            raise ValidationError(cls.__name__, data, "a JSON object")
+        names = {*DECISION_FIELDS, "diagnostics"}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValidationError(unknown[0], data[unknown[0]],
+                                  f"one of the fields {sorted(names)}")
+        missing = sorted(names - set(data))
+        if missing:
+            raise ValidationError(cls.__name__, sorted(data),
+                                  f"all required fields (missing {missing})")
+        try:
+            kw = {f: data[f] for f in DECISION_FIELDS}
+            kw["action"] = TacticalAction(kw["action"])
+            kw["cascade_recommendation"] = CascadeRecommendation(kw["cascade_recommendation"])
+            kw["current_regime"] = MarketRegime(kw["current_regime"])
+            kw["validation_status"] = ValidationStatus(kw["validation_status"])
+            kw["reason_codes"] = tuple(kw["reason_codes"])
+            sizes = {StageName.KELLY: data["kelly_size_usd"],
+                     StageName.CONFORMAL: data["conformal_size_usd"],
+                     StageName.SENTIMENT: data["sentiment_size_usd"],
+                     StageName.REGIME: data["regime_size_usd"],
+                     StageName.CASCADE: data["cascade_size_usd"],
+                     StageName.CAPS: data["capped_size_usd"]}
+            trace = SizingTrace.from_diagnostics(
+                data["diagnostics"], sizes, kw["reason_codes"], data["cascade_risk_score"],
+                kw["cascade_recommendation"], data["stop_loss_price"],
+                data["take_profit_price"])
+        except (KeyError, TypeError, ValueError) as err:
+            raise ValidationError("diagnostics", data.get("diagnostics"),
+                                  f"a decision trace ({err!r})") from None
+        return cls(**kw, trace=trace)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, PositionSizingDecision):
+            return NotImplemented
+        return self.to_dict() == other.to_dict()
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+# A decision's JSON fields besides ``diagnostics``, in order.
+DECISION_FIELDS = (
+    "position_size_usd", "symbol", "strategy_id", "timestamp_ns", "action", "kelly_size_usd",
+    "conformal_size_usd", "sentiment_size_usd", "regime_size_usd", "cascade_size_usd",
+    "capped_size_usd", "cascade_risk_score", "cascade_recommendation", "current_regime",
+    "position_size_units", "stop_loss_price", "take_profit_price", "validation_status",
+    "reason_codes", "latency_ms",
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -144,30 +144,43 @@ def run_demo(out_dir: Path, seed: int = 7, steps: int = 600) -> dict[str, Any]:
     summary: dict[str, Any] = {"seed": seed, "steps": steps, "symbols": list(SYMBOLS),
                                "strategies": list(STRATEGIES)}
 
-    # Phase 1: one signal at a time, on a calm hour and on the worst stress hour.
-    p1 = Layer3Phase1(portfolio_value=100_000, kelly_fraction=0.25, enable_metrics=False,
-                      observer=observer)
-    worst = max(bars[warm:], key=lambda b: b.stress)
-    phase1_rows = []
-    for bar in (bars[warm], worst):
-        for sig in signals_for(bars[: bar.step + 1], bar)[:3]:
-            d = p1.calculate_position(sig, cascade_for(bar, sig.symbol), bar.prices[sig.symbol])
-            phase1_rows.append({"step": bar.step, "strategy": sig.strategy_id,
-                                "symbol": sig.symbol, "action": sig.action.value,
-                                "size_usd": round(d.position_size_usd, 2),
-                                "cascade_score": round(d.cascade_risk_score, 3),
-                                "recommendation": d.cascade_recommendation.value,
-                                "regime": d.current_regime.value,
-                                "status": d.validation_status.value,
-                                "reasons": list(d.reason_codes)})
-    summary["phase1"] = phase1_rows
-
+    summary["phase1"] = _demo_phase1(bars, warm, observer)
     # Phase 2 over the whole period.
     p2 = Layer3Phase2Portfolio(portfolio_value=100_000, enable_metrics=False, observer=observer)
     summary["phase2"], alloc_rows = _replay(p2.process_multi_strategy_signals, p2, bars, warm)
     p2.export_weight_history(out_dir / "weight_history.csv")
+    summary["phase3"], events = _demo_phase3(bars, warm, steps, seed, observer)
+    _write_files(out_dir, alloc_rows, events)
+    (out_dir / "metrics.prom").write_bytes(generate_latest(registry))
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n",
+                                          encoding="utf-8")
+    return summary
 
-    # Phase 3: mock RL, with an outage of its endpoint in the middle of the run.
+
+def _demo_phase1(bars: list[Bar], warm: int, observer: PrometheusObserver,
+                 ) -> list[dict[str, Any]]:
+    """Phase 1: one signal at a time, on a calm hour and on the worst stress hour."""
+    p1 = Layer3Phase1(portfolio_value=100_000, kelly_fraction=0.25, enable_metrics=False,
+                      observer=observer)
+    worst = max(bars[warm:], key=lambda b: b.stress)
+    rows = []
+    for bar in (bars[warm], worst):
+        for sig in signals_for(bars[: bar.step + 1], bar)[:3]:
+            d = p1.calculate_position(sig, cascade_for(bar, sig.symbol), bar.prices[sig.symbol])
+            rows.append({"step": bar.step, "strategy": sig.strategy_id,
+                         "symbol": sig.symbol, "action": sig.action.value,
+                         "size_usd": round(d.position_size_usd, 2),
+                         "cascade_score": round(d.cascade_risk_score, 3),
+                         "recommendation": d.cascade_recommendation.value,
+                         "regime": d.current_regime.value,
+                         "status": d.validation_status.value,
+                         "reasons": list(d.reason_codes)})
+    return rows
+
+
+def _demo_phase3(bars: list[Bar], warm: int, steps: int, seed: int,
+                 observer: PrometheusObserver) -> tuple[dict[str, Any], list[CircuitEvent]]:
+    """Phase 3: mock RL, with an outage of its endpoint in the middle of the run."""
     # Wall time starts at the end of the data, so no bar's returns row is stamped ahead of
     # the clock (the correlation monitor refuses rows from the future); the monotonic part
     # moves ten seconds per hourly step for the breaker.
@@ -188,9 +201,9 @@ def run_demo(out_dir: Path, seed: int = 7, steps: int = 600) -> dict[str, Any]:
         return p3.process_signals(sigs, cas, prices)
 
     _current_step[0] = 0
-    summary["phase3"], _ = _replay(step3, p3.phase2, bars, warm, hybrid=p3)
+    out, _ = _replay(step3, p3.phase2, bars, warm, hybrid=p3)
     state = p3.get_state()
-    summary["phase3"].update({
+    out.update({
         "rl_decisions": state["rl_decisions"], "fallback_decisions": state["fallback_decisions"],
         "rl_usage_rate": state["rl_usage_rate"], "fallback_reasons": state["fallback_reasons"],
         "outage_steps": list(outage),
@@ -200,7 +213,11 @@ def run_demo(out_dir: Path, seed: int = 7, steps: int = 600) -> dict[str, Any]:
         "performance": p3.get_performance_comparison(),
     })
     p3.stop()
+    return out, events
 
+
+def _write_files(out_dir: Path, alloc_rows: list[list[Any]],
+                 events: list[CircuitEvent]) -> None:
     with (out_dir / "allocations_phase2.csv").open("w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
         w.writerow(["step", "symbol", "allocation_usd"])
@@ -210,10 +227,6 @@ def run_demo(out_dir: Path, seed: int = 7, steps: int = 600) -> dict[str, Any]:
         w.writerow(["clock_sec", "kind", "old_state", "new_state", "reason"])
         w.writerows([e.timestamp, e.kind, e.old_state.value, e.new_state.value, e.reason]
                      for e in events)
-    (out_dir / "metrics.prom").write_bytes(generate_latest(registry))
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n",
-                                          encoding="utf-8")
-    return summary
 
 
 _current_step = [0]

@@ -1,17 +1,18 @@
 """Phase 1: one signal in, one explainable, capped position target out.
 
-The stage order lives here and only here (docs/sizing-math.md):
+``calculate_position`` is validate -> run the declared stages in order -> assemble. The stage
+order lives here and only here (docs/sizing-math.md, ARCHITECTURE.md)::
 
-    validate -> Bayesian Kelly -> conformal -> sentiment -> regime -> cascade
-             -> direction and caps -> execution fields
+    Bayesian Kelly -> conformal -> sentiment -> regime -> cascade -> direction and caps
+                   -> execution fields
 
-Each stage's size and multiplier, and the limit that bound, go into the decision's trace.
+Each stage returns a `~himari_l3.trace.StageResult`; the decision carries them all in its
+typed trace (``decision.trace``), from which the JSON ``diagnostics`` are built.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import time
 from typing import Any
 
@@ -22,6 +23,7 @@ from ._exceptions import (
     InvalidPriceException,
     InvalidSignalException,
     StateRestoreError,
+    ValidationError,
 )
 from ._validate import finite, in_range, nonempty_str, positive
 from .config.schema import SizingConfig, parse_config
@@ -34,18 +36,39 @@ from .contracts import (
     TacticalSignal,
     ValidationStatus,
 )
-from .observers import NULL_OBSERVER, Observer
-from .sizing.cascade import CascadeAssessment, assess_cascade
+from .events import InputKind, InputRejected, OutcomeLearned, RegimeObserved, SizingDecided
+from .observers import NULL_OBSERVER, Observer, resolve_observer
 from .sizing.conformal import ConformalScaler
 from .sizing.kelly import BayesianKelly
-from .sizing.regime import RegimeTracker
-from .sizing.sentiment import sentiment_multiplier
+from .sizing.limits import CapsStage, ExecutionStage
+from .sizing.regime import RegimeTracker, SymbolRegimeState
+from .sizing.stages import (
+    CascadeStage,
+    ConformalStage,
+    KellyStage,
+    RegimeStage,
+    SentimentStage,
+    SizingContext,
+    SizingStage,
+)
+from .trace import ExecutionDetail, LimitName, SizingTrace, StageName, StageResult
 
-__all__ = ["Layer3Phase1"]
+__all__ = ["PHASE1_STAGE_ORDER", "Layer3Phase1"]
 
 log = logging.getLogger(__name__)
 
 STATE_VERSION = 1
+
+# The declared order (the assembly below reads stage sizes by position in it).
+PHASE1_STAGE_ORDER = (StageName.KELLY, StageName.CONFORMAL, StageName.SENTIMENT,
+                      StageName.REGIME, StageName.CASCADE, StageName.CAPS,
+                      StageName.EXECUTION)
+
+_MONITOR = CascadeRecommendation.MONITOR
+_INPUT_KIND: dict[type[ValidationError], InputKind] = {
+    InvalidSignalException: InputKind.SIGNAL,
+    InvalidCascadeIndicatorsException: InputKind.CASCADE,
+}
 
 
 class Layer3Phase1:
@@ -58,19 +81,25 @@ class Layer3Phase1:
     kelly_fraction : float
         Fractional Kelly multiplier (0.25 = quarter Kelly); overrides ``config.kelly.fraction``.
     enable_metrics : bool
-        Record Prometheus metrics (process-wide default registry unless ``observer`` is given).
+        Record metrics with the installed metrics observer (Prometheus, process-wide
+        registry) unless ``observer`` is given.
     enable_sentiment : bool
         Apply the direction-aware sentiment stage; overrides ``config.sentiment.enabled``.
     max_position_pct, allow_short : optional overrides of ``config.limits``.
     config : SizingConfig, optional
         The typed sizing configuration (defaults documented in docs/config.md).
     observer : Observer, optional
-        Receives every decision and outcome (metrics, audit); wins over ``enable_metrics``.
+        Receives every event (decisions, outcomes, regime steps); wins over ``enable_metrics``.
     clock : Clock, optional
         Source of decision timestamps.
+
+    Attributes
+    ----------
+    stages : list of SizingStage
+        The declared stage order (``PHASE1_STAGE_ORDER``).
     """
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - the user's documented constructor
         self,
         portfolio_value: float = 100_000.0,
         kelly_fraction: float | None = None,
@@ -89,40 +118,42 @@ class Layer3Phase1:
         self.config = cfg
         self.enable_metrics = enable_metrics
         self.clock = clock or SYSTEM_CLOCK
-        if observer is None and enable_metrics:
-            from .observability.prometheus import default_observer
-
-            observer = default_observer()
-        self.observer = observer or NULL_OBSERVER
+        self.observer = resolve_observer(observer, enable_metrics)
         self.kelly = BayesianKelly(cfg.kelly)
         self.conformal = ConformalScaler(cfg.conformal)
         self.regimes = RegimeTracker(cfg.regime)
+        self._cascade_stage = CascadeStage()
+        self.stages: list[SizingStage] = [
+            KellyStage(self.kelly), ConformalStage(self.conformal), SentimentStage(),
+            RegimeStage(self.regimes, self.observe_regime), self._cascade_stage, CapsStage(),
+            ExecutionStage(),
+        ]
+        if tuple(s.name for s in self.stages) != PHASE1_STAGE_ORDER:
+            raise AssertionError("Phase 1 stages out of their declared order")
         # Predictions behind each key's last decision, so an outcome can be scored without
         # the caller repeating them.
         self._last_prediction: dict[tuple[str, str], tuple[float | None, float | None]] = {}
         self.decisions_total = 0
-        self._cascade_cache: dict[int, tuple[CascadeIndicators, CascadeAssessment]] = {}
 
     def apply_config(self, config: SizingConfig) -> None:
         """Swap in a new sizing config; learned state is kept (hot reload)."""
         self.config = config
-        self._cascade_cache = {}
+        self._cascade_stage.clear()
         self.kelly.config = config.kelly
         self.conformal.reconfigure(config.conformal)
         self.regimes.reconfigure(config.regime)
 
     # ------------------------------------------------------------------ sizing
     def observe_regime(self, symbol: str, regime: MarketRegime,
-                       short_regime: MarketRegime | None = None) -> None:
+                       short_regime: MarketRegime | None = None) -> SymbolRegimeState:
         """Advance ``symbol``'s regime hysteresis by one period (Phase 2 calls this once
         per symbol per batch, then sizes with ``observe_regime=False``). ``short_regime``
         is what the short side observes, when it differs."""
         st = self.regimes.observe(symbol, regime, short_regime)
         if self.observer is not NULL_OBSERVER:
-            self.observer.on_regime(symbol, {
-                "effective_long": st.effective_long.value, "raw": regime.value,
-                "last_change": st.last_change, "false_flips": st.false_flips,
-            })
+            self.observer.emit(RegimeObserved(symbol, st.effective_long, regime,
+                                              st.last_change, st.false_flips))
+        return st
 
     def calculate_position(
         self,
@@ -134,8 +165,20 @@ class Layer3Phase1:
         portfolio_value: float | None = None,
         observe_regime: bool = True,
     ) -> PositionSizingDecision:
-        """Size one signal. Raises the named validation exception on bad input."""
+        """Size one signal: validate, run the declared stages in order, assemble the decision.
+        Raises the named validation exception on bad input."""
         t0 = time.perf_counter_ns()
+        ctx = self._context(signal, cascade_indicators, current_price, current_position_usd,
+                            portfolio_value, observe_regime)
+        results = []
+        for stage in self.stages:
+            results.append(stage.apply(ctx))
+        return self._assemble(ctx, tuple(results), t0)
+
+    def _context(self, signal: TacticalSignal, cascade_indicators: CascadeIndicators,
+                 current_price: float, current_position_usd: float | None,
+                 portfolio_value: float | None, observe_regime: bool) -> SizingContext:
+        """Validate the inputs into a sizing context (named exceptions, counted)."""
         try:
             self._validate(signal, cascade_indicators)
             price = positive(InvalidPriceException, "current_price", current_price)
@@ -146,151 +189,11 @@ class Layer3Phase1:
                                    current_position_usd))
         except (InvalidSignalException, InvalidCascadeIndicatorsException,
                 InvalidPriceException) as err:
-            kind = {InvalidSignalException: "signal",
-                    InvalidCascadeIndicatorsException: "cascade"}.get(type(err), "price")
-            self.observer.on_invalid_input(kind, err.field)
+            kind = _INPUT_KIND.get(type(err), InputKind.PRICE)
+            self.observer.emit(InputRejected(kind, err.field))
             raise
-        cfg = self.config
-        action = signal.action
-        direction = action.direction
-        vol = signal.predicted_volatility
-        reasons: list[str] = []
-
-        # 2. Bayesian Kelly (learned per strategy x symbol)
-        k = self.kelly.estimate(signal.strategy_id, signal.symbol, signal.confidence,
-                                signal.risk_score, signal.expected_return, vol)
-        kelly_usd = k.fraction * pv
-        # 3. conformal (per strategy)
-        conf_mult, conf_q, conf_n = self.conformal.multiplier(signal.strategy_id)
-        conformal_usd = kelly_usd * conf_mult
-        # 4. sentiment
-        sent_dir = direction if direction != 0 else (1 if current >= 0 else -1)
-        sent_mult = sentiment_multiplier(cfg.sentiment, signal.sentiment_score,
-                                         signal.sentiment_confidence, sent_dir)
-        sentiment_usd = conformal_usd * sent_mult
-        # 5. regime (per symbol, hysteresis)
-        if observe_regime or signal.symbol not in self.regimes.states_:
-            self.observe_regime(signal.symbol, signal.regime)
-        reg_state = self.regimes.states_[signal.symbol]
-        regime, reg_mult = self.regimes.effective(reg_state, sent_dir)
-        regime_usd = sentiment_usd * reg_mult
-        # 6. cascade
-        # Phase 2 passes one readings object per symbol to every strategy's signal: score
-        # it once. Keyed by identity (hashing six floats costs more than scoring); the cache
-        # holds the object, so its id cannot be reused while the entry lives.
-        hit = self._cascade_cache.get(id(cascade_indicators))
-        if hit is not None and hit[0] is cascade_indicators:
-            cas = hit[1]
-        else:
-            if len(self._cascade_cache) >= 64:
-                self._cascade_cache.clear()
-            cas = assess_cascade(cfg.cascade, cascade_indicators)
-            self._cascade_cache[id(cascade_indicators)] = (cascade_indicators, cas)
-        cascade_usd = regime_usd * cas.multiplier
-
-        # 7. direction and caps
-        lim = cfg.limits
-        cap_usd = lim.max_position_pct * pv
-        if lim.max_position_usd is not None and lim.max_position_usd < cap_usd:
-            cap_usd, cap_name = lim.max_position_usd, "max_notional"
-        else:
-            cap_name = "position_cap"
-        binding = "none"
-        if k.capped:
-            binding = "kelly_cap"
-        if action is TacticalAction.HOLD:
-            # HOLD keeps (at most) the current position: risk stages may cut it, never grow it.
-            held = abs(current) * reg_mult * cas.multiplier
-            size = min(held, abs(current), cap_usd)
-            binding = "hold_no_increase" if size == abs(current) else binding
-            if size == cap_usd and cap_usd < abs(current):
-                binding = cap_name
-            side = 1 if current >= 0 else -1
-            reasons.append("HOLD")
-        else:
-            size = cascade_usd
-            side = direction
-            if size > cap_usd:
-                size, binding = cap_usd, cap_name
-        if cas.recommendation is CascadeRecommendation.EXIT:
-            size, binding = 0.0, "cascade_exit"
-            reasons.append("CASCADE_EXIT")
-        elif cas.recommendation is not CascadeRecommendation.MONITOR:
-            reasons.append("CASCADE_" + cas.recommendation.value.replace("%", ""))
-        if direction < 0 and not lim.allow_short:
-            # Shorting disabled: a sell means "be flat", never a short.
-            size, binding = 0.0, "short_disabled"
-            reasons.append("SHORT_DISABLED")
-        if direction != 0 and size > 0.0 and k.full_kelly <= 0.0:
-            size = 0.0
-        if direction != 0 and k.full_kelly <= 0.0:
-            reasons.append("NO_EDGE")
-            binding = "no_edge" if binding == "none" else binding
-        if 0.0 < size < lim.min_position_usd and action is not TacticalAction.HOLD:
-            size, binding = 0.0, "min_notional"
-            reasons.append("BELOW_MIN_NOTIONAL")
-        if binding in ("position_cap", "max_notional", "kelly_cap"):
-            reasons.append(binding.upper())
-        signed = side * size if size > 0.0 else 0.0
-
-        # 8. execution fields
-        sl = tp = None
-        if vol is not None and signed != 0.0:
-            ex = cfg.execution
-            sl_dist, tp_dist = ex.stop_loss_sigma * vol, ex.take_profit_sigma * vol
-            if side > 0:
-                sl = price * (1.0 - sl_dist) if sl_dist < 1.0 else None
-                tp = price * (1.0 + tp_dist)
-            else:
-                sl = price * (1.0 + sl_dist)
-                tp = price * (1.0 - tp_dist) if tp_dist < 1.0 else None
-            if sl is None or tp is None:
-                reasons.append("BRACKET_BEYOND_ZERO")
-        elif signed != 0.0:
-            reasons.append("NO_VOLATILITY_FOR_BRACKET")
-        if signed == 0.0 and action is not TacticalAction.HOLD:
-            status = ValidationStatus.REJECT
-        elif binding != "none" or cas.recommendation is not CascadeRecommendation.MONITOR:
-            status = ValidationStatus.WARN
-        else:
-            status = ValidationStatus.PASS
-
-        self._last_prediction[(signal.strategy_id, signal.symbol)] = (
-            signal.expected_return, vol)
-        diagnostics: dict[str, Any] = {
-            "portfolio_value": pv, "price": price, "direction": direction,
-            "current_position_usd": current,
-            "kelly": {"model": k.model, "win_prob": k.win_prob,
-                      "win_prob_effective": k.win_prob_effective,
-                      "payoff_ratio": _json_float(k.payoff_ratio), "edge": _json_float(k.edge),
-                      "full_kelly": k.full_kelly, "risk_multiplier": k.risk_multiplier,
-                      "fraction": k.fraction, "observations": k.observations},
-            "conformal": {"multiplier": conf_mult, "quantile": _json_float(conf_q),
-                          "samples": conf_n},
-            "sentiment_multiplier": sent_mult,
-            "regime": {"observed": signal.regime.value, "effective": regime.value,
-                       "multiplier": reg_mult},
-            "cascade": {"multiplier": cas.multiplier, "components": cas.components},
-            "cap_usd": cap_usd, "binding_limit": binding,
-            # Carried for the audit trail; Layer 2's confidence already prices it in.
-            "signal_strength": signal.signal_strength,
-            "signal_timestamp_ns": signal.timestamp_ns,
-        }
-        latency_ms = (time.perf_counter_ns() - t0) / 1e6
-        decision = PositionSizingDecision(
-            position_size_usd=signed, symbol=signal.symbol, strategy_id=signal.strategy_id,
-            timestamp_ns=self.clock.time_ns(), action=action,
-            kelly_size_usd=kelly_usd, conformal_size_usd=conformal_usd,
-            sentiment_size_usd=sentiment_usd, regime_size_usd=regime_usd,
-            cascade_size_usd=cascade_usd, capped_size_usd=size,
-            cascade_risk_score=cas.score, cascade_recommendation=cas.recommendation,
-            current_regime=regime, position_size_units=signed / price,
-            stop_loss_price=sl, take_profit_price=tp, validation_status=status,
-            reason_codes=tuple(reasons), latency_ms=latency_ms, diagnostics=diagnostics,
-        )
-        self.decisions_total += 1
-        self.observer.on_sizing(decision)
-        return decision
+        return SizingContext(signal, cascade_indicators, price, pv, current, observe_regime,
+                             self.config)
 
     @staticmethod
     def _validate(signal: object, cascade: object) -> None:
@@ -299,6 +202,49 @@ class Layer3Phase1:
         if not isinstance(cascade, CascadeIndicators):
             raise InvalidCascadeIndicatorsException(
                 "cascade_indicators", type(cascade).__name__, "a CascadeIndicators")
+
+    def _assemble(self, ctx: SizingContext, results: tuple[StageResult, ...],
+                  t0: int) -> PositionSizingDecision:
+        """The decision and its typed trace from the stages' results."""
+        signal = ctx.signal
+        caps = results[-2]
+        cas = ctx.cascade
+        assert cas is not None and caps.stage is StageName.CAPS
+        signed = ctx.signed_usd
+        binding = caps.binding
+        if signed == 0.0 and signal.action is not TacticalAction.HOLD:
+            status = ValidationStatus.REJECT
+        elif binding is not LimitName.NONE or cas.recommendation is not _MONITOR:
+            status = ValidationStatus.WARN
+        else:
+            status = ValidationStatus.PASS
+        reasons = caps.reasons + results[-1].reasons
+        self._last_prediction[(signal.strategy_id, signal.symbol)] = (
+            signal.expected_return, signal.predicted_volatility)
+        trace = SizingTrace(results, ctx.portfolio_value, ctx.price, ctx.direction,
+                            ctx.current_position_usd, binding, signal.signal_strength,
+                            signal.timestamp_ns)
+        execution = results[-1].detail
+        assert isinstance(execution, ExecutionDetail)
+        # Stage sizes by position in the declared order (checked in __init__).
+        decision = PositionSizingDecision(
+            position_size_usd=signed, symbol=signal.symbol, strategy_id=signal.strategy_id,
+            timestamp_ns=self.clock.time_ns(), action=signal.action,
+            kelly_size_usd=results[0].size_usd, conformal_size_usd=results[1].size_usd,
+            sentiment_size_usd=results[2].size_usd, regime_size_usd=results[3].size_usd,
+            cascade_size_usd=results[4].size_usd, capped_size_usd=caps.size_usd,
+            cascade_risk_score=cas.score, cascade_recommendation=cas.recommendation,
+            current_regime=ctx.effective_regime,
+            position_size_units=signed / ctx.price,
+            stop_loss_price=execution.stop_loss_price,
+            take_profit_price=execution.take_profit_price, validation_status=status,
+            reason_codes=reasons, latency_ms=(time.perf_counter_ns() - t0) / 1e6,
+            trace=trace,
+        )
+        self.decisions_total += 1
+        if self.observer is not NULL_OBSERVER:
+            self.observer.emit(SizingDecided(decision))
+        return decision
 
     # ---------------------------------------------------------------- learning
     def update_from_trade_result(
@@ -323,7 +269,7 @@ class Layer3Phase1:
             pred_v = (None if predicted_volatility is None
                       else positive(e, "predicted_volatility", predicted_volatility, 5.0))
         except InvalidOutcomeException as err:
-            self.observer.on_invalid_input("outcome", err.field)
+            self.observer.emit(InputRejected(InputKind.OUTCOME, err.field))
             raise
         last_r, last_v = self._last_prediction.get((strategy_id, symbol), (None, None))
         pred_r = last_r if pred_r is None else pred_r
@@ -338,7 +284,10 @@ class Layer3Phase1:
             "conformal_coverage": self.conformal.coverage(strategy_id),
             "conformal_alpha": st.alpha_t, "conformal_samples": len(st.scores),
         }
-        self.observer.on_outcome(strategy_id, symbol, r, learned)
+        if self.observer is not NULL_OBSERVER:
+            self.observer.emit(OutcomeLearned(
+                strategy_id, symbol, r, stats.n, st.alpha_t, len(st.scores),
+                learned["conformal_coverage"]))
         return learned
 
     def record_outcome(self, strategy_id: str, symbol: str, realized_return: float,
@@ -391,12 +340,6 @@ class Layer3Phase1:
                               "false_flips": st.false_flips}
                         for sym, st in sorted(self.regimes.states_.items())},
         }
-
-
-def _json_float(x: float) -> float | None:
-    """Trace values must be strict JSON (HTTP responses refuse NaN/Infinity): a value that
-    is undefined (NaN) or unbounded (an infinite conformal quantile) is recorded as None."""
-    return x if math.isfinite(x) else None
 
 
 def _override(

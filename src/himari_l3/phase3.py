@@ -17,22 +17,43 @@ import logging
 import math
 import time
 from collections import deque
+from dataclasses import dataclass, field
 from typing import Any
 
 from ._clock import SYSTEM_CLOCK, Clock
+from ._exceptions import InvalidOutcomeException, StateRestoreError
+from ._validate import in_range, nonempty_str
 from .config.schema import Layer3Config, parse_config
 from .contracts import CascadeIndicators, EnsembleAllocation, RLPrediction, TacticalSignal
-from .observers import NULL_OBSERVER, Observer
+from .events import (
+    AllocationMade,
+    HybridDecided,
+    PathOutcomeRecorded,
+    RLLimitClipped,
+    RLPredictionBlended,
+    RLRequestsCompleted,
+    RLSymbolFellBack,
+)
+from .observers import NULL_OBSERVER, Observer, resolve_observer
 from .phase2 import Batch, Layer3Phase2Portfolio
 from .resilience import CircuitBreaker
-from .rl.client import RLFailure, TransformerRLClient
-from .rl.mock import MockTransformerRLClient
+from .rl_guard import GuardedModel, default_rl_client
+from .rl_port import RLFailure, RLModel
 
 __all__ = ["Layer3Phase3Hybrid"]
 
 log = logging.getLogger(__name__)
 
-RLClient = TransformerRLClient | MockTransformerRLClient
+
+@dataclass(slots=True)
+class _Blend:
+    """One batch's blend: contributions after it, the strategies blended per symbol, the
+    failure reasons per symbol, and the trace of each blend."""
+
+    contrib: dict[str, dict[str, float]]
+    used: dict[str, list[str]] = field(default_factory=dict)
+    failed: dict[str, list[str]] = field(default_factory=dict)
+    blends: list[dict[str, Any]] = field(default_factory=list)
 
 
 class Layer3Phase3Hybrid:
@@ -47,9 +68,14 @@ class Layer3Phase3Hybrid:
 
     Explicit arguments override ``config`` (a :class:`Layer3Config`). ``rl_timeout_sec`` is
     the total RL deadline per decision (default 0.15 s of the 200 ms budget).
+
+    The model: ``rl_client`` (a guarded client, e.g. `TransformerRLClient`) is used as given;
+    ``rl_model`` (any `~himari_l3.rl_port.RLModel` transport) is guarded here with the
+    configured breaker; otherwise, when RL is enabled, the client the config asks for (mock
+    or HTTP) is built by the installed factory (``bootstrap.build_rl_client``).
     """
 
-    def __init__(
+    def __init__(  # noqa: PLR0913, PLR0917 - the user's documented constructor
         self,
         portfolio_value: float | None = None,
         kelly_fraction: float | None = None,
@@ -67,7 +93,8 @@ class Layer3Phase3Hybrid:
         allow_short: bool | None = None,
         max_rl_weight: float | None = None,
         config: Layer3Config | None = None,
-        rl_client: RLClient | None = None,
+        rl_client: GuardedModel | None = None,
+        rl_model: RLModel | None = None,
         observer: Observer | None = None,
         clock: Clock | None = None,
         performance_periods_per_year: float = 8760.0,
@@ -76,27 +103,23 @@ class Layer3Phase3Hybrid:
                         rl_timeout_sec, use_mock_rl, max_rl_weight)
         self.config = cfg
         self.clock = clock or SYSTEM_CLOCK
-        if observer is None and enable_metrics:
-            from .observability.prometheus import default_observer
-
-            observer = default_observer()
-        self.observer = observer or NULL_OBSERVER
+        self.observer = resolve_observer(observer, enable_metrics)
         self.phase2 = Layer3Phase2Portfolio(
             cfg.portfolio_value, kelly_fraction, max_position_pct, max_strategy_pct,
             max_portfolio_pct, max_correlation, enable_metrics=False, allow_short=allow_short,
             config=cfg.portfolio, sizing_config=cfg.sizing, observer=self.observer,
             clock=self.clock)
-        self.rl_client: RLClient | None = rl_client
-        if self.rl_client is None and cfg.rl.enabled:
-            self.rl_client = self._make_client(cfg, circuit_breaker)
+        self.rl_client: GuardedModel | None = rl_client
+        if self.rl_client is None and (rl_model is not None or cfg.rl.enabled):
+            breaker = circuit_breaker or self._breaker(cfg)
+            self.rl_client = (
+                GuardedModel(rl_model, breaker, timeout_sec=cfg.rl.timeout_sec,
+                             min_confidence=cfg.rl.min_confidence)
+                if rl_model is not None else default_rl_client(cfg, breaker, self.clock))
         self.circuit_breaker: CircuitBreaker | None = (
             self.rl_client.circuit_breaker if self.rl_client is not None else circuit_breaker)
         if self.circuit_breaker is not None and self.observer is not NULL_OBSERVER:
-            from .observability.prometheus import PrometheusObserver, breaker_listener
-
-            if isinstance(self.observer, PrometheusObserver):
-                self.circuit_breaker.add_listener(
-                    breaker_listener(self.observer, self.circuit_breaker))
+            self.circuit_breaker.add_listener(self.observer.emit, announce=True)
         self.periods_per_year = performance_periods_per_year
         hist = cfg.rl.performance_history_size
         self.outcomes_: dict[str, deque[float]] = {"rl": deque(maxlen=hist),
@@ -107,25 +130,15 @@ class Layer3Phase3Hybrid:
         self.fallback_reasons: dict[str, int] = {}
         self._stopped = False
 
-    def _make_client(self, cfg: Layer3Config, breaker: CircuitBreaker | None) -> RLClient:
+    def _breaker(self, cfg: Layer3Config) -> CircuitBreaker:
         cb = cfg.circuit_breaker
-        if breaker is None:
-            breaker = CircuitBreaker(
-                "rl", failure_threshold=cb.failure_threshold, window_sec=cb.window_sec,
-                initial_timeout_sec=cb.initial_timeout_sec, max_timeout_sec=cb.max_timeout_sec,
-                backoff_multiplier=cb.backoff_multiplier, enabled=cb.enabled,
-                failure_rate_threshold=cb.failure_rate_threshold,
-                minimum_calls=cb.minimum_calls, rate_window_calls=cb.rate_window_calls,
-                call_deadline_sec=cfg.rl.timeout_sec, clock=self.clock)
-        if cfg.rl.use_mock or not cfg.rl.endpoint:
-            if not cfg.rl.use_mock:
-                log.warning("RL enabled without an endpoint: using the mock RL client")
-            return MockTransformerRLClient(cfg.rl.mock_success_rate, cfg.rl.mock_seed,
-                                           circuit_breaker=breaker,
-                                           min_confidence=cfg.rl.min_confidence,
-                                           clock=self.clock)
-        return TransformerRLClient(cfg.rl.endpoint, cfg.rl.timeout_sec, cfg.rl.min_confidence,
-                                   circuit_breaker=breaker, clock=self.clock)
+        return CircuitBreaker(
+            "rl", failure_threshold=cb.failure_threshold, window_sec=cb.window_sec,
+            initial_timeout_sec=cb.initial_timeout_sec, max_timeout_sec=cb.max_timeout_sec,
+            backoff_multiplier=cb.backoff_multiplier, enabled=cb.enabled,
+            failure_rate_threshold=cb.failure_rate_threshold,
+            minimum_calls=cb.minimum_calls, rate_window_calls=cb.rate_window_calls,
+            call_deadline_sec=cfg.rl.timeout_sec, clock=self.clock)
 
     def apply_config(self, config: Layer3Config) -> None:
         """Hot reload: swap limits and RL blend parameters; learned state, positions, RL
@@ -148,10 +161,9 @@ class Layer3Phase3Hybrid:
                 call_deadline_sec=(config.rl.timeout_sec
                                    if self.circuit_breaker.call_deadline_sec is not None
                                    else None))
-        if isinstance(self.rl_client, TransformerRLClient):
-            self.rl_client.timeout_sec = config.rl.timeout_sec
-            self.rl_client.min_confidence = config.rl.min_confidence
-        elif self.rl_client is not None:
+        if self.rl_client is not None:
+            if self.rl_client.timeout_sec is not None:
+                self.rl_client.timeout_sec = config.rl.timeout_sec
             self.rl_client.min_confidence = config.rl.min_confidence
         self.config = config
 
@@ -166,10 +178,11 @@ class Layer3Phase3Hybrid:
         t0 = time.perf_counter()
         if not signals:
             return self._empty(t0)
-        batch, asks, results = self._begin(signals, cascade_indicators, current_prices)
-        if results is None and self.rl_client is not None:
+        batch, asks = self._begin(signals, cascade_indicators, current_prices)
+        results: list[RLPrediction | RLFailure] = []
+        if asks and self.rl_client is not None:
             results = self.rl_client.predict_many_sync(asks, None, self.config.rl.timeout_sec)
-        return self._finish(batch, asks, results or [], t0)
+        return self._finish(batch, asks, results, t0)
 
     async def process_signals_async(
         self,
@@ -181,38 +194,23 @@ class Layer3Phase3Hybrid:
         t0 = time.perf_counter()
         if not signals:
             return self._empty(t0)
-        batch, asks, results = self._begin(signals, cascade_indicators, current_prices)
-        if results is None and self.rl_client is not None:
+        batch, asks = self._begin(signals, cascade_indicators, current_prices)
+        results: list[RLPrediction | RLFailure] = []
+        if asks and self.rl_client is not None:
             results = await self.rl_client.predict_many(asks, None, self.config.rl.timeout_sec)
-        return self._finish(batch, asks, results or [], t0)
+        return self._finish(batch, asks, results, t0)
 
     def _begin(
         self,
         signals: list[Any],
         cascade_indicators: dict[str, CascadeIndicators] | CascadeIndicators,
         current_prices: dict[str, float],
-    ) -> tuple[Batch, list[TacticalSignal], list[RLPrediction | RLFailure] | None]:
-        """Prepare the baseline once and decide what to ask: returns (batch, asks, results),
-        results None when the client must be asked for ``asks``."""
-        batch = self.phase2.prepare(signals, cascade_indicators, current_prices)
-        asks = self._asks(batch)
-        if not asks or self.rl_client is None:
-            return batch, asks, []
-        return batch, asks, self._rejected(asks) or None
-
-    def _rejected(self, asks: list[TacticalSignal]) -> list[RLPrediction | RLFailure]:
-        """While the breaker is open, fail the whole batch here: no hop to the client's
-        loop, no per-call exceptions (the rejections are still counted by the breaker)."""
-        cb = self.circuit_breaker
-        if cb is None or not cb.reject_if_open(len(asks)):
-            return []
-        failures: list[RLPrediction | RLFailure] = [
-            RLFailure(s.symbol, s.strategy_id, "circuit_open", "circuit breaker open")
-            for s in asks]
-        record = getattr(self.rl_client, "record_results", None)  # custom clients may lack it
-        if record is not None:
-            record(failures)
-        return failures
+    ) -> tuple[Batch, list[TacticalSignal]]:
+        """Prepare the baseline once (the edge parses the inputs into one typed batch) and
+        decide which signals to ask the model about."""
+        batch = self.phase2.prepare(
+            self.phase2.parse(signals, cascade_indicators, current_prices))
+        return batch, self._asks(batch)
 
     def _asks(self, batch: Batch) -> list[TacticalSignal]:
         """Signals worth asking the RL about: none whose symbol the limits hold at zero."""
@@ -247,61 +245,74 @@ class Layer3Phase3Hybrid:
 
     def _finish(self, batch: Batch, asks: list[TacticalSignal],
                 results: list[RLPrediction | RLFailure], t0: float) -> EnsembleAllocation:
+        """Blend, re-apply every limit, name each symbol's path, commit once."""
         cfg = self.config.rl
         baseline = self.phase2.limit(batch, batch.contrib)
-        contrib = ({s: dict(row) for s, row in batch.contrib.items()} if results
-                   else batch.contrib)
-        used: dict[str, list[str]] = {}
-        failed: dict[str, list[str]] = {}
-        blends: list[dict[str, Any]] = []
+        blend = self._blend(batch, asks, results)
+        # Nothing blended (RL off, or every prediction failed): the baseline is the answer.
+        limited = self.phase2.limit(batch, blend.contrib) if blend.used else baseline
+        provenance = self._provenance(batch, blend, limited.binding)
+        alloc = self.phase2.commit(batch, limited, provenance)
+        alloc.trace["rl"] = {
+            "enabled": self.rl_client is not None, "asked": len(asks),
+            "blends": blend.blends, "failures": blend.failed,
+            "max_rl_weight": cfg.max_rl_weight,
+            "baseline_allocations": {s: sum(r.get(s, 0.0) for r in baseline.contrib.values())
+                                     for s in batch.symbols},
+        }
+        self._count("rl" if blend.used else "fallback", provenance, t0, alloc)
+        return alloc
+
+    def _blend(self, batch: Batch, asks: list[TacticalSignal],
+               results: list[RLPrediction | RLFailure]) -> _Blend:
+        """Each usable prediction moves its strategy's contribution toward the model's
+        target, by the prediction's confidence (at most ``max_rl_weight``), within the
+        signal's direction rules."""
+        max_w = self.config.rl.max_rl_weight
+        out = _Blend({s: dict(row) for s, row in batch.contrib.items()} if results
+                     else batch.contrib)
         outcomes: dict[str, int] = {}
         for sig, res in zip(asks, results, strict=True):
             sym = sig.symbol
             if isinstance(res, RLFailure):
-                failed.setdefault(sym, []).append(res.reason)
+                out.failed.setdefault(sym, []).append(res.reason)
                 outcomes[res.reason] = outcomes.get(res.reason, 0) + 1
                 continue
             outcomes["success"] = outcomes.get("success", 0) + 1
-            self.observer.on_event("rl_latency", {}, res.latency_ms / 1e3)
-            w = min(cfg.max_rl_weight, res.confidence)
-            base = contrib[sig.strategy_id][sym]
+            w = min(max_w, res.confidence)
+            base = out.contrib[sig.strategy_id][sym]
             target = (res.optimal_position_pct * batch.pv
                       * batch.bounds[sym].cascade_multiplier)
             blended = self._clamp_direction(sig.action.direction, base,
                                             (1.0 - w) * base + w * target)
             if not math.isfinite(blended):  # unreachable for validated predictions
-                failed.setdefault(sym, []).append("invalid_response")
+                out.failed.setdefault(sym, []).append("invalid_response")
                 continue
-            contrib[sig.strategy_id][sym] = blended
-            used.setdefault(sym, []).append(sig.strategy_id)
-            self.observer.on_event("rl_blend_weight", {}, w)
-            blends.append({"strategy_id": sig.strategy_id, "symbol": sym, "weight": w,
-                           "baseline_usd": base, "rl_target_usd": target,
-                           "blended_usd": blended, "model_version": res.model_version})
-        # Nothing blended (RL off, or every prediction failed): the baseline is the answer.
-        for outcome, n in sorted(outcomes.items()):
-            self.observer.on_event("rl_requests", {"outcome": outcome}, n)
-        limited = self.phase2.limit(batch, contrib) if used else baseline
+            out.contrib[sig.strategy_id][sym] = blended
+            out.used.setdefault(sym, []).append(sig.strategy_id)
+            if self.observer is not NULL_OBSERVER:
+                self.observer.emit(RLPredictionBlended(res.latency_ms / 1e3, w))
+            out.blends.append({"strategy_id": sig.strategy_id, "symbol": sym, "weight": w,
+                               "baseline_usd": base, "rl_target_usd": target,
+                               "blended_usd": blended, "model_version": res.model_version})
+        if outcomes and self.observer is not NULL_OBSERVER:
+            self.observer.emit(RLRequestsCompleted(tuple(sorted(outcomes.items()))))
+        return out
+
+    def _provenance(self, batch: Batch, blend: _Blend,
+                    binding: dict[str, str]) -> dict[str, dict[str, str]]:
+        """Which path decided each symbol, and why."""
         provenance: dict[str, dict[str, str]] = {}
         for sym in batch.symbols:
-            if sym in used:
+            if sym in blend.used:
                 provenance[sym] = {"path": "rl", "reason": "blended"}
-                if limited.binding[sym] != "none":
-                    self.observer.on_event("rl_limit_clips", {"limit": limited.binding[sym]})
+                if binding[sym] != "none":
+                    self.observer.emit(RLLimitClipped(binding[sym]))
             else:
-                reason = self._fallback_reason(sym, batch, failed)
+                reason = self._fallback_reason(sym, batch, blend.failed)
                 provenance[sym] = {"path": "baseline", "reason": reason}
-                self.observer.on_event("rl_symbol_fallbacks", {"reason": reason})
-        alloc = self.phase2.commit(batch, limited, provenance)
-        alloc.trace["rl"] = {
-            "enabled": self.rl_client is not None, "asked": len(asks),
-            "blends": blends, "failures": failed, "max_rl_weight": cfg.max_rl_weight,
-            "baseline_allocations": {s: sum(r.get(s, 0.0) for r in baseline.contrib.values())
-                                     for s in batch.symbols},
-        }
-        path = "rl" if used else "fallback"
-        self._count(path, provenance, t0, alloc)
-        return alloc
+                self.observer.emit(RLSymbolFellBack(reason))
+        return provenance
 
     def _fallback_reason(self, sym: str, batch: Batch, failed: dict[str, list[str]]) -> str:
         if self.rl_client is None:
@@ -327,10 +338,10 @@ class Layer3Phase3Hybrid:
             if self.circuit_breaker is not None and self.rl_client is not None:
                 self.circuit_breaker.record_fallback()
         latency = time.perf_counter() - t0
-        self.observer.on_event("decisions", {"path": path})
-        self.observer.on_event("decision_latency", {"path": path}, latency)
-        self.observer.on_event("rl_usage", {}, self.rl_decisions / self.total_decisions)
-        self.observer.on_allocation("phase3", alloc, latency)
+        if self.observer is not NULL_OBSERVER:
+            self.observer.emit(HybridDecided(path, latency,
+                                             self.rl_decisions / self.total_decisions))
+            self.observer.emit(AllocationMade("phase3", alloc, latency))
 
     def _empty(self, t0: float) -> EnsembleAllocation:
         log.warning("process_signals called with an empty signal list: empty allocation")
@@ -348,14 +359,10 @@ class Layer3Phase3Hybrid:
         """Record the realised return of a decision's position on ``symbol`` (0.01 = +1 %
         profit) under the path that decided it; also teaches the Kelly and conformal
         learners of the strategies that held the symbol in the last allocation."""
-        from ._exceptions import InvalidOutcomeException
-        from ._validate import in_range, nonempty_str
-
         nonempty_str(InvalidOutcomeException, "symbol", symbol)
         r = in_range(InvalidOutcomeException, "actual_return", actual_return, -1.0, 10.0)
         path = "rl" if used_rl else "baseline"
         self.outcomes_[path].append(r)
-        self.observer.on_event("path_outcomes", {"path": path})
         last = self.phase2.last_allocation_
         if last is not None:
             net = last.allocations.get(symbol, 0.0)
@@ -364,9 +371,9 @@ class Layer3Phase3Hybrid:
                 if c != 0.0 and net != 0.0:
                     self.phase2.phase1.update_from_trade_result(
                         strat, symbol, r if (c > 0) == (net > 0) else -r)
-        adv = self.get_performance_comparison()["rl_advantage"]
-        if adv is not None:
-            self.observer.on_event("rl_advantage", {}, adv)
+        if self.observer is not NULL_OBSERVER:
+            adv = self.get_performance_comparison()["rl_advantage"]
+            self.observer.emit(PathOutcomeRecorded(path, adv))
 
     def get_performance_comparison(self) -> dict[str, Any]:
         """Per path: trades, mean, std, Sharpe (per trade and annualised); ``rl_advantage``
@@ -411,8 +418,6 @@ class Layer3Phase3Hybrid:
         }
 
     def restore_state(self, state: dict[str, Any]) -> None:
-        from ._exceptions import StateRestoreError
-
         if state.get("version") != 1:
             raise StateRestoreError(f"state version was {state.get('version')!r}, expected 1")
         self.phase2.restore_state(state["phase2"])

@@ -136,9 +136,9 @@ def test_backtest_on_real_data_is_unchanged(policy: str) -> None:
     """The first 3,000 real BTC/USDT bars replayed through Phase 1 / 2 give the same equity."""
     import numpy as np
 
+    from himari_l3.backtest import make_policy
     from himari_l3.backtest.data import align_bars, load_bars
     from himari_l3.backtest.engine import replay
-    from himari_l3.backtest.policies import make_policy
     from himari_l3.backtest.signals import reference_signals
 
     bars = load_bars(DATA)
@@ -146,3 +146,56 @@ def test_backtest_on_real_data_is_unchanged(policy: str) -> None:
     tape = reference_signals(market)
     rep = replay(market, tape, make_policy(policy, 100_000.0), fees_bps=5.0, slippage_bps=2.0)
     _check(f"backtest_{policy}", _digest([rep.equity.tolist(), rep.positions.tolist()]))
+
+
+def test_phase2_tight_limits_workload_is_unchanged() -> None:
+    """Phase 2 with full Kelly and tight budgets (every limit binds often) is identical."""
+    from himari_l3.config.schema import PortfolioConfig, SizingConfig
+
+    sizing = SizingConfig.model_validate({"kelly": {"fraction": 1.0, "max_fraction": 1.0},
+                                          "limits": {"max_position_pct": 0.05,
+                                                     "allow_short": True}})
+    portfolio = PortfolioConfig.model_validate({"max_position_pct": 0.05,
+                                                "max_strategy_pct": 0.07,
+                                                "max_portfolio_pct": 0.12})
+    p = Layer3Phase2Portfolio(100_000.0, enable_metrics=False, config=portfolio,
+                              sizing_config=sizing, clock=ManualClock())
+    cascades = {s: CascadeIndicators.calm() for s in bench_phase2.SYMBOLS}
+    prices = dict.fromkeys(bench_phase2.SYMBOLS, 100.0)
+    rng = random.Random(9)
+    out: list[Any] = []
+    for t, batch in enumerate(bench_phase2.make_batches(300, 4)):
+        cascades["AVAX-USD"] = (CascadeIndicators(0.002, -0.2, 4.0, 0.9, 4.0) if t % 7 == 0
+                                else CascadeIndicators(0.0008, -0.05, 2.0, 0.5, 2.0))
+        out.append(p.process_multi_strategy_signals(batch, cascades, prices).to_dict())
+        s = batch[t % len(batch)]
+        p.phase1.update_from_trade_result(s.strategy_id, s.symbol, rng.gauss(0.01, 0.02))
+    out.append(p.export_state())
+    _check("phase2_tight", _digest(out))
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_phase3_mock_full_weight_tight_limits_is_unchanged(mode: str) -> None:
+    """Phase 3, mock model at full RL weight under tight limits (clips bind) is identical."""
+    clock = ManualClock()
+    cfg = Layer3Config.model_validate({
+        "rl": {"enabled": True, "use_mock": True, "mock_seed": 3, "max_rl_weight": 1.0,
+               "mock_success_rate": 0.7},
+        "sizing": {"kelly": {"fraction": 1.0}, "limits": {"max_position_pct": 0.04,
+                                                           "allow_short": True}},
+        "portfolio": {"max_position_pct": 0.04, "max_strategy_pct": 0.06,
+                      "max_portfolio_pct": 0.1}})
+    h = Layer3Phase3Hybrid(config=cfg, enable_metrics=False, clock=clock)
+    cascades = {s: CascadeIndicators.calm() for s in bench_phase2.SYMBOLS}
+    prices = dict.fromkeys(bench_phase2.SYMBOLS, 100.0)
+    out: list[Any] = []
+    for batch in bench_phase2.make_batches(200, 6):
+        clock.advance(7.0)
+        if mode == "sync":
+            alloc = h.process_signals(batch, cascades, prices)
+        else:
+            alloc = asyncio.run(h.process_signals_async(batch, cascades, prices))
+        out.append(alloc.to_dict())
+    h.stop()
+    out.append(h.get_state()["fallback_reasons"])
+    _check("phase3_mock_tight", _digest(out))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import cascade_indicators, valid_signals
+from fakes import ScriptedModel
 from himari_l3 import (
     CascadeIndicators,
     CascadeRecommendation,
@@ -63,33 +64,15 @@ limits = st.fixed_dictionaries({
 cascade_maps = st.fixed_dictionaries({s: cascade_indicators() for s in SYMBOLS})
 
 
-class ScriptedRL:
-    """Fake RL client answering from a script keyed by (strategy, symbol)."""
-
-    endpoint_url = "fake://rl"
-
-    def __init__(self) -> None:
-        self.script: dict[tuple[str, str], Answer] = {}
-        self.circuit_breaker = CircuitBreaker("rl", enabled=False, clock=ManualClock())
-
-    def _answers(self, signals: Sequence[TacticalSignal]) -> list[Answer]:
-        return [self.script.get((s.strategy_id, s.symbol),
-                                RLFailure(s.symbol, s.strategy_id, "timeout"))
-                for s in signals]
-
-    def predict_many_sync(self, signals: Sequence[TacticalSignal], market_data: Any = None,
-                          total_deadline_sec: float = 0.15) -> list[Answer]:
-        return self._answers(signals)
-
-    async def predict_many(self, signals: Sequence[TacticalSignal], market_data: Any = None,
-                           total_deadline_sec: float = 0.15) -> list[Answer]:
-        return self._answers(signals)
-
-    def get_state(self) -> dict[str, Any]:
-        return {}
-
-    def close(self) -> None:
-        """Nothing to release."""
+def scripted(allow_short: bool, weight: float, lim: dict[str, float]) -> tuple[
+        ScriptedModel, Layer3Phase3Hybrid]:
+    """A hybrid whose model answers from a script (breaker disabled: answers only)."""
+    fake = ScriptedModel()
+    h = Layer3Phase3Hybrid(PV, rl_model=fake, enable_metrics=False, max_rl_weight=weight,
+                           allow_short=allow_short, clock=ManualClock(),
+                           circuit_breaker=CircuitBreaker("rl", enabled=False,
+                                                          clock=ManualClock()), **lim)
+    return fake, h
 
 
 def check(alloc: EnsembleAllocation, sigs: list[TacticalSignal], lim: dict[str, float],
@@ -137,9 +120,7 @@ def test_any_rl_answer_keeps_every_limit(first: list[TacticalSignal],
                                         allow_short: bool, weight: float,
                                         use_async: bool) -> None:
     """Two batches with arbitrary RL answers: invariants, EXIT = 0 and direction rules hold."""
-    fake = ScriptedRL()
-    h = Layer3Phase3Hybrid(PV, rl_client=fake, enable_metrics=False, max_rl_weight=weight,
-                           allow_short=allow_short, clock=ManualClock(), **lim)
+    fake, h = scripted(allow_short, weight, lim)
     previous: dict[str, dict[str, float]] = {}
     for sigs in (first, second):
         fake.script = {(s.strategy_id, s.symbol): data.draw(valid_answers) for s in sigs}
@@ -228,12 +209,10 @@ def test_any_http_numbers_keep_every_limit(http_rl: tuple[TransformerRLClient, H
 
 def test_exit_symbol_is_never_asked_or_moved() -> None:
     """Sanity example: a STRONG_BUY under EXIT, RL answering +100 %, stays 0 and unasked."""
-    fake = ScriptedRL()
     sig = TacticalSignal("a", "SYM0", TacticalAction.STRONG_BUY, 1.0, 0.0, "TRENDING_UP", 1,
                          0.05, 0.02)
+    fake, h = scripted(False, 1.0, {})
     fake.script = {("a", "SYM0"): RLPrediction(1.0, 1.0, 0.1, 0.02, "p", 1.0, 1)}
-    h = Layer3Phase3Hybrid(PV, rl_client=fake, enable_metrics=False, max_rl_weight=1.0,
-                           clock=ManualClock())
     alloc = h.process_signals([sig], EXIT, PRICES)
     assert alloc.allocations == {"SYM0": 0.0}
     assert alloc.trace["rl"]["asked"] == 0

@@ -7,20 +7,20 @@ import json
 import logging
 import math
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 import pytest
 
 from conftest import make_cascade, make_metrics_observer, make_signal
+from fakes import FakeRL, prediction
 from himari_l3 import CascadeIndicators, EnsembleAllocation, ManualClock, RLPrediction
 from himari_l3.config.schema import Layer3Config, RLConfig
 from himari_l3.contracts import TacticalSignal
 from himari_l3.observability.prometheus import PrometheusObserver
 from himari_l3.phase2 import Layer3Phase2Portfolio
 from himari_l3.phase3 import Layer3Phase3Hybrid
-from himari_l3.resilience import CircuitBreaker
 from himari_l3.rl import RLFailure, TransformerRLClient
 
 PV = 100_000.0
@@ -30,40 +30,6 @@ EXIT = CascadeIndicators(funding_rate=0.01, oi_change_pct=-0.5, volume_ratio=10.
                          onchain_whale_pressure=1.0, exchange_netflow_zscore=10.0)
 
 Answer = Callable[[TacticalSignal], RLPrediction | RLFailure]
-
-
-def prediction(pct: float = 0.05, confidence: float = 0.8) -> RLPrediction:
-    return RLPrediction(pct, confidence, 0.01, 0.02, "fake-1", 1.0, 1)
-
-
-class FakeRL:
-    """A hand-written RL client: answers from a function, records every batch it is asked."""
-
-    endpoint_url = "fake://rl"
-
-    def __init__(self, answer: Answer, clock: ManualClock | None = None) -> None:
-        self.answer = answer
-        self.calls: list[list[tuple[str, str]]] = []
-        self.circuit_breaker = CircuitBreaker("rl", clock=clock or ManualClock())
-
-    def _run(self, signals: Sequence[TacticalSignal]) -> list[RLPrediction | RLFailure]:
-        self.calls.append([(s.strategy_id, s.symbol) for s in signals])
-        return [self.answer(s) for s in signals]
-
-    def predict_many_sync(self, signals: Sequence[TacticalSignal], market_data: Any = None,
-                          total_deadline_sec: float = 0.15) -> list[RLPrediction | RLFailure]:
-        return self._run(signals)
-
-    async def predict_many(self, signals: Sequence[TacticalSignal], market_data: Any = None,
-                           total_deadline_sec: float = 0.15) -> list[RLPrediction | RLFailure]:
-        await asyncio.sleep(0)
-        return self._run(signals)
-
-    def get_state(self) -> dict[str, Any]:
-        return {"calls": len(self.calls)}
-
-    def close(self) -> None:
-        """Nothing to release."""
 
 
 def hybrid(rl: Any = None, **kw: Any) -> Layer3Phase3Hybrid:

@@ -12,7 +12,8 @@ from .policies import (
     EnsemblePolicy,
     FixedFractionPolicy,
     Phase1Policy,
-    PolicyUnavailable,
+    Phase2Policy,
+    Phase3Policy,
     make_policy,
 )
 from .runner import run_backtest
@@ -27,7 +28,8 @@ __all__ = [
     "FixedFractionPolicy",
     "MarketData",
     "Phase1Policy",
-    "PolicyUnavailable",
+    "Phase2Policy",
+    "Phase3Policy",
     "Replay",
     "SignalTape",
     "SizingPolicy",

@@ -14,7 +14,6 @@ from typing import TextIO
 
 from .._exceptions import ValidationError
 from .data import BacktestDataError
-from .policies import PolicyUnavailable
 from .runner import run_backtest
 
 __all__ = ["ProgressBar", "build_parser", "main"]
@@ -127,7 +126,7 @@ def _main(argv: list[str] | None) -> int:
             args.prices, out_dir=args.out, signals=args.signals, phase=args.phase,
             rl=args.rl, fees_bps=args.fees_bps, slippage_bps=args.slippage_bps,
             symbols=args.symbol, shuffles=args.shuffles, seed=args.seed, progress=bar)
-    except (BacktestDataError, ValidationError, PolicyUnavailable) as err:
+    except (BacktestDataError, ValidationError) as err:
         bar.close()
         print(f"himari-l3 backtest: error: {err}", file=sys.stderr)
         return 2

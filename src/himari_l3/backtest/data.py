@@ -129,43 +129,55 @@ def load_bars(path: str | Path, symbol: str | None = None) -> Bars:
         raise BacktestDataError(f"{p}: cannot open prices file ({err.strerror})") from err
     with fh:
         reader = csv.reader(fh)
-        header = next(reader, None)
-        if header is None:
-            raise BacktestDataError(f"{p}: empty file, expected a header row with columns "
-                                    f"{', '.join(REQUIRED_COLUMNS)}")
-        names = [h.strip().lower() for h in header]
-        missing = [c for c in REQUIRED_COLUMNS if c not in names]
-        if missing:
-            raise BacktestDataError(f"{p}: line 1: missing column(s) {', '.join(missing)}; "
-                                    f"header was {header}")
-        idx = [names.index(c) for c in REQUIRED_COLUMNS]
+        names, idx = _header(p, next(reader, None))
         ts: list[int] = []
         cols: list[list[float]] = [[], [], [], [], []]
-        prev = -1
         for line_no, row in enumerate(reader, start=2):
             if not row or all(not c.strip() for c in row):
                 continue
-            if len(row) < len(names):
-                raise BacktestDataError(f"{p}: line {line_no}: expected {len(names)} "
-                                        f"columns, got {len(row)}")
-            t = _parse_timestamp(p, line_no, row[idx[0]])
-            if t <= prev:
-                what = "duplicate" if t == prev else "out-of-order"
-                raise BacktestDataError(
-                    f"{p}: line {line_no}, column 'timestamp': {what} timestamp {t} (previous "
-                    f"{prev}); timestamps must be sorted and unique")
-            prev = t
-            ts.append(t)
-            for k, col in enumerate(REQUIRED_COLUMNS[1:]):
-                cols[k].append(_parse_value(p, line_no, col, row[idx[k + 1]]))
-            if cols[1][-1] < cols[2][-1]:
-                raise BacktestDataError(
-                    f"{p}: line {line_no}, column 'high': high {cols[1][-1]!r} is below "
-                    f"low {cols[2][-1]!r}")
+            _parse_row(p, line_no, row, len(names), idx, ts, cols)
     if len(ts) < 3:
         raise BacktestDataError(f"{p}: {len(ts)} bar(s), need at least 3")
     return Bars(sym, str(p), _ro_i(ts), _ro_f(cols[0]), _ro_f(cols[1]), _ro_f(cols[2]),
                 _ro_f(cols[3]), _ro_f(cols[4]))
+
+
+def _header(p: Path, header: list[str] | None) -> tuple[list[str], list[int]]:
+    """The header's column names and the index of each required column."""
+    if header is None:
+        raise BacktestDataError(f"{p}: empty file, expected a header row with columns "
+                                f"{', '.join(REQUIRED_COLUMNS)}")
+    names = [h.strip().lower() for h in header]
+    missing = [c for c in REQUIRED_COLUMNS if c not in names]
+    if missing:
+        raise BacktestDataError(f"{p}: line 1: missing column(s) {', '.join(missing)}; "
+                                f"header was {header}")
+    return names, [names.index(c) for c in REQUIRED_COLUMNS]
+
+
+def _parse_row(p: Path, line_no: int, row: list[str], width: int, idx: list[int],
+               ts: list[int], cols: list[list[float]]) -> None:
+    """Validate one row and append it to ``ts`` / ``cols`` (sorted, unique timestamps;
+    high >= low)."""
+    if len(row) < width:
+        raise BacktestDataError(f"{p}: line {line_no}: expected {width} columns, got "
+                                f"{len(row)}")
+    t = _parse_timestamp(p, line_no, row[idx[0]])
+    prev = ts[-1] if ts else -1
+    if t <= prev:
+        what = "duplicate" if t == prev else "out-of-order"
+        raise BacktestDataError(
+            f"{p}: line {line_no}, column 'timestamp': {what} timestamp {t} (previous "
+            f"{prev}); timestamps must be sorted and unique")
+    values = [_parse_value(p, line_no, col, row[idx[k + 1]])
+              for k, col in enumerate(REQUIRED_COLUMNS[1:])]
+    if values[1] < values[2]:
+        raise BacktestDataError(
+            f"{p}: line {line_no}, column 'high': high {values[1]!r} is below low "
+            f"{values[2]!r}")
+    ts.append(t)
+    for k, v in enumerate(values):
+        cols[k].append(v)
 
 
 def _parse_timestamp(p: Path, line_no: int, raw: str) -> int:

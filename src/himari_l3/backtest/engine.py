@@ -64,6 +64,10 @@ class SizingPolicy(Protocol):
         """What the policy learned, for the report."""
         ...
 
+    def close(self) -> None:
+        """Release what the policy holds (connections, threads); idempotent."""
+        ...
+
 
 @dataclass(frozen=True, slots=True, eq=False)
 class Replay:
@@ -115,6 +119,25 @@ def replay(
     progress_every: int = 500,
 ) -> Replay:
     """Run ``policy`` over ``market`` with ``tape``'s signals (see the module docstring)."""
+    _check(market, tape, initial_capital, fees_bps, slippage_bps)
+    run = _Run(market, policy, initial_capital, (fees_bps + slippage_bps) / 1e4)
+    n = market.n_bars
+    started = time.perf_counter()
+    for t in range(n):
+        if t > 0:
+            run.mark(t)
+        run.trade(t, tape)
+        if progress is not None and ((t + 1) % progress_every == 0 or t + 1 == n):
+            progress(t + 1)
+    elapsed = time.perf_counter() - started
+    return Replay(policy.name, market.symbols, market.timestamp_ms, run.equity_out,
+                  run.pos_out, run.traded_out, run.turnover_out, run.exposure_out,
+                  run.cost_out, float(initial_capital), market.periods_per_year, fees_bps,
+                  slippage_bps, elapsed, policy.state())
+
+
+def _check(market: MarketData, tape: SignalTape, initial_capital: float, fees_bps: float,
+           slippage_bps: float) -> None:
     if len(tape) != market.n_bars:
         raise ValueError(f"signal tape has {len(tape)} bars, prices {market.n_bars}")
     if not (math.isfinite(initial_capital) and initial_capital > 0):
@@ -122,67 +145,77 @@ def replay(
     for name, bps in (("fees_bps", fees_bps), ("slippage_bps", slippage_bps)):
         if not (math.isfinite(bps) and 0.0 <= bps <= 10_000.0):
             raise ValueError(f"{name} was {bps!r}, expected 0 <= {name} <= 10000")
-    symbols = market.symbols
-    n_sym = len(symbols)
-    n = market.n_bars
-    close: list[list[float]] = market.close.tolist()
-    cost_rate = (fees_bps + slippage_bps) / 1e4
-    index = {s: j for j, s in enumerate(symbols)}
-    stamps = [int(ms) * 1_000_000 for ms in market.timestamp_ms.tolist()]
 
-    equity_out = np.empty(n)
-    pos_out = np.empty((n, n_sym))
-    traded_out = np.zeros(n)
-    turnover_out = np.zeros(n)
-    exposure_out = np.zeros(n)
-    cost_out = np.zeros(n)
 
-    equity = float(initial_capital)
-    pos = [0.0] * n_sym
-    ruined = False
-    started = time.perf_counter()
-    for t in range(n):
-        row = close[t]
-        if t > 0:
-            prev = close[t - 1]
-            rets = {symbols[j]: row[j] / prev[j] - 1.0 for j in range(n_sym)}
-            pnl = 0.0
-            for j in range(n_sym):
-                a = rets[symbols[j]]
-                pnl += pos[j] * a
-                pos[j] *= 1.0 + a
-            equity += pnl
-            policy.mark(t, stamps[t], rets)
-        if not ruined and equity <= 0.0:
-            ruined, equity = True, 0.0
+class _Run:
+    """The replay's book (equity, positions) and its per-bar record."""
+
+    def __init__(self, market: MarketData, policy: SizingPolicy, initial_capital: float,
+                 cost_rate: float) -> None:
+        self.policy = policy
+        self.symbols = market.symbols
+        self.close: list[list[float]] = market.close.tolist()
+        self.stamps = [int(ms) * 1_000_000 for ms in market.timestamp_ms.tolist()]
+        self.index = {s: j for j, s in enumerate(self.symbols)}
+        self.cost_rate = cost_rate
+        n, n_sym = market.n_bars, len(self.symbols)
+        self.equity_out = np.empty(n)
+        self.pos_out = np.empty((n, n_sym))
+        self.traded_out = np.zeros(n)
+        self.turnover_out = np.zeros(n)
+        self.exposure_out = np.zeros(n)
+        self.cost_out = np.zeros(n)
+        self.equity = float(initial_capital)
+        self.pos = [0.0] * n_sym
+        self.ruined = False
+
+    def mark(self, t: int) -> None:
+        """Step 1: the positions held over (t-1, t] earn the close-to-close returns."""
+        row, prev, symbols = self.close[t], self.close[t - 1], self.symbols
+        rets = {symbols[j]: row[j] / prev[j] - 1.0 for j in range(len(symbols))}
+        pnl = 0.0
+        pos = self.pos
+        for j in range(len(symbols)):
+            a = rets[symbols[j]]
+            pnl += pos[j] * a
+            pos[j] *= 1.0 + a
+        self.equity += pnl
+        self.policy.mark(t, self.stamps[t], rets)
+
+    def trade(self, t: int, tape: SignalTape) -> None:
+        """Steps 2-3: size with what is known at bar t's close, trade to the targets (or
+        flatten, once ruined), and record the bar."""
+        if not self.ruined and self.equity <= 0.0:
+            self.ruined, self.equity = True, 0.0
         traded = 0.0
-        pre = equity
-        if ruined:
-            traded = sum(abs(x) for x in pos)
-            pos = [0.0] * n_sym
+        if self.ruined:
+            traded = sum(abs(x) for x in self.pos)
+            self.pos = [0.0] * len(self.symbols)
         else:
-            targets = policy.targets(t, stamps[t], tape.signals[t], tape.cascade[t],
-                                     {symbols[j]: row[j] for j in range(n_sym)}, equity,
-                                     {symbols[j]: pos[j] for j in range(n_sym)})
-            for sym, usd in targets.items():
-                j = index[sym]
-                if not math.isfinite(usd):
-                    raise ValueError(f"policy {policy.name} returned {usd!r} for {sym} at "
-                                     f"bar {t}, expected a finite USD target")
-                traded += abs(usd - pos[j])
-                pos[j] = usd
-            cost = traded * cost_rate
-            equity -= cost
-            cost_out[t] = cost
-            turnover_out[t] = traded / pre if pre > 0 else 0.0
-        equity_out[t] = equity
-        pos_out[t] = pos
-        traded_out[t] = traded
-        gross = sum(abs(x) for x in pos)
-        exposure_out[t] = gross / equity if equity > 0 else 0.0
-        if progress is not None and ((t + 1) % progress_every == 0 or t + 1 == n):
-            progress(t + 1)
-    elapsed = time.perf_counter() - started
-    return Replay(policy.name, symbols, market.timestamp_ms, equity_out, pos_out, traded_out,
-                  turnover_out, exposure_out, cost_out, float(initial_capital),
-                  market.periods_per_year, fees_bps, slippage_bps, elapsed, policy.state())
+            traded = self._to_targets(t, tape)
+        self.equity_out[t] = self.equity
+        self.pos_out[t] = self.pos
+        self.traded_out[t] = traded
+        gross = sum(abs(x) for x in self.pos)
+        self.exposure_out[t] = gross / self.equity if self.equity > 0 else 0.0
+
+    def _to_targets(self, t: int, tape: SignalTape) -> float:
+        symbols, row, pos = self.symbols, self.close[t], self.pos
+        pre = self.equity
+        targets = self.policy.targets(t, self.stamps[t], tape.signals[t], tape.cascade[t],
+                                      {symbols[j]: row[j] for j in range(len(symbols))},
+                                      self.equity,
+                                      {symbols[j]: pos[j] for j in range(len(symbols))})
+        traded = 0.0
+        for sym, usd in targets.items():
+            j = self.index[sym]
+            if not math.isfinite(usd):
+                raise ValueError(f"policy {self.policy.name} returned {usd!r} for {sym} at "
+                                 f"bar {t}, expected a finite USD target")
+            traded += abs(usd - pos[j])
+            pos[j] = usd
+        cost = traded * self.cost_rate
+        self.equity -= cost
+        self.cost_out[t] = cost
+        self.turnover_out[t] = traded / pre if pre > 0 else 0.0
+        return traded

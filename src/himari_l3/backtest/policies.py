@@ -6,8 +6,8 @@
   strategy's position. Strategies on one symbol add up.
 * ``phase1`` — :class:`~himari_l3.phase1.Layer3Phase1`, one decision per strategy x symbol
   with the strategy's current (drifted) position, summed per symbol.
-* ``phase2`` / ``phase3`` — the portfolio and hybrid engines through :class:`EnsemblePolicy`
-  (a thin adapter, so they plug in when their modules land).
+* ``phase2`` / ``phase3`` — the portfolio and hybrid engines (:class:`Phase2Policy`,
+  :class:`Phase3Policy`), their engines built by the composition root (``bootstrap``).
 
 Learning during the replay (every policy that learns): at each bar close, every directional
 signal of the previous bar is scored with its realised one-bar return in its own direction,
@@ -21,34 +21,30 @@ it held, with ``used_rl`` from the allocation's provenance.
 
 from __future__ import annotations
 
-import importlib
-import inspect
+import abc
 from collections import defaultdict
 from typing import Any
 
-from ..config.schema import SizingConfig
+from ..bootstrap import build_hybrid, build_portfolio
+from ..config.schema import Layer3Config, SizingConfig
 from ..contracts import CascadeIndicators, EnsembleAllocation, TacticalSignal
 from ..phase1 import Layer3Phase1
+from ..phase2 import Layer3Phase2Portfolio
+from ..phase3 import Layer3Phase3Hybrid
+from .engine import SizingPolicy
 
 __all__ = [
     "POLICY_NAMES",
     "EnsemblePolicy",
     "FixedFractionPolicy",
     "Phase1Policy",
-    "PolicyUnavailable",
+    "Phase2Policy",
+    "Phase3Policy",
     "ReplayClock",
     "make_policy",
 ]
 
 POLICY_NAMES = ("fixed_fraction", "phase1", "phase2", "phase3")
-_PHASE_CLASSES = {
-    "phase2": ("himari_l3.phase2", "Layer3Phase2Portfolio", "process_multi_strategy_signals"),
-    "phase3": ("himari_l3.phase3", "Layer3Phase3Hybrid", "process_signals"),
-}
-
-
-class PolicyUnavailable(ImportError):
-    """The module implementing a phase is not importable (yet)."""
 
 
 class ReplayClock:
@@ -127,6 +123,9 @@ class FixedFractionPolicy:
     def state(self) -> dict[str, Any]:
         return {"fraction": self.fraction, "allow_short": self.allow_short}
 
+    def close(self) -> None:
+        """Nothing to release."""
+
 
 class Phase1Policy:
     """Layer3Phase1 per strategy x symbol, learning from realised outcomes."""
@@ -163,110 +162,44 @@ class Phase1Policy:
         st["outcomes_fed"] = self._book.outcomes
         return st
 
-
-def _load_class(phase: str) -> type[Any]:
-    module, cls_name, _ = _PHASE_CLASSES[phase]
-    try:
-        mod = importlib.import_module(module)
-    except ModuleNotFoundError as err:
-        if err.name is not None and module.startswith(err.name):
-            raise PolicyUnavailable(f"{phase} is not available: {module} cannot be imported "
-                                    f"({err})") from err
-        raise
-    cls = getattr(mod, cls_name, None)
-    if cls is None:
-        raise PolicyUnavailable(f"{phase} is not available: {module} has no {cls_name}")
-    return cls  # type: ignore[no-any-return]
+    def close(self) -> None:
+        """Nothing to release."""
 
 
-def _construct(cls: type[Any], **kwargs: Any) -> Any:
-    """Pass the keyword arguments the constructor accepts (the phase 2/3 signatures are
-    still settling; an unknown one is left out rather than guessed at)."""
-    params = inspect.signature(cls).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return cls(**kwargs)
-    return cls(**{k: v for k, v in kwargs.items() if k in params})
-
-
-def _sync_equity(engine: Any, equity: float) -> None:
-    """Mark the engine's sizing equity (Phase 3 delegates to its Phase 2)."""
-    for target in (engine, getattr(engine, "phase2", None)):
-        fn = getattr(target, "set_portfolio_value", None)
-        if callable(fn):
-            fn(equity)
-            return
-    raise TypeError(f"{type(engine).__name__} has no set_portfolio_value(); the replay "
-                    "cannot keep its sizing equity current")
-
-
-def _find_learner(engine: Any) -> Any:
-    """The Phase 1 inside the engine (it holds ``update_from_trade_result``)."""
-    for path in (("phase1",), ("phase2", "phase1")):
-        obj = engine
-        for attr in path:
-            obj = getattr(obj, attr, None)
-        if obj is not None and hasattr(obj, "update_from_trade_result"):
-            return obj
-    return None
-
-
-def _phase3_config(seed: int) -> Any:
-    """Layer3Config whose mock RL client is seeded (its default seed is None)."""
-    from ..config.schema import Layer3Config, parse_config
-
-    return parse_config(Layer3Config, {"rl": {"mock_seed": seed}})
-
-
-class EnsemblePolicy:
-    """Adapter over ``Layer3Phase2Portfolio`` / ``Layer3Phase3Hybrid``.
+class EnsemblePolicy(abc.ABC):
+    """The shared replay adapter of the Phase 2 and Phase 3 engines (built by
+    ``bootstrap.backtest.build_policy``: `Phase2Policy`, `Phase3Policy`).
 
     Symbols with signals at a bar get the allocation's target (0 if the allocation leaves
     them out); symbols without signals keep their position. The engines run on simulated
     time (:class:`ReplayClock`), so Phase 3's circuit-breaker windows and timeouts are in
-    bar time and a replay is reproducible.
-
-    Learning, each directional signal scored exactly once: Phase 3's ``record_outcome``
-    (called for every symbol held over the bar, ``used_rl`` from the provenance) already
-    teaches the strategies that held the symbol, so only the other directional signals are
-    fed to ``update_from_trade_result``; Phase 2 has no ``record_outcome`` and gets every
-    directional signal scored.
+    bar time and a replay is reproducible. Every bar's returns also feed the engine's
+    correlation monitor.
     """
 
-    def __init__(self, phase: str, initial_capital: float, *, rl: str = "off",
-                 seed: int = 0, periods_per_year: float = 8760.0) -> None:
-        cls = _load_class(phase)
-        self.name = phase if phase == "phase2" else f"phase3[rl={_rl_label(rl)}]"
-        self.phase = phase
-        self.clock = ReplayClock()
-        kwargs: dict[str, Any] = {"portfolio_value": initial_capital, "enable_metrics": False,
-                                  "clock": self.clock}
-        if phase == "phase3":
-            kwargs.update(enable_rl=rl != "off", use_mock_rl=rl == "mock",
-                          config=_phase3_config(seed),
-                          performance_periods_per_year=periods_per_year)
-            if rl not in ("off", "mock"):
-                kwargs["rl_endpoint"] = rl
-        self.engine = _construct(cls, **kwargs)
-        self._process = getattr(self.engine, _PHASE_CLASSES[phase][2])
-        self._learner = _find_learner(self.engine)
-        self._record = getattr(self.engine, "record_outcome", None)
+    def __init__(self, name: str, clock: ReplayClock, portfolio: Layer3Phase2Portfolio) -> None:
+        self.name = name
+        self.clock = clock
+        self.portfolio = portfolio
         self._book = _Learning()
         self._held: dict[str, tuple[float, bool]] = {}
         self._taught: set[tuple[str, str]] = set()
         self.rl_decisions = 0
 
+    @abc.abstractmethod
+    def _allocate(self, signals: list[TacticalSignal], cascade: dict[str, CascadeIndicators],
+                  prices: dict[str, float]) -> EnsembleAllocation:
+        """One batch through the engine."""
+
+    @abc.abstractmethod
+    def _record_held(self, asset_returns: dict[str, float]) -> None:
+        """Credit each held symbol's realised return to the path that decided it."""
+
     def mark(self, t: int, timestamp_ns: int, asset_returns: dict[str, float]) -> None:
         self.clock.now_ns = timestamp_ns
-        if callable(self._record):
-            for sym, (usd, used_rl) in self._held.items():
-                r = min(10.0, max(-1.0, (1.0 if usd > 0 else -1.0) * asset_returns[sym]))
-                self._record(sym, r, used_rl)
-            self._book.pending = [s for s in self._book.pending
-                                  if (s.strategy_id, s.symbol) not in self._taught]
-        self._book.score_pending(asset_returns, self._learner)
-        update = getattr(self.engine, "update_correlations", None)
-        if callable(update):
-            update(dict(asset_returns))
+        self._record_held(asset_returns)
+        self._book.score_pending(asset_returns, self.portfolio.phase1)
+        self.portfolio.update_correlations(dict(asset_returns))
 
     def targets(self, t: int, timestamp_ns: int, signals: tuple[TacticalSignal, ...],
                 cascade: dict[str, CascadeIndicators], prices: dict[str, float],
@@ -275,10 +208,10 @@ class EnsemblePolicy:
         self._book.remember(signals)
         out: dict[str, float] = {}
         if signals:
-            _sync_equity(self.engine, equity)
+            self.portfolio.set_portfolio_value(equity)
             syms = {s.symbol for s in signals}
-            alloc: EnsembleAllocation = self._process(
-                list(signals), {s: cascade[s] for s in syms}, {s: prices[s] for s in syms})
+            alloc = self._allocate(list(signals), {s: cascade[s] for s in syms},
+                                   {s: prices[s] for s in syms})
             out = {s: float(alloc.allocations.get(s, 0.0)) for s in syms}
             for s in syms:
                 used_rl = alloc.provenance.get(s, {}).get("path") == "rl"
@@ -290,19 +223,62 @@ class EnsemblePolicy:
                             for sym, c in row.items() if c != 0.0 and sym in self._held}
         return out
 
+    @abc.abstractmethod
     def close(self) -> None:
-        stop = getattr(self.engine, "stop", None)
-        if callable(stop):
-            stop()
+        """Release what the engine holds."""
 
     def state(self) -> dict[str, Any]:
-        st: dict[str, Any] = {"outcomes_fed": self._book.outcomes,
-                              "rl_decisions": self.rl_decisions}
-        for method in ("get_performance_comparison", "get_state"):
-            fn = getattr(self.engine, method, None)
-            if callable(fn):
-                st[method] = fn()
-        return st
+        return {"outcomes_fed": self._book.outcomes, "rl_decisions": self.rl_decisions,
+                "get_state": self.portfolio.get_state()}
+
+
+class Phase2Policy(EnsemblePolicy):
+    """``Layer3Phase2Portfolio``: every directional signal is scored by the Phase 1 learners
+    (Phase 2 has no per-path outcome)."""
+
+    def __init__(self, engine: Layer3Phase2Portfolio, clock: ReplayClock) -> None:
+        super().__init__("phase2", clock, engine)
+        self.engine = engine
+
+    def _allocate(self, signals: list[TacticalSignal], cascade: dict[str, CascadeIndicators],
+                  prices: dict[str, float]) -> EnsembleAllocation:
+        return self.engine.process_multi_strategy_signals(signals, cascade, prices)
+
+    def _record_held(self, asset_returns: dict[str, float]) -> None:
+        """Phase 2 has no decision paths to credit."""
+
+    def close(self) -> None:
+        """Phase 2 holds nothing to release."""
+
+
+class Phase3Policy(EnsemblePolicy):
+    """``Layer3Phase3Hybrid``. Learning, each directional signal scored exactly once:
+    ``record_outcome`` (called for every symbol held over the bar, ``used_rl`` from the
+    provenance) already teaches the strategies that held the symbol, so only the other
+    directional signals are fed to ``update_from_trade_result``."""
+
+    def __init__(self, engine: Layer3Phase3Hybrid, clock: ReplayClock, rl: str) -> None:
+        super().__init__(f"phase3[rl={_rl_label(rl)}]", clock, engine.phase2)
+        self.engine = engine
+
+    def _allocate(self, signals: list[TacticalSignal], cascade: dict[str, CascadeIndicators],
+                  prices: dict[str, float]) -> EnsembleAllocation:
+        return self.engine.process_signals(signals, cascade, prices)
+
+    def _record_held(self, asset_returns: dict[str, float]) -> None:
+        for sym, (usd, used_rl) in self._held.items():
+            r = min(10.0, max(-1.0, (1.0 if usd > 0 else -1.0) * asset_returns[sym]))
+            self.engine.record_outcome(sym, r, used_rl)
+        self._book.pending = [s for s in self._book.pending
+                              if (s.strategy_id, s.symbol) not in self._taught]
+
+    def close(self) -> None:
+        self.engine.stop()
+
+    def state(self) -> dict[str, Any]:
+        return {"outcomes_fed": self._book.outcomes, "rl_decisions": self.rl_decisions,
+                "get_performance_comparison": self.engine.get_performance_comparison(),
+                "get_state": self.engine.get_state()}
 
 
 def _rl_label(rl: str) -> str:
@@ -310,14 +286,23 @@ def _rl_label(rl: str) -> str:
 
 
 def make_policy(name: str, initial_capital: float, *, rl: str = "off", seed: int = 0,
-                periods_per_year: float = 8760.0,
-                ) -> FixedFractionPolicy | Phase1Policy | EnsemblePolicy:
-    """A fresh policy (no learned state) by name; raises :class:`PolicyUnavailable`."""
+                periods_per_year: float = 8760.0) -> SizingPolicy:
+    """A fresh policy (no learned state) by name; the engines come from the composition
+    root (``bootstrap``). ``rl`` (Phase 3 only): "off", "mock" (the seeded mock model) or a
+    model URL."""
     if name == "fixed_fraction":
         return FixedFractionPolicy()
     if name == "phase1":
         return Phase1Policy(initial_capital)
-    if name in ("phase2", "phase3"):
-        return EnsemblePolicy(name, initial_capital, rl=rl, seed=seed,
-                              periods_per_year=periods_per_year)
+    clock = ReplayClock()
+    if name == "phase2":
+        config = Layer3Config(portfolio_value=initial_capital)
+        return Phase2Policy(build_portfolio(config, clock=clock), clock)
+    if name == "phase3":
+        config = Layer3Config.model_validate({
+            "portfolio_value": initial_capital,
+            "rl": {"enabled": rl != "off", "use_mock": rl == "mock", "mock_seed": seed,
+                   "endpoint": None if rl in ("off", "mock") else rl}})
+        engine = build_hybrid(config, clock=clock, performance_periods_per_year=periods_per_year)
+        return Phase3Policy(engine, clock, rl)
     raise ValueError(f"policy was {name!r}, expected one of {', '.join(POLICY_NAMES)}")

@@ -52,9 +52,14 @@ def _parse(path: Path) -> list[TacticalSignal]:
                 raise BacktestDataError(f"{path}: line {line_no}: not valid JSON "
                                         f"({err.msg} at column {err.colno})") from err
             try:
-                out.append(TacticalSignal.from_dict(data))
+                signal = TacticalSignal.from_dict(data)
             except ValidationError as err:
                 raise BacktestDataError(f"{path}: line {line_no}: {err}") from err
+            if signal.timestamp_ns is None:
+                # A recorded signal is placed on the bars by its timestamp: it needs one.
+                raise BacktestDataError(f"{path}: line {line_no}: timestamp_ns is missing, "
+                                        "expected an integer number of nanoseconds")
+            out.append(signal)
     return out
 
 
@@ -70,18 +75,20 @@ def read_signals_jsonl(path: str | Path, market: MarketData) -> tuple[SignalTape
     slots: dict[tuple[int, str, str], tuple[int, int, TacticalSignal]] = {}
     dropped = 0
     for order, s in enumerate(parsed):
+        ts = s.timestamp_ns
+        assert ts is not None  # _parse refuses unstamped signals
         if s.symbol not in known:
             raise BacktestDataError(
                 f"{p}: signal {order + 1} has symbol {s.symbol!r}, which no prices file "
                 f"provides (symbols: {', '.join(market.symbols)}); use --symbol to name them")
-        t = int(np.searchsorted(bar_ns, s.timestamp_ns, side="left"))
+        t = int(np.searchsorted(bar_ns, ts, side="left"))
         if t >= n:
             dropped += 1
             continue
         key = (t, s.strategy_id, s.symbol)
         prev = slots.get(key)
-        if prev is None or (s.timestamp_ns, order) >= prev[:2]:
-            slots[key] = (s.timestamp_ns, order, s)
+        if prev is None or (ts, order) >= prev[:2]:
+            slots[key] = (ts, order, s)
     per_bar: list[list[TacticalSignal]] = [[] for _ in range(n)]
     # Within a bar, signals keep their file order (as a live batch would have them).
     for (t, _sid, _sym), (_ts, _o, s) in sorted(slots.items(),

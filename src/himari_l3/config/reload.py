@@ -43,6 +43,7 @@ from typing import Literal
 
 from .._clock import SYSTEM_CLOCK, Clock
 from .._exceptions import ConfigError
+from ..events import ConfigReloaded
 from ..observers import NULL_OBSERVER, Observer
 from .loader import (
     CONFIRM_LIMIT_REMOVAL,
@@ -315,7 +316,7 @@ class ConfigReloader:
         self.reloads_failed += 1
         self.last_error = error
         log.warning("config reload refused, keeping version %s: %s", self.version, error)
-        self.observer.on_event("config_reloads", {"result": "failure"})
+        self.observer.emit(ConfigReloaded(False))
         return ReloadResult("failure", tuple(changed or ()), error, self.version)
 
     def _succeed(self, changed: list[str]) -> ReloadResult:
@@ -324,8 +325,7 @@ class ConfigReloader:
         version = self.version
         log.info("config reloaded from %s: version %s, changed %s", self.path, version,
                  ", ".join(changed))
-        self.observer.on_event("config_reloads", {"result": "success"})
-        self.observer.on_event("config_last_reload", {}, self.clock.time_ns() / 1e9)
+        self.observer.emit(ConfigReloaded(True, self.clock.time_ns() / 1e9))
         return ReloadResult("success", tuple(changed), None, version)
 
     # ---------------------------------------------------------------------- thread

@@ -26,6 +26,7 @@ from prometheus_client import (
     ProcessCollector,
 )
 from prometheus_client.metrics_core import HistogramMetricFamily, Metric
+from prometheus_client.utils import floatToGoString
 
 __all__ = ["BoundedLabel", "FastHistogram", "Layer3Metrics", "register_runtime_collectors"]
 
@@ -134,8 +135,6 @@ class FastHistogram:
 
 def _go_float(bound: float) -> str:
     """A bucket bound as Prometheus' Go clients print it (what prometheus_client does)."""
-    from prometheus_client.utils import floatToGoString
-
     return str(floatToGoString(bound))  # type: ignore[no-untyped-call]
 
 
@@ -158,7 +157,7 @@ class _PreCollectHooks:
 class Layer3Metrics:
     """Every Layer 3 metric family, registered once on ``registry``."""
 
-    def __init__(self, registry: CollectorRegistry | None = None, max_label_values: int = 64):
+    def __init__(self, registry: CollectorRegistry | None = None, max_label_values: int = 64):  # noqa: PLR0915 - one declaration per metric family
         r = self.registry = registry if registry is not None else CollectorRegistry()
         self._pre_collect = _PreCollectHooks()
         r.register(self._pre_collect)

@@ -1,8 +1,10 @@
-"""Prometheus observer: turns observer hooks into metric writes.
+"""The Prometheus adapter of the observer port: typed events in, metric writes out.
 
-One :class:`PrometheusObserver` per registry. ``default_observer()`` is the process-wide one
-on ``prometheus_client.REGISTRY`` (created once, so several orchestrators built with
-``enable_metrics=True`` share families instead of colliding). Pass
+This is the only module that knows what an event means as a metric (`Layer3Metrics` names
+the families). One :class:`PrometheusObserver` per registry. ``default_observer()`` is the
+process-wide one on ``prometheus_client.REGISTRY`` (created once, so several orchestrators
+built with ``enable_metrics=True`` share families instead of colliding); the composition root
+(``bootstrap``) installs it as what ``enable_metrics=True`` means. Pass
 ``PrometheusObserver(Layer3Metrics(CollectorRegistry()))`` to isolate an orchestrator.
 """
 
@@ -13,16 +15,35 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from prometheus_client import REGISTRY
 
+from .._version import __version__
 from ..contracts import MarketRegime
+from ..events import (
+    AllocationMade,
+    CircuitEvent,
+    ConfigReloaded,
+    CorrelationUpdated,
+    Event,
+    HttpRequestServed,
+    HybridDecided,
+    InputRejected,
+    OutcomeLearned,
+    PathOutcomeRecorded,
+    RegimeObserved,
+    RLLimitClipped,
+    RLPredictionBlended,
+    RLRequestsCompleted,
+    RLSymbolFellBack,
+    SizingDecided,
+    StoreFailed,
+    StoreWritten,
+)
 from ..observers import Observer
+from ..trace import CascadeDetail, KellyDetail, LimitName, StageName
 from .metrics import Layer3Metrics
-
-if TYPE_CHECKING:
-    from ..contracts import EnsembleAllocation, PositionSizingDecision
 
 __all__ = ["PrometheusObserver", "default_observer"]
 
@@ -40,8 +61,6 @@ class PrometheusObserver(Observer):
 
     def __init__(self, metrics: Layer3Metrics | None = None) -> None:
         self.metrics = metrics or Layer3Metrics()
-        from .. import __version__
-
         self.metrics.build_info.info({"version": __version__, "state_schema": "1"})
         self._children: dict[tuple[Any, ...], Any] = {}
         # Hot-path hooks only enqueue (tens of ns); the writes happen when the registry is
@@ -55,6 +74,19 @@ class PrometheusObserver(Observer):
         self._flusher: threading.Thread | None = None
         self.metrics.add_pre_collect_hook(self.flush)
         self.metrics.add_pre_collect_hook(self.publish_latest)
+        # One writer per event type: the only place that knows what an event means here.
+        self._writers: dict[type[Any], Callable[[Any], None]] = {
+            SizingDecided: self._write_sizing, InputRejected: self._write_invalid_input,
+            OutcomeLearned: self._write_outcome, RegimeObserved: self._write_regime,
+            AllocationMade: self._write_allocation,
+            CorrelationUpdated: self._write_correlation,
+            RLRequestsCompleted: self._write_rl_requests,
+            RLPredictionBlended: self._write_rl_blend, RLSymbolFellBack: self._write_rl_fallback,
+            RLLimitClipped: self._write_rl_clip, HybridDecided: self._write_hybrid,
+            PathOutcomeRecorded: self._write_path_outcome, CircuitEvent: self._write_breaker,
+            HttpRequestServed: self._write_http, StoreWritten: self._write_store,
+            StoreFailed: self._write_store_failure, ConfigReloaded: self._write_reload,
+        }
 
     def _defer(self, fn: Callable[..., None], *args: Any) -> None:
         pending = self._pending
@@ -124,83 +156,77 @@ class PrometheusObserver(Observer):
             child = self._children[key] = metric.labels(*labels)
         return child
 
-    # ----------------------------------------------------------------- Phase 1
-    def on_sizing(self, decision: PositionSizingDecision) -> None:
-        self._defer(self._write_sizing, decision)
+    # ------------------------------------------------------------------ the port
+    def emit(self, event: Event) -> None:
+        """Queue the metric writes of ``event`` (tens of ns on the decision path)."""
+        writer = self._writers.get(type(event))
+        if writer is not None:
+            self._defer(writer, event)
 
-    def _write_sizing(self, decision: PositionSizingDecision) -> None:
+    # ----------------------------------------------------------------- Phase 1
+    def _write_sizing(self, event: SizingDecided) -> None:
         m = self.metrics
-        d = decision.diagnostics
+        decision = event.decision
+        trace = decision.trace
         self._child(m.sizing_decisions, decision.action.value,
                     decision.validation_status.value).inc()
         m.sizing_latency.observe(decision.latency_ms / 1e3)
         size = abs(decision.position_size_usd)
         m.position_size_usd.observe(size)
-        m.position_size_ratio.observe(size / d["portfolio_value"])
-        k = d["kelly"]
-        m.kelly_fraction.observe(k["fraction"])
-        m.kelly_win_probability.observe(k["win_prob_effective"])
-        m.conformal_multiplier.observe(d["conformal"]["multiplier"])
-        m.sentiment_multiplier.observe(d["sentiment_multiplier"])
-        m.regime_multiplier.observe(d["regime"]["multiplier"])
+        m.position_size_ratio.observe(size / trace.portfolio_value)
+        by = {r.stage: r for r in trace.stages}
+        kelly = by[StageName.KELLY].detail
+        assert isinstance(kelly, KellyDetail)
+        m.kelly_fraction.observe(kelly.fraction)
+        m.kelly_win_probability.observe(kelly.win_prob_effective)
+        m.conformal_multiplier.observe(by[StageName.CONFORMAL].multiplier)
+        m.sentiment_multiplier.observe(by[StageName.SENTIMENT].multiplier)
+        m.regime_multiplier.observe(by[StageName.REGIME].multiplier)
+        cascade = by[StageName.CASCADE].detail
+        assert isinstance(cascade, CascadeDetail)
         sym = m.symbol_label(decision.symbol)
         # Per-symbol "latest value" gauges only matter at scrape time: keep the latest here
         # and publish once per collection (publish_latest), not on every decision.
-        self._latest_cascade[sym] = (decision.cascade_risk_score, d["cascade"]["components"])
+        self._latest_cascade[sym] = (decision.cascade_risk_score, cascade.components)
         m.cascade_score_hist.observe(decision.cascade_risk_score)
         self._child(m.cascade_recommendations, decision.cascade_recommendation.value).inc()
-        limit = d["binding_limit"]
-        if limit != "none":
-            self._child(m.binding_limits, limit).inc()
+        limit = trace.binding_limit
+        if limit is not LimitName.NONE:
+            self._child(m.binding_limits, limit.value).inc()
         for reason in decision.reason_codes:
-            self._child(m.reason_codes, reason).inc()
+            self._child(m.reason_codes, str(reason)).inc()
 
-    def on_invalid_input(self, kind: str, field: str) -> None:
-        self._defer(self._write_invalid_input, kind, field)
+    def _write_invalid_input(self, event: InputRejected) -> None:
+        self._child(self.metrics.invalid_inputs, event.kind.value).inc()
 
-    def _write_invalid_input(self, kind: str, field: str) -> None:
-        self._child(self.metrics.invalid_inputs, kind).inc()
-
-    def on_outcome(self, strategy_id: str, symbol: str, realized_return: float,
-                   learned: dict[str, Any]) -> None:
-        self._defer(self._write_outcome, strategy_id, symbol, realized_return, learned)
-
-    def _write_outcome(self, strategy_id: str, symbol: str, realized_return: float,
-                       learned: dict[str, Any]) -> None:
+    def _write_outcome(self, event: OutcomeLearned) -> None:
         m = self.metrics
-        strat = m.strategy_label(strategy_id)
-        self._child(m.outcomes, "win" if realized_return > 0 else "loss").inc()
-        m.realized_return.observe(realized_return)
-        self._child(m.kelly_posterior_trades, strat).set(learned["trades"])
-        self._child(m.conformal_alpha, strat).set(learned["conformal_alpha"])
-        self._child(m.conformal_samples, strat).set(learned["conformal_samples"])
-        if learned["conformal_coverage"] is not None:
-            self._child(m.conformal_coverage, strat).set(learned["conformal_coverage"])
+        strat = m.strategy_label(event.strategy_id)
+        self._child(m.outcomes, "win" if event.realized_return > 0 else "loss").inc()
+        m.realized_return.observe(event.realized_return)
+        self._child(m.kelly_posterior_trades, strat).set(event.trades)
+        self._child(m.conformal_alpha, strat).set(event.conformal_alpha)
+        self._child(m.conformal_samples, strat).set(event.conformal_samples)
+        if event.conformal_coverage is not None:
+            self._child(m.conformal_coverage, strat).set(event.conformal_coverage)
 
-    def on_regime(self, symbol: str, state: dict[str, Any]) -> None:
-        self._defer(self._write_regime, symbol, dict(state))
-
-    def _write_regime(self, symbol: str, state: dict[str, Any]) -> None:
+    def _write_regime(self, event: RegimeObserved) -> None:
         m = self.metrics
-        sym = m.symbol_label(symbol)
-        self._latest_regime[sym] = state["effective_long"]  # published at collection
-        if state["last_change"] != "none":
-            self._child(m.regime_changes, state["last_change"]).inc()
+        sym = m.symbol_label(event.symbol)
+        self._latest_regime[sym] = event.effective_long.value  # published at collection
+        if event.last_change != "none":
+            self._child(m.regime_changes, event.last_change).inc()
         prev = self._children.get(("false_flips", sym), 0)
-        if state["false_flips"] > prev:
-            m.regime_false_flips.inc(state["false_flips"] - prev)
-        self._children[("false_flips", sym)] = state["false_flips"]
+        if event.false_flips > prev:
+            m.regime_false_flips.inc(event.false_flips - prev)
+        self._children[("false_flips", sym)] = event.false_flips
 
     # ----------------------------------------------------------- Phase 2 and 3
-    def on_allocation(self, phase: str, allocation: EnsembleAllocation,
-                      latency_sec: float) -> None:
-        self._defer(self._write_allocation, phase, allocation, latency_sec)
-
-    def _write_allocation(self, phase: str, allocation: EnsembleAllocation,
-                          latency_sec: float) -> None:
+    def _write_allocation(self, event: AllocationMade) -> None:
         m = self.metrics
-        self._child(m.allocations, phase).inc()
-        self._child(m.allocation_latency, phase).observe(latency_sec)
+        allocation = event.allocation
+        self._child(m.allocations, event.phase).inc()
+        self._child(m.allocation_latency, event.phase).observe(event.latency_sec)
         m.allocated_usd.set(allocation.total_allocated_usd)
         m.utilization.set(allocation.utilization_pct / 100.0)
         m.portfolio_value.set(allocation.portfolio_value)
@@ -215,7 +241,7 @@ class PrometheusObserver(Observer):
         if allocation.drifted_strategies:
             m.drift_events.inc(len(allocation.drifted_strategies))
         for limit in allocation.binding_limits.values():
-            if limit in ("position", "strategy", "portfolio"):
+            if limit in _BUDGETS:
                 self._child(m.budget_scaledowns, limit).inc()
         for rej in allocation.rejected_signals:
             self._child(m.signals_rejected, str(rej.get("code", "invalid"))).inc()
@@ -226,71 +252,84 @@ class PrometheusObserver(Observer):
         if netted:
             m.netted_usd.inc(netted)
 
-    def on_correlation(self, stats: dict[str, Any]) -> None:
-        self._defer(self._write_correlation, stats)
-
-    def _write_correlation(self, stats: dict[str, Any]) -> None:
+    def _write_correlation(self, event: CorrelationUpdated) -> None:
         m = self.metrics
-        m.correlation_max.set(stats["max_abs_correlation"])
-        m.correlation_observations.set(stats["observations"])
-        m.correlation_shrinkage.set(stats["shrinkage"])
+        m.correlation_max.set(event.max_abs_correlation)
+        m.correlation_observations.set(event.observations)
+        m.correlation_shrinkage.set(event.shrinkage)
 
-    def on_event(self, name: str, labels: dict[str, str], value: float = 1.0) -> None:
-        self._defer(self._write_event, name, labels, value)
+    def _write_rl_requests(self, event: RLRequestsCompleted) -> None:
+        for outcome, n in event.outcomes:
+            self._child(self.metrics.rl_requests, outcome).inc(n)
 
-    def _write_event(self, name: str, labels: dict[str, str], value: float = 1.0) -> None:
-        """Named events from Phase 3, the breaker, the service and the store."""
-        metric = getattr(self.metrics, name)
-        child = self._child(metric, *labels.values()) if labels else metric
-        kind = type(metric).__name__
-        if kind == "Counter":
-            child.inc(value)
-        elif kind == "Gauge":
-            child.set(value)
-        else:
-            child.observe(value)
+    def _write_rl_blend(self, event: RLPredictionBlended) -> None:
+        self.metrics.rl_latency.observe(event.latency_sec)
+        self.metrics.rl_blend_weight.observe(event.weight)
+
+    def _write_rl_fallback(self, event: RLSymbolFellBack) -> None:
+        self._child(self.metrics.rl_symbol_fallbacks, event.reason).inc()
+
+    def _write_rl_clip(self, event: RLLimitClipped) -> None:
+        self._child(self.metrics.rl_limit_clips, event.limit).inc()
+
+    def _write_hybrid(self, event: HybridDecided) -> None:
+        m = self.metrics
+        self._child(m.decisions, event.path).inc()
+        self._child(m.decision_latency, event.path).observe(event.latency_sec)
+        m.rl_usage.set(event.rl_usage_ratio)
+
+    def _write_path_outcome(self, event: PathOutcomeRecorded) -> None:
+        self._child(self.metrics.path_outcomes, event.path).inc()
+        if event.rl_advantage is not None:
+            self.metrics.rl_advantage.set(event.rl_advantage)
+
+    def _write_breaker(self, event: CircuitEvent) -> None:
+        m = self.metrics
+        name = event.name
+        self._child(m.cb_state, name).set(event.new_state.code)
+        self._child(m.cb_timeout, name).set(event.timeout_sec)
+        self._child(m.cb_success_rate, name).set(event.success_rate)
+        kind = event.kind
+        if kind == "failure":
+            self._child(m.cb_failures, name).inc()
+        elif kind == "fallback":
+            self._child(m.cb_fallbacks, name).inc()
+        elif kind == "rejected":
+            self._child(m.cb_rejections, name).inc(event.count)
+        elif kind == "state_change":
+            self._child(m.cb_transitions, name, event.new_state.value).inc()
+
+    # ----------------------------------------------------------- service and operations
+    def _write_http(self, event: HttpRequestServed) -> None:
+        self._child(self.metrics.http_requests, event.endpoint, event.code).inc()
+        self._child(self.metrics.http_latency, event.endpoint).observe(event.latency_sec)
+
+    def _write_store(self, event: StoreWritten) -> None:
+        m = self.metrics
+        self._child(m.persistence_writes, event.kind).inc()
+        m.persistence_latency.observe(event.latency_sec)
+        if event.kind == "snapshot":
+            m.state_snapshots.inc()
+
+    def _write_store_failure(self, event: StoreFailed) -> None:
+        self._child(self.metrics.persistence_errors, event.operation).inc()
+
+    def _write_reload(self, event: ConfigReloaded) -> None:
+        m = self.metrics
+        self._child(m.config_reloads, "success" if event.ok else "failure").inc()
+        if event.loaded_at_sec is not None:
+            m.config_last_reload.set(event.loaded_at_sec)
 
 
+_BUDGETS = frozenset({"position", "strategy", "portfolio"})
 _default_lock = threading.Lock()
 _default: PrometheusObserver | None = None
 
 
 def default_observer() -> PrometheusObserver:
     """The process-wide observer on ``prometheus_client.REGISTRY`` (created on first use)."""
-    global _default
+    global _default  # noqa: PLW0603 - one observer per process-wide registry
     with _default_lock:
         if _default is None:
             _default = PrometheusObserver(Layer3Metrics(REGISTRY))
         return _default
-
-
-def breaker_listener(observer: PrometheusObserver, breaker: Any) -> Any:
-    """A circuit-breaker listener writing the breaker's metrics (the user's five and more).
-
-    ``breaker`` is a :class:`~himari_l3.resilience.CircuitBreaker`; its current timeout and
-    success rate are read when the (deferred) write happens.
-    """
-    m = observer.metrics
-    name = breaker.name
-
-    def write(kind: str, new_state_code: int, to_state: str, count: int = 1) -> None:
-        state = breaker.get_state()
-        observer._child(m.cb_state, name).set(new_state_code)
-        observer._child(m.cb_timeout, name).set(state["current_timeout_sec"])
-        observer._child(m.cb_success_rate, name).set(state["success_rate"])
-        if kind == "failure":
-            observer._child(m.cb_failures, name).inc()
-        elif kind == "fallback":
-            observer._child(m.cb_fallbacks, name).inc()
-        elif kind == "rejected":
-            observer._child(m.cb_rejections, name).inc(count)
-        elif kind == "state_change":
-            observer._child(m.cb_transitions, name, to_state).inc()
-
-    def listener(event: Any) -> None:
-        observer._defer(write, event.kind, event.new_state.code, event.new_state.value,
-                        event.count)
-
-    # Publish the initial state so the gauges exist before the first event.
-    observer._defer(write, "init", breaker.state.code, breaker.state.value)
-    return listener

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.engine import make_url
 
+from ..events import StoreFailed
 from ..observers import Observer
 from .store import Snapshot, Store
 
@@ -164,7 +165,7 @@ def checked_snapshot(store: Store, observer: Observer | None = None, *,
     are reported to ``observer`` from now on (``persistence_errors{operation}``)."""
     if observer is not None:
         def report(operation: str) -> None:
-            observer.on_event("persistence_errors", {"operation": operation})
+            observer.emit(StoreFailed(operation))
 
         store.on_error = report
     if startup:
@@ -176,5 +177,5 @@ def checked_snapshot(store: Store, observer: Observer | None = None, *,
         log.warning("snapshot %d (seq %d) is not usable, trying an older one or a full "
                     "replay of the journal: %s", snap.id, snap.seq, why)
         if observer is not None:
-            observer.on_event("persistence_errors", {"operation": "snapshot_decode"})
+            observer.emit(StoreFailed("snapshot_decode"))
     return None

@@ -14,7 +14,7 @@ Tables (SQLAlchemy Core, the same on SQLite and PostgreSQL; JSON is kept as text
 ``seq`` is one sequence over the four journal tables: the order in which the service applied
 the requests to its learned state. A snapshot holds the learned state after every journal
 entry with ``seq <= snapshot.seq``; state at any later point is that snapshot plus the
-entries after it, replayed in ``seq`` order (see ``himari_l3.service.runtime``).
+entries after it, replayed in ``seq`` order (see ``himari_l3.runtime.service``).
 
 Integrity (``persistence/recovery.py`` runs the checks at start-up): ``snapshot_digests``
 holds the SHA-256 of each snapshot's text (a snapshot that no longer matches it, or no
@@ -249,7 +249,7 @@ class Store:
         if self.ack is not None:
             self.ack.post(top)  # written by its thread: see persistence/ack.py for why
 
-    def record_decision(self, *, seq: int, ts_ns: int, kind: str, path: str,
+    def record_decision(self, *, seq: int, ts_ns: int, kind: str, path: str,  # noqa: PLR0913 - one journal row's columns, keyword-only
                         config_version: str, request: str, response: str | None = None,
                         trace: str | None = None, rl_results: str | None = None) -> None:
         """Append one decision (audit record and journal entry) and commit."""

@@ -38,6 +38,7 @@ from typing import Any, ParamSpec, TypeVar
 
 from .._clock import SYSTEM_CLOCK, Clock
 from .._exceptions import CircuitBreakerOpenException, StateRestoreError
+from ..observers import resolve_observer
 from .events import CircuitEvent, CircuitState, Listener, failure_reason
 from .window import CallWindow, OpeningRule, positive
 
@@ -78,7 +79,7 @@ class CircuitBreaker:
         process-wide Prometheus registry. The orchestrators wire their own observer instead.
     """
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - the user's documented constructor
         self,
         name: str = "rl",
         *,
@@ -119,10 +120,9 @@ class CircuitBreaker:
         self._enabled = bool(enabled)
         self._init_locked()
         if enable_metrics:
-            # Imported here: the state machine itself stays free of Prometheus.
-            from ..observability.prometheus import breaker_listener, default_observer
-
-            self.add_listener(breaker_listener(default_observer(), self))
+            # The installed metrics observer (Prometheus, wired by bootstrap): the state
+            # machine itself knows no metrics adapter.
+            self.add_listener(resolve_observer(None, True).emit, announce=True)
 
     def _init_locked(self) -> None:
         self._state = CircuitState.CLOSED
@@ -162,10 +162,19 @@ class CircuitBreaker:
 
     # -- observers -------------------------------------------------------------------------
 
-    def add_listener(self, listener: Listener) -> None:
-        """Subscribe ``listener`` to every `CircuitEvent` (how metrics observe the breaker)."""
+    def add_listener(self, listener: Listener, *, announce: bool = False) -> None:
+        """Subscribe ``listener`` to every `CircuitEvent` (how metrics observe the breaker);
+        with ``announce`` it first gets an "init" event with the current state (so gauges
+        exist before anything happens)."""
         with self._lock:
             self._listeners.append(listener)
+            init = self._make_event("init", "", self._state, 1)
+        if announce:
+            try:
+                listener(init)
+            except Exception:
+                logger.exception("circuit breaker %r: listener %r failed on init", self.name,
+                                 listener)
 
     def _deliver(self) -> None:
         # Events are queued under the state lock (so their order is the order of the state
@@ -192,9 +201,15 @@ class CircuitBreaker:
     def _event(self, kind: str, reason: str = "", old: CircuitState | None = None,
                count: int = 1) -> None:
         # Always called with the state lock held.
-        old = self._state if old is None else old
-        self._pending.append(CircuitEvent(self.name, kind, old, self._state,
-                                          self._clock.monotonic(), reason, count))
+        self._pending.append(self._make_event(kind, reason,
+                                              self._state if old is None else old, count))
+
+    def _make_event(self, kind: str, reason: str, old: CircuitState,
+                    count: int) -> CircuitEvent:
+        attempted = self._successes + self._failures_total
+        return CircuitEvent(self.name, kind, old, self._state, self._clock.monotonic(),
+                            reason, count, self._timeout,
+                            self._successes / attempted if attempted else 1.0)
 
     def _move_locked(self, new: CircuitState, reason: str) -> None:
         old, self._state = self._state, new
@@ -377,7 +392,7 @@ class CircuitBreaker:
                 self._close_locked("disabled")
         self._deliver()
 
-    def reconfigure(
+    def reconfigure(  # noqa: PLR0913 - one keyword per circuit_breaker config key
         self,
         *,
         failure_threshold: int | None = None,

@@ -29,9 +29,11 @@ _STATE_CODE = {CircuitState.CLOSED: 0, CircuitState.HALF_OPEN: 1, CircuitState.O
 class CircuitEvent:
     """Something the breaker did or saw, as delivered to listeners.
 
-    ``kind`` is one of "state_change", "failure", "success", "fallback", "rejected";
-    ``timestamp`` is the breaker clock's monotonic time in seconds; ``reason`` says why
-    (the failure reason, or what caused a state change).
+    ``kind`` is one of "state_change", "failure", "success", "fallback", "rejected", or
+    "init" (the current state, announced to a new listener); ``timestamp`` is the breaker
+    clock's monotonic time in seconds; ``reason`` says why (the failure reason, or what
+    caused a state change); ``timeout_sec`` and ``success_rate`` are the breaker's current
+    open timeout and share of attempted calls that succeeded, as of the event.
     """
 
     name: str
@@ -41,6 +43,8 @@ class CircuitEvent:
     timestamp: float
     reason: str = ""
     count: int = 1  # how many calls a "rejected" event stands for (a batch fast path)
+    timeout_sec: float = 0.0
+    success_rate: float = 1.0
 
 
 Listener = Callable[[CircuitEvent], None]

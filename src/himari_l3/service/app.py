@@ -1,4 +1,4 @@
-"""The FastAPI application and its one bootstrap function, `create_app`.
+"""The HTTP transport: the FastAPI routes over the service the composition root builds.
 
 Endpoints (docs/service.md has examples): ``POST /v1/size``, ``POST /v1/allocate``,
 ``POST /v1/outcomes``, ``POST /v1/returns`` (bearer token if one is configured),
@@ -9,12 +9,13 @@ means a bug (and is logged).
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import hmac
 import logging
 import math
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
@@ -24,13 +25,18 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.exceptions import HTTPException
 
-from .._clock import SYSTEM_CLOCK, Clock
+from .._clock import Clock
+from .._exceptions import ValidationError
+from .._version import __version__
+from ..bootstrap.service import build_service
 from ..config.schema import Layer3Config
-from ..observers import NULL_OBSERVER, Observer
+from ..contracts import CascadeIndicators, TacticalSignal
+from ..events import InputKind, InputRejected
 from ..persistence import Store
-from ..phase3 import Layer3Phase3Hybrid
-from ._json import dumps
-from .errors import FieldError, PersistenceUnavailable
+from ..runtime.errors import PersistenceUnavailable
+from ..runtime.jsonio import dumps
+from ..runtime.service import Reply, SizingService
+from .errors import FieldError
 from .middleware import EdgeMiddleware, utf8_safe
 from .models import (
     AllocateRequest,
@@ -40,7 +46,6 @@ from .models import (
     to_cascade,
     to_signal,
 )
-from .runtime import PinnedClock, SizingService
 
 __all__ = ["AUTH_TOKEN_ENV", "create_app"]
 
@@ -52,37 +57,29 @@ _Digest = Annotated[str | None, Header(alias="X-State-Digest",
                                        description="1: add the learned-state digest")]
 
 
-def _version_of(cfg: Layer3Config) -> str:
-    from ..config.loader import config_version
-
-    return config_version(cfg)
+def render(reply: Reply) -> Response:
+    """A service reply as the HTTP response: the journaled JSON body, with the decision's
+    trace (if any) under its key."""
+    body = reply.body
+    if reply.trace_key is not None and reply.trace is not None:
+        body = body[:-1] + f',"{reply.trace_key}":' + reply.trace + "}"
+    return Response(body, media_type=_JSON)
 
 
 def create_app(config: Layer3Config, *, config_path: str | None = None,
                registry: CollectorRegistry | None = None, store: Store | None = None,
                clock: Clock | None = None) -> FastAPI:
-    """Wire config, metrics, hybrid, store, reloader and routes into one app.
+    """The HTTP transport over a service built by the composition root
+    (``bootstrap.build_service``): routes, authentication, error rendering.
 
     Learned state is restored from the store when the app starts (lifespan); at shutdown a
     final snapshot is written, the reloader stopped and the RL client closed. A store passed
     in is not closed by the app. Each app has its own metric registry.
     """
     registry = registry if registry is not None else CollectorRegistry()
-    observer: Observer = NULL_OBSERVER
-    if config.metrics.enabled:
-        from ..observability.metrics import Layer3Metrics
-        from ..observability.prometheus import PrometheusObserver
-
-        observer = PrometheusObserver(Layer3Metrics(registry, config.metrics.max_label_values))
-    pinned = PinnedClock(clock or SYSTEM_CLOCK)
-    hybrid = Layer3Phase3Hybrid(config=config, enable_metrics=False, observer=observer,
-                                clock=pinned)
-    own_store = store is None
-    the_store = store if store is not None else Store(
-        config.persistence.url, sqlite_synchronous=config.persistence.sqlite_synchronous)
-    svc = SizingService(config, hybrid, the_store, observer, pinned, _version_of)
+    svc = build_service(config, config_path=config_path, registry=registry, store=store,
+                        clock=clock)
     token = os.environ.get(AUTH_TOKEN_ENV) or config.service.auth_token
-    max_signals = config.service.max_signals_per_request
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -93,32 +90,21 @@ def create_app(config: Layer3Config, *, config_path: str | None = None,
             # 35-40 ms gen-2 pauses every few seconds at 300 req/s before, a few ms after.
             gc.collect()
             gc.freeze()
-        reloader = None
-        if config_path is not None:
-            from ..config.reload import ConfigReloader
-
-            reloader = ConfigReloader(config_path, svc.apply_config_threadsafe, config,
-                                      config.service.config_watch_interval_sec, observer)
-            reloader.start()
-        app.state.reloader = reloader
         try:
             yield
         finally:
-            if reloader is not None:
-                reloader.stop()
             await svc.stop()
-            if own_store:
-                the_store.close()
 
-    app = FastAPI(title="HIMARI Layer 3 position sizing", version=_pkg_version(),
+    app = FastAPI(title="HIMARI Layer 3 position sizing", version=__version__,
                   lifespan=lifespan,
                   description="Risk-adjusted, capped, explainable position sizing.")
     app.state.service = svc
     app.state.registry = registry
-    app.state.reloader = None
+    app.state.reloader = svc.reloader
     app.state.freeze_gc = False  # run_service sets it: process-wide, so not for tests
     app.add_middleware(EdgeMiddleware, max_bytes=config.service.max_request_bytes,
-                       observer=observer, body_timeout_sec=config.service.body_read_timeout_sec)
+                       observer=svc.observer,
+                       body_timeout_sec=config.service.body_read_timeout_sec)
     _install_error_handlers(app)
 
     async def require_token(authorization: Annotated[str | None, Header()] = None) -> None:
@@ -133,48 +119,67 @@ def create_app(config: Layer3Config, *, config_path: str | None = None,
 
     auth = [Depends(require_token)]
 
+    _sizing_routes(app, svc, auth, config.service.max_signals_per_request)
+    _learning_routes(app, svc, auth)
+    _operations_routes(app, svc, config, registry)
+    return app
+
+
+def _sizing_routes(app: FastAPI, svc: SizingService, auth: list[Any],
+                   max_signals: int) -> None:
+    base_clock = svc.clock.base
+
     @app.post("/v1/size", dependencies=auth, tags=["sizing"])
     async def size(body: SizeRequest, x_state_digest: _Digest = None) -> Response:
         """Size one signal with Phase 1 (Kelly -> conformal -> sentiment -> regime ->
         cascade -> caps). The decision and its diagnostics are stored before the reply."""
-        now = pinned.base.time_ns()
+        now = base_clock.time_ns()
         signal = to_signal(body.signal, ("body", "signal"), now)
         cascade = to_cascade(body.cascade, ("body", "cascade"))
-        out = await svc.size(signal, cascade, body.price, body.current_position_usd,
-                             body.portfolio_value, x_state_digest == "1")
-        return Response(out, media_type=_JSON)
+        with _fields(_SIZE_FIELDS):
+            return render(await svc.size(signal, cascade, body.price,
+                                         body.current_position_usd, body.portfolio_value,
+                                         x_state_digest == "1"))
 
     @app.post("/v1/allocate", dependencies=auth, tags=["sizing"])
     async def allocate(body: AllocateRequest, x_state_digest: _Digest = None) -> Response:
         """Allocate a batch through Phase 3: the Phase 2 baseline, blended with the RL model
         when enabled (fallback to the baseline on any RL problem), inside every limit."""
-        if len(body.signals) > max_signals:
-            raise FieldError(("body", "signals"), f"signals had {len(body.signals)} items, "
-                             f"expected at most service.max_signals_per_request "
-                             f"({max_signals})", len(body.signals))
-        now = pinned.base.time_ns()
-        raw: list[dict[str, Any]] = []
-        signals = [to_signal(s, ("body", "signals", i), now, raw)
-                   for i, s in enumerate(body.signals)]
-        cascade = {sym: to_cascade(c, ("body", "cascade", sym))
-                   for sym, c in body.cascade.items()}
-        for sym, price in body.prices.items():
-            if not price > 0:
-                raise FieldError(("body", "prices", sym),
-                                 f"prices.{sym} was {price!r}, expected > 0", price)
-        for i, s in enumerate(signals):
-            if s.symbol not in body.prices:
-                raise FieldError(("body", "prices", s.symbol), f"prices.{s.symbol} is missing "
-                                 f"(signals[{i}] is for {s.symbol})")
-            if s.symbol not in cascade:
-                raise FieldError(("body", "cascade", s.symbol), f"cascade.{s.symbol} is "
-                                 f"missing (signals[{i}] is for {s.symbol})")
-        request = {"signals": raw, "prices": dict(body.prices),
-                   "cascade": {sym: c.model_dump() for sym, c in sorted(body.cascade.items())}}
-        out = await svc.allocate(signals, cascade, dict(body.prices), x_state_digest == "1",
-                                 request)
-        return Response(out, media_type=_JSON)
+        signals, cascade, request = _allocation_inputs(body, max_signals,
+                                                       base_clock.time_ns())
+        return render(await svc.allocate(signals, cascade, dict(body.prices),
+                                         x_state_digest == "1", request))
 
+
+def _allocation_inputs(body: AllocateRequest, max_signals: int, now: int) -> tuple[
+        list[TacticalSignal], dict[str, CascadeIndicators], dict[str, Any]]:
+    """The batch's contracts, and the request as it is journaled (timestamps filled in);
+    a missing price or cascade reading for a signal's symbol is a 422 naming it."""
+    if len(body.signals) > max_signals:
+        raise FieldError(("body", "signals"), f"signals had {len(body.signals)} items, "
+                         f"expected at most service.max_signals_per_request "
+                         f"({max_signals})", len(body.signals))
+    raw: list[dict[str, Any]] = []
+    signals = [to_signal(s, ("body", "signals", i), now, raw)
+               for i, s in enumerate(body.signals)]
+    cascade = {sym: to_cascade(c, ("body", "cascade", sym)) for sym, c in body.cascade.items()}
+    for sym, price in body.prices.items():
+        if not price > 0:
+            raise FieldError(("body", "prices", sym),
+                             f"prices.{sym} was {price!r}, expected > 0", price)
+    for i, s in enumerate(signals):
+        if s.symbol not in body.prices:
+            raise FieldError(("body", "prices", s.symbol), f"prices.{s.symbol} is missing "
+                             f"(signals[{i}] is for {s.symbol})")
+        if s.symbol not in cascade:
+            raise FieldError(("body", "cascade", s.symbol), f"cascade.{s.symbol} is "
+                             f"missing (signals[{i}] is for {s.symbol})")
+    request = {"signals": raw, "prices": dict(body.prices),
+               "cascade": {sym: c.model_dump() for sym, c in sorted(body.cascade.items())}}
+    return signals, cascade, request
+
+
+def _learning_routes(app: FastAPI, svc: SizingService, auth: list[Any]) -> None:
     @app.post("/v1/outcomes", dependencies=auth, tags=["learning"])
     async def outcomes(body: OutcomeRequest, x_state_digest: _Digest = None) -> Response:
         """Record a realised return (see the request schema for the two kinds)."""
@@ -183,23 +188,28 @@ def create_app(config: Layer3Config, *, config_path: str | None = None,
                 if getattr(body, name) is not None:
                     raise FieldError(("body", name), f"{name} needs strategy_id",
                                      getattr(body, name))
-        out = await svc.outcome(body.symbol, body.realized_return, body.strategy_id,
-                                body.used_rl, body.predicted_return,
-                                body.predicted_volatility, x_state_digest == "1")
-        return Response(out, media_type=_JSON)
+        with _fields(_OUTCOME_FIELDS):
+            return render(await svc.outcome(body.symbol, body.realized_return,
+                                            body.strategy_id, body.used_rl,
+                                            body.predicted_return, body.predicted_volatility,
+                                            x_state_digest == "1"))
 
     @app.post("/v1/returns", dependencies=auth, tags=["learning"])
     async def returns(body: ReturnsRequest, x_state_digest: _Digest = None) -> Response:
         """Add one time-aligned row of per-symbol returns to the correlation monitor."""
-        out = await svc.returns(dict(body.returns), body.timestamp_ns, x_state_digest == "1")
-        return Response(out, media_type=_JSON)
+        with _fields({}):
+            return render(await svc.returns(dict(body.returns), body.timestamp_ns,
+                                            x_state_digest == "1"))
 
+
+def _operations_routes(app: FastAPI, svc: SizingService, config: Layer3Config,
+                       registry: CollectorRegistry) -> None:
     @app.get("/v1/state", tags=["operations"])
     async def state(learned: bool = False, digest: bool = False) -> Response:
         """Hybrid summary, journal and snapshot positions, config reload status;
         ``learned=true`` adds the full learned state, ``digest=true`` its SHA-256."""
         out = await svc.read_state(learned=learned, digest=digest)
-        rl = app.state.reloader
+        rl = svc.reloader
         out["config_reload"] = None if rl is None else {
             "path": str(rl.path), "version": rl.version, "reloads_ok": rl.reloads_ok,
             "reloads_failed": rl.reloads_failed, "last_error": rl.last_error}
@@ -220,7 +230,19 @@ def create_app(config: Layer3Config, *, config_path: str | None = None,
                 "config_version": svc.config_version}
         return Response(dumps(body), status_code=200 if ok else 503, media_type=_JSON)
 
-    return app
+
+# The core names a field by its parameter name; the request names some differently.
+_SIZE_FIELDS = {"signal": "signal", "cascade_indicators": "cascade", "current_price": "price"}
+_OUTCOME_FIELDS = {"actual_return": "realized_return"}
+
+
+@contextlib.contextmanager
+def _fields(rename: dict[str, str]) -> Iterator[None]:
+    """A core `ValidationError` raised by the service is a 422 naming the request field."""
+    try:
+        yield
+    except ValidationError as err:
+        raise FieldError.from_validation(("body",), err, rename) from None
 
 
 _INPUT_KINDS = {"signal": "signal", "signals": "signal", "cascade": "cascade",
@@ -235,7 +257,7 @@ def _count_invalid(request: Request, loc: tuple[Any, ...] | list[Any]) -> None:
         kind = "outcome" if request.url.path.endswith("/outcomes") else "request"
     service = getattr(request.app.state, "service", None)
     if service is not None:
-        service.observer.on_invalid_input(kind, ".".join(parts))
+        service.observer.emit(InputRejected(InputKind(kind), ".".join(parts)))
 
 
 def _install_error_handlers(app: FastAPI) -> None:
@@ -279,9 +301,3 @@ def _jsonable(value: Any) -> Any:
     if value is None or isinstance(value, (bool, int, float)):
         return value
     return utf8_safe(repr(value))
-
-
-def _pkg_version() -> str:
-    from .. import __version__
-
-    return __version__

@@ -1,4 +1,4 @@
-"""Errors the service layer raises, and how they map to HTTP (handlers live in app.py)."""
+"""HTTP errors: a request field that is invalid becomes a 422 naming it (handlers in app.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 from .._exceptions import ValidationError
 
-__all__ = ["FieldError", "PersistenceUnavailable", "field_loc"]
+__all__ = ["FieldError", "field_loc"]
 
 _INDEXED = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)\[(.+)\]$")
 
@@ -33,10 +33,6 @@ class FieldError(Exception):
     def detail(self) -> list[dict[str, Any]]:
         return [{"loc": list(self.loc), "msg": self.msg, "type": "value_error",
                  "input": self.value}]
-
-
-class PersistenceUnavailable(Exception):
-    """The store could not commit: the request was not acknowledged (503)."""
 
 
 def field_loc(field: str, rename: dict[str, str] | None = None) -> tuple[str, ...]:

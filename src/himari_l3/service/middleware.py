@@ -8,6 +8,7 @@ import json
 import time
 from typing import Any
 
+from ..events import HttpRequestServed
 from ..observers import Observer
 
 __all__ = ["EdgeMiddleware", "utf8_safe"]
@@ -52,7 +53,7 @@ class EdgeMiddleware:
         # The Prometheus observer defers metric writes and applies them in bulk when 4096
         # are pending: under load that is a 40-80 ms stall every ~0.5 s. Applying them after
         # each response is sent spreads the same work evenly instead.
-        self._flush = getattr(observer, "flush", None)
+        # (Observer.flush is a no-op for observers that defer nothing.)
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -88,12 +89,9 @@ class EdgeMiddleware:
                 receive = _replay(body, receive)
             await self.app(scope, receive, send_wrapper)
         finally:
-            self.observer.on_event("http_requests",
-                                   {"endpoint": endpoint, "code": str(status["code"])})
-            self.observer.on_event("http_latency", {"endpoint": endpoint},
-                                   time.perf_counter() - t0)
-            if self._flush is not None:
-                self._flush()
+            self.observer.emit(HttpRequestServed(endpoint, str(status["code"]),
+                                                 time.perf_counter() - t0))
+            self.observer.flush()
 
     async def _read_body(self, receive: Any) -> bytes | None:
         chunks: list[bytes] = []

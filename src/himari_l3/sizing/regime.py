@@ -95,6 +95,14 @@ class RegimeTracker:
             st.recent.append(regime)
             st.last_change = "none"
             return st
+        self._count_raw(st, regime, prev)
+        self._record(st, regime, short_regime)
+        self._advance(st)
+        return st
+
+    def _count_raw(self, st: SymbolRegimeState, regime: MarketRegime,
+                   prev: MarketRegime) -> None:
+        """Observation, raw-change and false-flip counters (the long side's view)."""
         st.observations += 1
         if regime != prev:
             st.raw_changes += 1
@@ -103,12 +111,21 @@ class RegimeTracker:
             st.run_length, st.run_is_flip = 1, True
         else:
             st.run_length += 1
+
+    def _record(self, st: SymbolRegimeState, regime: MarketRegime,
+                short_regime: MarketRegime | None) -> None:
+        """Append the observation to each side's window (the short side keeps its own window
+        only once it has diverged)."""
         st.recent.append(regime)
         if st.recent_short is None and short_regime is not None and short_regime != regime:
             st.recent_short = deque(st.recent, maxlen=self._window)  # diverges from here
             st.recent_short[-1] = short_regime
         elif st.recent_short is not None:
             st.recent_short.append(short_regime or regime)
+
+    def _advance(self, st: SymbolRegimeState) -> None:
+        """One hysteresis step per side; ``last_change`` says whether anything tightened or
+        loosened."""
         st.last_change = "none"
         new_long = self._step(st.effective_long, st.recent, self._long)
         new_short = self._step(st.effective_short, st.recent_short or st.recent, self._short)
@@ -123,7 +140,6 @@ class RegimeTracker:
                 elif st.last_change == "none":
                     st.last_change = "loosen"
         st.effective_long, st.effective_short = new_long, new_short
-        return st
 
     def _step(
         self, current: MarketRegime, recent: deque[MarketRegime], table: dict[MarketRegime, float]

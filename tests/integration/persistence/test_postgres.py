@@ -154,7 +154,7 @@ async def test_service_restores_from_postgres(pg_url: str) -> None:
     """The service on PostgreSQL: an abandoned run's learned state comes back exactly."""
     cfg = parse_config(Layer3Config, {"persistence": {"url": pg_url,
                                                       "snapshot_every_decisions": 5}})
-    from test_service_restore import crashed_run, restarted
+    from service_support import crashed_run, restarted
 
     before, seq = await crashed_run(cfg, 5)
     after, info = await restarted(cfg)

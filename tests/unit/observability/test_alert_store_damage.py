@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from test_monitoring_assets import ALERTS, _promtool
+
+from unit.observability.test_monitoring_assets import ALERTS, _promtool
 
 TESTS: dict[str, Any] = {
     "rule_files": [str(ALERTS)],

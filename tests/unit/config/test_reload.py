@@ -17,6 +17,7 @@ from himari_l3 import ManualClock
 from himari_l3.config.loader import load_config
 from himari_l3.config.reload import ConfigReloader, diff_keys, is_live
 from himari_l3.config.schema import Layer3Config
+from himari_l3.events import ConfigReloaded
 from himari_l3.observers import Observer
 from himari_l3.phase3 import Layer3Phase3Hybrid
 from himari_l3.resilience.circuit_breaker import CircuitState
@@ -48,13 +49,13 @@ def _with(**changes: Any) -> dict[str, Any]:
 
 
 class Recorder(Observer):
-    """Records on_event calls."""
+    """Records the events it is sent."""
 
     def __init__(self) -> None:
-        self.events: list[tuple[str, dict[str, str], float]] = []
+        self.events: list[Any] = []
 
-    def on_event(self, name: str, labels: dict[str, str], value: float = 1.0) -> None:
-        self.events.append((name, dict(labels), value))
+    def emit(self, event: Any) -> None:
+        self.events.append(event)
 
 
 @pytest.fixture
@@ -101,8 +102,7 @@ def test_success_is_reported_to_the_observer(setup: Any) -> None:
     path, _, reloader, clock, obs = setup
     _write(path, _with(**{"rl.max_rl_weight": 0.3}))
     assert reloader.check_now().status == "success"
-    assert obs.events == [("config_reloads", {"result": "success"}, 1.0),
-                          ("config_last_reload", {}, clock.time_ns() / 1e9)]
+    assert obs.events == [ConfigReloaded(True, clock.time_ns() / 1e9)]
 
 
 def test_reload_metrics_move_in_prometheus(tmp_path: Path) -> None:
@@ -142,7 +142,7 @@ def test_invalid_file_keeps_last_good_config(setup: Any, changes: dict[str, Any]
     assert (reloader.reloads_ok, reloader.reloads_failed) == (0, 1)
     assert hybrid.config is before_cfg and reloader.current is before_cfg
     assert _allocate(hybrid) == pytest.approx(before)
-    assert obs.events == [("config_reloads", {"result": "failure"}, 1.0)]
+    assert obs.events == [ConfigReloaded(False)]
 
 
 def test_broken_yaml_is_counted_once_then_a_fix_applies(setup: Any,

@@ -22,9 +22,10 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
+from conftest import REPO
 from himari_l3.observability.metrics import Layer3Metrics
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = REPO
 MONITORING = ROOT / "monitoring"
 DASHBOARDS = MONITORING / "grafana" / "dashboards"
 ALERTS = MONITORING / "prometheus" / "alerts.yml"

@@ -23,7 +23,8 @@ from typing import Any
 
 import httpx
 import pytest
-from test_service_sigkill import free_port, request, start_server
+
+from integration.service.test_sigkill import free_port, request, start_server
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -5,72 +5,23 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 from prometheus_client import CollectorRegistry
-from test_service_api import CAS, SIG, batch
 
-from himari_l3.config.schema import Layer3Config, parse_config
-from himari_l3.persistence import JournalEntry, Store
+from himari_l3.persistence import Store
 from himari_l3.service import create_app
-
-
-def config(tmp_path: Path, **over: Any) -> Layer3Config:
-    """Config with the store in tmp_path, snapshots every 4 entries, plus overrides."""
-    data: dict[str, Any] = {"persistence": {"url": f"sqlite:///{tmp_path / 'l3.sqlite'}",
-                                            "snapshot_every_decisions": 4}}
-    data.update(over)
-    return parse_config(Layer3Config, data)
-
-
-async def drive(c: httpx.AsyncClient, n: int) -> None:
-    """A mixed stream: allocations, both outcome kinds, returns and single sizings."""
-    for i in range(n):
-        b = batch(3 + i % 4)
-        b["signals"][0]["confidence"] = 0.5 + 0.04 * (i % 10)
-        b["signals"][-1]["action"] = "SELL" if i % 3 == 0 else "BUY"
-        assert (await c.post("/v1/allocate", json=b)).status_code == 200
-        r = 0.01 * ((i % 5) - 2)
-        await c.post("/v1/outcomes", json={"symbol": "BTC-USD", "realized_return": r})
-        await c.post("/v1/outcomes", json={"symbol": "ETH-USD", "realized_return": -r,
-                                           "strategy_id": "s1"})
-        await c.post("/v1/returns", json={"returns": {"BTC-USD": r, "ETH-USD": r / 2}})
-        await c.post("/v1/size", json={"signal": {**SIG, "regime": "CRISIS"}, "cascade": CAS,
-                                       "price": 50_000.0})
-
-
-async def digest(c: httpx.AsyncClient) -> str:
-    """The learned-state digest of the app behind ``c``."""
-    return str((await c.get("/v1/state", params={"digest": "true"})).json()[
-        "learned_state_digest"])
-
-
-async def crashed_run(cfg: Layer3Config, n: int, **kw: Any) -> tuple[str, int]:
-    """Start an app, drive it, and abandon it without shutdown (like a SIGKILL)."""
-    app = create_app(cfg, registry=CollectorRegistry(), **kw)
-    await app.state.service.start()
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://l3") as c:
-        await drive(c, n)
-        svc = app.state.service
-        if svc._snapshot_task is not None:
-            await svc._snapshot_task
-        svc.snapshot_every = 10**6  # then two entries that only the journal holds
-        await c.post("/v1/returns", json={"returns": {"BTC-USD": 0.001}})
-        await c.post("/v1/allocate", json=batch(2))
-        d = await digest(c)
-    svc._ticker.cancel()
-    return d, app.state.service.seq
-
-
-async def restarted(cfg: Layer3Config) -> tuple[str, dict[str, Any]]:
-    """Start a fresh app on the same store; its digest and restore info."""
-    app = create_app(cfg, registry=CollectorRegistry())
-    async with app.router.lifespan_context(app), httpx.AsyncClient(
-            transport=httpx.ASGITransport(app), base_url="http://l3") as c:
-            st = (await c.get("/v1/state", params={"digest": "true"})).json()
-    return st["learned_state_digest"], st["service"]["restore"]
+from service_support import (
+    FlakyStore,
+    batch,
+    config,
+    crashed_run,
+    digest,
+    drive,
+    noop,
+    restarted,
+)
 
 
 async def test_crash_restore_equals_state_before(tmp_path: Path) -> None:
@@ -118,28 +69,11 @@ async def test_config_reload_is_journaled_and_replayed(tmp_path: Path) -> None:
             before = await digest(c)
             svc = app.state.service
             svc._ticker.cancel()
-            svc.stop = _noop  # crash: no final snapshot
+            svc.stop = noop  # crash: no final snapshot
     kinds = Store(url).journal_after(0)
     assert sum(e.table == "config" for e in kinds) == 2  # start-up + reload
     after, info = await restarted(load_config(path))
     assert after == before and info["replayed"] > 5
-
-
-async def _noop() -> None:
-    """A stop that does nothing."""
-
-
-class FlakyStore(Store):
-    """A real store whose next ``append`` fails once when ``fail_next`` is set."""
-
-    fail_next = False
-
-    def append(self, entries: list[JournalEntry]) -> None:  # type: ignore[override]
-        """Fail once on demand, else append."""
-        if self.fail_next:
-            self.fail_next = False
-            raise OSError("disk full (simulated)")
-        super().append(entries)
 
 
 async def test_failed_commit_is_503_and_state_resyncs(tmp_path: Path) -> None:

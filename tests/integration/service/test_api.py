@@ -15,21 +15,7 @@ from prometheus_client import CollectorRegistry
 from himari_l3.config.schema import Layer3Config, parse_config
 from himari_l3.persistence import Store
 from himari_l3.service import create_app
-
-SIG: dict[str, Any] = {"strategy_id": "momentum", "symbol": "BTC-USD", "action": "BUY",
-                       "confidence": 0.7, "risk_score": 0.3, "regime": "RANGING",
-                       "expected_return": 0.02, "predicted_volatility": 0.05}
-CAS: dict[str, Any] = {"funding_rate": 0.0001, "oi_change_pct": 0.0, "volume_ratio": 1.0,
-                       "onchain_whale_pressure": 0.0, "exchange_netflow_zscore": 0.0}
-TOKEN = "s3cret-token-0123456789"
-
-
-def batch(n: int = 3) -> dict[str, Any]:
-    """An allocate body with ``n`` signals over two symbols."""
-    syms = ["BTC-USD", "ETH-USD"]
-    sigs = [{**SIG, "strategy_id": f"s{i}", "symbol": syms[i % 2]} for i in range(n)]
-    return {"signals": sigs, "cascade": {s: dict(CAS) for s in syms},
-            "prices": {"BTC-USD": 50_000.0, "ETH-USD": 3_000.0}}
+from service_support import CAS, SIG, TOKEN, batch
 
 
 def make_config(tmp_path: Path, **service: Any) -> Layer3Config:

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.metrics import MetricWrapperBase
 
+from conftest import REPO
 from himari_l3.observability.metrics import Layer3Metrics
 from himari_l3.observability.prometheus import PrometheusObserver, default_observer
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = REPO
 DOC = ROOT / "docs" / "metrics.md"
 
 # How a family is named in PromQL (and so in the doc's "Name (as exposed)" column).

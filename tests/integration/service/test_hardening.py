@@ -12,10 +12,11 @@ from typing import Any
 import httpx
 import pytest
 from prometheus_client import CollectorRegistry
-from test_service_api import CAS, SIG, _client
 
 from himari_l3.config.schema import Layer3Config, parse_config
 from himari_l3.service import create_app
+from integration.service.test_api import _client
+from service_support import CAS, SIG
 
 
 def make_config(tmp_path: Path, **sections: Any) -> Layer3Config:

@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from himari_l3.observers import Observer
+from himari_l3.events import StoreFailed
+from himari_l3.observers import RecordingObserver
 from himari_l3.persistence import JournalEntry, Store
 from himari_l3.persistence.__main__ import main as persistence_main
 from himari_l3.persistence.ack import AckRecord
@@ -66,16 +67,6 @@ def damaged(db: Path, n: int, *statements: str, snapshots: tuple[int, ...] = ())
     filled(db, n, snapshots).close()
     sql(db, *statements)
     return Store(f"sqlite:///{db}")
-
-
-class Events(Observer):
-    """Records on_event calls."""
-
-    def __init__(self) -> None:
-        self.events: list[tuple[str, dict[str, str]]] = []
-
-    def on_event(self, name: str, labels: dict[str, str], value: float = 1.0) -> None:
-        self.events.append((name, dict(labels)))
 
 
 # ------------------------------------------------------------------ the ack record
@@ -270,10 +261,10 @@ def test_an_undecodable_newest_snapshot_falls_back_to_an_older_one(
         sql(db, f"DELETE FROM snapshot_digests WHERE id = {newest}")  # as before digests
     sql(db, damage + f" WHERE id = {newest}")
     store = Store(f"sqlite:///{db}")
-    events = Events()
+    events = RecordingObserver()
     snap = checked_snapshot(store, events)
     assert snap is not None and snap.seq == 10
-    assert events.events == [("persistence_errors", {"operation": "snapshot_decode"})]
+    assert events.events == [StoreFailed("snapshot_decode")]
     assert "snapshot" in caplog.text and "not usable" in caplog.text
     store.close()
 
@@ -282,9 +273,9 @@ def test_no_usable_snapshot_means_a_full_replay(db: Path) -> None:
     """Every snapshot damaged: None (replay the journal from seq 1), one event each."""
     store = damaged(db, 20, "UPDATE state_snapshots SET state = 'garbage'",
                     snapshots=(10, 20))
-    events = Events()
+    events = RecordingObserver()
     assert checked_snapshot(store, events) is None
-    assert len(events.events) == 2
+    assert events.events == [StoreFailed("snapshot_decode")] * 2
     store.close()
 
 

@@ -13,11 +13,12 @@ from typing import Any
 import numpy as np
 import pytest
 
+from conftest import BTC_DATA
 from himari_l3.backtest import main
 
 pytestmark = pytest.mark.slow
 
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "btc_usdt_1h.csv"
+DATA = BTC_DATA
 REL = 1e-9
 
 

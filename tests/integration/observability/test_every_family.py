@@ -17,12 +17,11 @@ import httpx
 import yaml
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
-from test_service_api import CAS, SIG
-from test_service_restore import FlakyStore
 
 from himari_l3 import Layer3Metrics, ManualClock
 from himari_l3.config.schema import Layer3Config, parse_config
 from himari_l3.service import create_app
+from service_support import CAS, SIG, FlakyStore
 
 SYMS = ["BTC-USD", "ETH-USD", "SOL-USD"]
 REGIMES = ["RANGING", "TRENDING_UP", "RANGING", "CRISIS", "RANGING", "RANGING", "RANGING",

@@ -30,9 +30,11 @@ import httpx
 import pytest
 import yaml
 
+from conftest import REPO
+
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = REPO
 DASHBOARDS = ROOT / "monitoring" / "grafana" / "dashboards"
 JOB = "himari_l3"
 STARTUP_TIMEOUT_SEC = 30.0

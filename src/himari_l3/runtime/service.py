@@ -1,17 +1,21 @@
-"""The service layer: every state-changing request is applied, journaled, then acknowledged.
+"""The sizing service: every state-changing request is applied, journaled, then acknowledged.
 
-    lock -> (resync if a commit failed) -> apply to the hybrid with the wall clock pinned to
-    the request's timestamp -> journal entry committed (durable) -> release -> respond
+    lock -> (resync if a commit failed) -> apply to the engine with the clock pinned to the
+    request's timestamp -> journal entry committed (durable) -> release -> reply
 
 One `asyncio.Lock` orders the requests: the journal's ``seq`` is the order in which they
 changed the learned state, and a request is acknowledged only after it and every request
 before it is committed. Learned state is therefore always *latest snapshot + journal
-entries after it, replayed in order* (`replay.py`): replay is exact because the only inputs
-of a state change are the journaled request, its timestamp and, with RL on, the RL answers
-(recorded with the decision). Snapshots (every ``persistence.snapshot_every_decisions``
-journal entries, every ``persistence.snapshot_interval_sec`` seconds, after a restore and at
-shutdown) bound the replay on start-up; they are encoded cooperatively so they do not stall
-requests.
+entries after it, replayed in order* (`restore.Restorer`, owned by the service): replay is
+exact because the only inputs of a state change are the journaled request, its timestamp and,
+with RL on, the RL answers (recorded with the decision through the model guard's tape).
+Snapshots (every ``persistence.snapshot_every_decisions`` journal entries, every
+``persistence.snapshot_interval_sec`` seconds, after a restore and at shutdown) bound the
+replay on start-up; they are encoded cooperatively so they do not stall requests.
+
+The service knows no HTTP: it returns `Reply` records (the domain result plus the JSON that
+was journaled for it) and raises the core's `ValidationError` for a bad input (before any
+state changed); the transport in front of it (``service/app.py``) renders both.
 """
 
 from __future__ import annotations
@@ -25,61 +29,78 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
-from .._clock import Clock
 from .._exceptions import ValidationError
+from ..config.reload import ConfigReloader
 from ..config.schema import Layer3Config
-from ..contracts import CascadeIndicators, TacticalSignal
-from ..observers import Observer
+from ..contracts import DECISION_FIELDS, CascadeIndicators, TacticalSignal
+from ..events import StoreFailed, StoreWritten
+from ..observers import GatedObserver, Observer
 from ..persistence import JournalEntry, Store
 from ..phase3 import Layer3Phase3Hybrid
-from ..rl.client import RLFailure
-from . import replay
-from ._json import dumps, encode_cooperatively, record_fields
-from .errors import FieldError, PersistenceUnavailable
+from ..rl_port import RLFailure, RLResult
+from .clock import PinnedClock
+from .errors import PersistenceUnavailable
+from .jsonio import dumps, encode_cooperatively, record_fields
+from .requests import apply_allocate, apply_outcome, apply_returns, apply_size
+from .restore import Restorer, RestoreResult
 
-__all__ = ["PinnedClock", "SizingService"]
+__all__ = ["PinnedClock", "Reply", "SizingService"]
 
 log = logging.getLogger(__name__)
 
 
-class PinnedClock:
-    """Delegates to ``base``, except that ``time_ns`` can be pinned to a request's timestamp
-    (so every timestamp a request leaves in the learned state is the journaled one)."""
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """The service's answer to one state-changing request, as committed to the journal.
 
-    def __init__(self, base: Clock) -> None:
-        self.base = base
-        self._pinned: int | None = None
+    ``record`` is the domain result (a `PositionSizingDecision`, an `EnsembleAllocation`, or
+    what an outcome or returns row taught); ``body`` the response object as compact JSON
+    (what the journal's audit column holds); a decision also carries its trace as JSON under
+    ``trace_key`` ("diagnostics" or "trace").
+    """
 
-    def monotonic(self) -> float:
-        return self.base.monotonic()
+    id: int
+    record: Any
+    body: str
+    trace_key: str | None = None
+    trace: str | None = None
 
-    def time_ns(self) -> int:
-        return self._pinned if self._pinned is not None else self.base.time_ns()
 
-    @contextlib.contextmanager
-    def pinned(self, ts_ns: int) -> Iterator[None]:
-        prev, self._pinned = self._pinned, ts_ns
-        try:
-            yield
-        finally:
-            self._pinned = prev
+class _Decision(NamedTuple):
+    """The journal columns of a decision that the request itself decides."""
+
+    seq: int
+    ts_ns: int
+    kind: str  # size | allocate
+    path: str  # rl | baseline
+    request: dict[str, Any]
+    rl_results: str | None  # the RL answers returned, as JSON (None: RL off)
 
 
 class SizingService:
-    """Owns the hybrid, the store and the order of state changes (see module docstring)."""
+    """Owns the engine, the store, the restorer and the order of state changes (see the
+    module docstring). Built by ``bootstrap.build_service``; driven by a transport (HTTP
+    today) through `start`, the request methods and `stop`."""
 
     def __init__(self, config: Layer3Config, hybrid: Layer3Phase3Hybrid, store: Store,
-                 observer: Observer, clock: PinnedClock,
-                 version_of: Callable[[Layer3Config], str]) -> None:
+                 gate: GatedObserver, clock: PinnedClock,
+                 version_of: Callable[[Layer3Config], str], *, owns_store: bool = False,
+                 reloader: ConfigReloader | None = None) -> None:
+        """``gate`` wraps the observer the engine reports to (muted during replay); the
+        service reports its own events (journal writes, failures) to ``gate.inner``."""
         self.config = config
         self.hybrid = hybrid
         self.store = store
-        self.observer = observer
+        self.observer: Observer = gate.inner
         self.clock = clock
         self.version_of = version_of
         self.config_version = version_of(config)
+        self.reloader = reloader
+        self.restorer = Restorer(store, hybrid, clock, gate, version_of)
+        self._owns_store = owns_store
         p = config.persistence
         self.audit = p.audit_decisions
         self.snapshot_every = p.snapshot_every_decisions
@@ -95,22 +116,26 @@ class SizingService:
         self._ticker: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
-        self._rl_record: list[Any] | None = None
-        self._rl_replay: list[Any] | None = None
-        self._install_rl_hook()
 
     # ------------------------------------------------------------- lifecycle
     async def start(self) -> None:
-        """Restore learned state from the store, snapshot it, start the interval ticker."""
+        """Restore learned state from the store, snapshot it, start the interval ticker and
+        the config reloader."""
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
         async with self._lock:
-            self.restore_info = await replay.restore(self, startup=True)
+            result = await self.restorer.restore(self.config, startup=True)
+            await self._adopt(result, startup=True)
             await self._snapshot_locked_then_write("startup")
         self._ticker = asyncio.create_task(self._tick())
+        if self.reloader is not None:
+            self.reloader.start()
 
     async def stop(self) -> None:
-        """Final snapshot (graceful shutdown), then stop the RL client."""
+        """Stop the reloader, write a final snapshot (graceful shutdown), close the RL client
+        and, if the service opened it, the store."""
+        if self.reloader is not None:
+            self.reloader.stop()
         if self._ticker is not None:
             self._ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -125,34 +150,55 @@ class SizingService:
         except Exception:
             log.exception("final snapshot failed (the journal still has every request)")
         await self.hybrid.astop()
+        if self._owns_store:
+            self.store.close()
+
+    async def _adopt(self, result: RestoreResult, *, startup: bool) -> None:
+        """Take over what the restorer found. On start-up the config now in force is
+        journaled (if it differs from the one the journal ends with) and applied; on a
+        resync after a failed commit, the journal's config is the one in force."""
+        self.seq = result.seq
+        self.last_snapshot_seq = result.snapshot_seq or 0
+        self.restore_info = result.info()
+        applied = result.config
+        if startup and (result.snapshot_seq is None
+                        or self.version_of(applied) != self.config_version):
+            seq = self.seq + 1
+            await self._append(JournalEntry("config", {
+                "seq": seq, "ts_ns": self.clock.base.time_ns(),
+                "config_version": self.config_version,
+                "config": dumps(self.config.model_dump(mode="json"))}), "config")
+            self.seq = seq
+            if applied is not self.config:
+                self.hybrid.apply_config(self.config)
+        elif not startup:
+            self.config, self.config_version = applied, self.version_of(applied)
+        log.info("restored learned state: %s", self.restore_info)
 
     # ------------------------------------------------------------- requests
     async def size(self, signal: TacticalSignal, cascade: CascadeIndicators, price: float,
                    current_position_usd: float | None, portfolio_value: float | None,
-                   want_digest: bool) -> str:
+                   want_digest: bool) -> Reply:
         """Phase 1 sizing of one signal (advances the symbol's regime state)."""
         async with self._lock:
             await self._resync_if_dirty()
             ts, seq = self.clock.base.time_ns(), self.seq + 1
             with self._mutating(), self.clock.pinned(ts):
-                try:
-                    d = self.hybrid.phase2.phase1.calculate_position(
-                        signal, cascade, price, current_position_usd=current_position_usd,
-                        portfolio_value=portfolio_value)
-                except ValidationError as err:
-                    raise FieldError.from_validation(("body",), err, _SIZE_FIELDS) from None
-            out = record_fields(d)
-            trace = out.pop("diagnostics")
+                d = apply_size(self.hybrid, signal, cascade, price, current_position_usd,
+                               portfolio_value)
+            out = {f: getattr(d, f) for f in DECISION_FIELDS}
+            trace = d.diagnostics
             out.update(decision_id=seq, path="baseline", config_version=self.config_version)
             request = {"signal": signal.to_dict(), "cascade": cascade.to_dict(),
                        "price": price, "current_position_usd": current_position_usd,
                        "portfolio_value": portfolio_value}
-            return await self._decision(seq, ts, "size", "baseline", request, out,
-                                        trace, "diagnostics", None, want_digest)
+            return await self._decision(
+                _Decision(seq, ts, "size", "baseline", request, None), d, out, trace,
+                "diagnostics", want_digest)
 
     async def allocate(self, signals: list[TacticalSignal],
                        cascade: dict[str, CascadeIndicators], prices: dict[str, float],
-                       want_digest: bool, request: dict[str, Any] | None = None) -> str:
+                       want_digest: bool, request: dict[str, Any] | None = None) -> Reply:
         """Phase 3 allocation of a batch (RL blend with fallback when RL is enabled).
 
         ``request``: the same batch as plain JSON (signals with their timestamps filled
@@ -160,12 +206,11 @@ class SizingService:
         async with self._lock:
             await self._resync_if_dirty()
             ts, seq = self.clock.base.time_ns(), self.seq + 1
-            self._rl_record = []
-            try:
-                with self._mutating(), self.clock.pinned(ts):
-                    alloc = await self.hybrid.process_signals_async(signals, cascade, prices)
-            finally:
-                recorded, self._rl_record = self._rl_record, None
+            client = self.hybrid.rl_client
+            with self._mutating(), self.clock.pinned(ts), (
+                    client.recording() if client is not None
+                    else contextlib.nullcontext()) as tape:
+                alloc = await apply_allocate(self.hybrid, signals, cascade, prices)
             path = ("rl" if any(p.get("path") == "rl" for p in alloc.provenance.values())
                     else "baseline")
             out = record_fields(alloc)
@@ -175,13 +220,14 @@ class SizingService:
                 request = {"signals": [s.to_dict() for s in signals],
                            "cascade": {k: c.to_dict() for k, c in sorted(cascade.items())},
                            "prices": prices}
-            rl = dumps([_rl_result(r) for batch in recorded for r in batch]) if recorded else None
-            return await self._decision(seq, ts, "allocate", path, request, out, trace,
-                                        "trace", rl, want_digest)
+            # Every answer the guard returned (an empty list too): replay never asks the model.
+            rl = None if tape is None else dumps([_rl_result(r) for r in tape.results])
+            return await self._decision(_Decision(seq, ts, "allocate", path, request, rl),
+                                        alloc, out, trace, "trace", want_digest)
 
     async def outcome(self, symbol: str, realized_return: float, strategy_id: str | None,
                       used_rl: bool | None, predicted_return: float | None,
-                      predicted_volatility: float | None, want_digest: bool) -> str:
+                      predicted_volatility: float | None, want_digest: bool) -> Reply:
         """A realised return: per strategy (Phase 1 learners) or per path (RL vs baseline)."""
         async with self._lock:
             await self._resync_if_dirty()
@@ -193,20 +239,17 @@ class SizingService:
                        "predicted_return": predicted_return,
                        "predicted_volatility": predicted_volatility}
             with self._mutating(), self.clock.pinned(ts):
-                try:
-                    result = replay.apply_outcome(self.hybrid, request)
-                except ValidationError as err:
-                    raise FieldError.from_validation(("body",), err, _OUTCOME_FIELDS) from None
+                result = apply_outcome(self.hybrid, request)
             out: dict[str, Any] = {"outcome_id": seq, **result}
             kind = "trade" if strategy_id is not None else "path"
             return await self._journal(JournalEntry("outcome", {
                 "seq": seq, "ts_ns": ts, "kind": kind, "strategy_id": strategy_id,
                 "symbol": symbol, "realized_return": realized_return, "used_rl": used_rl,
                 "config_version": self.config_version, "request": dumps(request),
-            }), out, want_digest)
+            }), result, out, want_digest)
 
     async def returns(self, rets: dict[str, float], timestamp_ns: int | None,
-                      want_digest: bool) -> str:
+                      want_digest: bool) -> Reply:
         """One aligned row of per-symbol returns for the correlation monitor."""
         async with self._lock:
             await self._resync_if_dirty()
@@ -214,13 +257,10 @@ class SizingService:
             request = {"returns": rets, "timestamp_ns": ts if timestamp_ns is None
                        else timestamp_ns}
             with self._mutating(), self.clock.pinned(ts):
-                try:
-                    stats = replay.apply_returns(self.hybrid, request)
-                except ValidationError as err:
-                    raise FieldError.from_validation(("body",), err) from None
+                stats = apply_returns(self.hybrid, request)
             return await self._journal(JournalEntry("returns", {
                 "seq": seq, "ts_ns": ts, "config_version": self.config_version,
-                "request": dumps(request)}), {"returns_id": seq, "correlation": stats},
+                "request": dumps(request)}), stats, {"returns_id": seq, "correlation": stats},
                 want_digest)
 
     async def apply_config(self, cfg: Layer3Config) -> None:
@@ -283,24 +323,22 @@ class SizingService:
         return hashlib.sha256(text.encode()).hexdigest()
 
     # ------------------------------------------------------------ internals
-    async def _decision(self, seq: int, ts: int, kind: str, path: str,
-                        request: dict[str, Any], out: dict[str, Any], trace: Any,
-                        trace_key: str, rl: str | None, want_digest: bool) -> str:
+    async def _decision(self, d: _Decision, record: Any, out: dict[str, Any], trace: Any,
+                        trace_key: str, want_digest: bool) -> Reply:
         if want_digest:
             out["state_digest"] = self.digest()
         body = dumps(out)
         trace_s = dumps(trace)
-        http = body[:-1] + f',"{trace_key}":' + trace_s + "}"
         await self._append(JournalEntry("decision", {
-            "seq": seq, "ts_ns": ts, "kind": kind, "path": path,
-            "config_version": self.config_version, "request": dumps(request),
+            "seq": d.seq, "ts_ns": d.ts_ns, "kind": d.kind, "path": d.path,
+            "config_version": self.config_version, "request": dumps(d.request),
             "response": body if self.audit else None, "trace": trace_s if self.audit else None,
-            "rl_results": rl}), "decision")
-        self._committed(seq)
-        return http
+            "rl_results": d.rl_results}), "decision")
+        self._committed(d.seq)
+        return Reply(d.seq, record, body, trace_key, trace_s)
 
-    async def _journal(self, entry: JournalEntry, out: dict[str, Any],
-                       want_digest: bool) -> str:
+    async def _journal(self, entry: JournalEntry, record: Any, out: dict[str, Any],
+                       want_digest: bool) -> Reply:
         if want_digest:
             out["state_digest"] = self.digest()
         body = dumps(out)
@@ -308,7 +346,7 @@ class SizingService:
             entry.row["response"] = body
         await self._append(entry, entry.table)
         self._committed(entry.seq)
-        return body
+        return Reply(entry.seq, record, body)
 
     async def _append(self, entry: JournalEntry, kind: str) -> None:
         t0 = time.perf_counter()
@@ -321,11 +359,10 @@ class SizingService:
         except Exception as err:
             # The in-memory state is ahead of the store: resync before the next request.
             self._dirty = True
-            self.observer.on_event("persistence_errors", {"operation": "append"})
+            self.observer.emit(StoreFailed("append"))
             log.exception("journal commit failed (seq %d)", entry.seq)
             raise PersistenceUnavailable(f"the store could not commit: {err}") from err
-        self.observer.on_event("persistence_writes", {"kind": kind})
-        self.observer.on_event("persistence_latency", {}, time.perf_counter() - t0)
+        self.observer.emit(StoreWritten(kind, time.perf_counter() - t0))
 
     def _committed(self, seq: int) -> None:
         self.seq = seq
@@ -339,7 +376,7 @@ class SizingService:
         journal: mark it for resync (validation errors are raised before any change)."""
         try:
             yield
-        except (ValidationError, FieldError):
+        except ValidationError:
             raise
         except BaseException:
             self._dirty = True
@@ -349,9 +386,10 @@ class SizingService:
         if not self._dirty:
             return
         try:
-            self.restore_info = await replay.restore(self, startup=False)
+            result = await self.restorer.restore(self.config, startup=False)
+            await self._adopt(result, startup=False)
         except Exception as err:
-            self.observer.on_event("persistence_errors", {"operation": "restore"})
+            self.observer.emit(StoreFailed("restore"))
             log.exception("resync from the store failed")
             raise PersistenceUnavailable(f"the store is unavailable: {err}") from err
         self._dirty = False
@@ -394,18 +432,16 @@ class SizingService:
                                     ts_ns=self.clock.base.time_ns(),
                                     config_version=state["config_version"], state=text)
         except Exception:
-            self.observer.on_event("persistence_errors", {"operation": "snapshot"})
+            self.observer.emit(StoreFailed("snapshot"))
             log.exception("snapshot (%s) at seq %d failed", reason, seq)
             self._since_snapshot = max(self._since_snapshot, self.snapshot_every)
             return
         self.last_snapshot_seq = max(self.last_snapshot_seq, seq)
-        self.observer.on_event("state_snapshots", {})
-        self.observer.on_event("persistence_writes", {"kind": "snapshot"})
-        self.observer.on_event("persistence_latency", {}, time.perf_counter() - t0)
+        self.observer.emit(StoreWritten("snapshot", time.perf_counter() - t0))
         try:
             await asyncio.to_thread(self.store.checkpoint)
         except Exception:
-            self.observer.on_event("persistence_errors", {"operation": "checkpoint"})
+            self.observer.emit(StoreFailed("checkpoint"))
             log.exception("WAL checkpoint failed (retried after the next snapshot)")
         log.debug("snapshot (%s) at seq %d: %d bytes", reason, seq, len(text))
 
@@ -417,36 +453,8 @@ class SizingService:
             if due and self._since_snapshot > 0:
                 self._schedule_snapshot("interval")
 
-    # ------------------------------------------------------------ RL record/replay
-    def _install_rl_hook(self) -> None:
-        """Record each decision's RL answers (journaled with it) and serve them back on
-        replay: a remote model's answers cannot be asked for again."""
-        client = self.hybrid.rl_client
-        if client is None:
-            return
-        live = client.predict_many
 
-        async def predict_many(*args: Any, **kwargs: Any) -> list[Any]:
-            if self._rl_replay is not None:
-                out, self._rl_replay = self._rl_replay, None
-                return out
-            results = await live(*args, **kwargs)
-            if self._rl_record is not None:
-                self._rl_record.append(results)
-            return results
-
-        setattr(client, "predict_many", predict_many)  # noqa: B010 - instance override
-
-    def set_rl_replay(self, results: list[Any] | None) -> None:
-        self._rl_replay = results
-
-
-def _rl_result(r: Any) -> dict[str, Any]:
+def _rl_result(r: RLResult) -> dict[str, Any]:
     if isinstance(r, RLFailure):
         return {"failure": dataclasses.asdict(r)}
     return {"prediction": r.to_dict()}
-
-
-_SIZE_FIELDS = {"signal": "signal", "cascade_indicators": "cascade",
-                "current_price": "price"}
-_OUTCOME_FIELDS = {"actual_return": "realized_return"}

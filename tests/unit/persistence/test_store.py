@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import text
 
 from himari_l3.persistence import JournalEntry, Store
-from himari_l3.service._json import dumps, encode_cooperatively
+from himari_l3.runtime.jsonio import dumps, encode_cooperatively
 
 
 def test_sqlite_runs_wal_with_full_sync(tmp_path: Path) -> None:

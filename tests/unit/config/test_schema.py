@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
+from conftest import REPO
 from himari_l3 import ConfigError
 from himari_l3.config.loader import (
     AUTH_TOKEN_ENV,
@@ -21,7 +22,7 @@ from himari_l3.config.loader import (
 from himari_l3.config.reload import LIVE_KEYS, RESTART_ONLY_KEYS, _covered, is_live, leaf_paths
 from himari_l3.config.schema import Layer3Config
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = REPO
 SHIPPED = ROOT / "config" / "layer3.yaml"
 DOC = ROOT / "docs" / "config.md"
 NO_ENV: dict[str, str] = {}

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from conftest import write_ohlcv_csv
+from himari_l3.backtest import Phase1Policy, make_policy
 from himari_l3.backtest.data import MarketData, align_bars, load_bars
 from himari_l3.backtest.engine import Replay, replay
-from himari_l3.backtest.policies import Phase1Policy, make_policy
 from himari_l3.backtest.signals import SignalTape, reference_signals
 from himari_l3.contracts import CascadeIndicators, TacticalSignal
 

@@ -1,0 +1,200 @@
+"""Typed events: what the core (and the service around it) reports to observers.
+
+Every event is a frozen record. The core emits them through the observer port
+(`himari_l3.observers.Observer.emit`); it never names a metric. Adapters decide what an event
+means for them: the Prometheus adapter (`observability/prometheus.py`) maps each event type
+to metric writes, a test's recording observer keeps them in a list, an audit log could
+serialise them. Adding an event is: a record here, a handler in each adapter that cares.
+
+The circuit breaker's own `CircuitEvent` (``resilience/events.py``) travels the same port.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from .resilience.events import CircuitEvent
+
+if TYPE_CHECKING:
+    from .contracts import EnsembleAllocation, MarketRegime, PositionSizingDecision
+
+__all__ = [
+    "AllocationMade",
+    "CircuitEvent",
+    "ConfigReloaded",
+    "CorrelationUpdated",
+    "Event",
+    "HttpRequestServed",
+    "HybridDecided",
+    "InputKind",
+    "InputRejected",
+    "OutcomeLearned",
+    "PathOutcomeRecorded",
+    "RLLimitClipped",
+    "RLPredictionBlended",
+    "RLRequestsCompleted",
+    "RLSymbolFellBack",
+    "RegimeObserved",
+    "SizingDecided",
+    "StoreFailed",
+    "StoreWritten",
+]
+
+
+class InputKind(enum.StrEnum):
+    """What kind of input a validation rejected (a bounded metric label)."""
+
+    SIGNAL = "signal"
+    CASCADE = "cascade"
+    PRICE = "price"
+    OUTCOME = "outcome"
+    RETURNS = "returns"
+    REQUEST = "request"
+
+
+# ---------------------------------------------------------------------- Phase 1
+@dataclass(frozen=True, slots=True)
+class SizingDecided:
+    """A Phase 1 decision was made (its typed trace says how)."""
+
+    decision: PositionSizingDecision
+
+
+@dataclass(frozen=True, slots=True)
+class InputRejected:
+    """An input failed validation; ``field`` names it."""
+
+    kind: InputKind
+    field: str
+
+
+@dataclass(frozen=True, slots=True)
+class OutcomeLearned:
+    """A realised trade outcome updated a strategy's learners."""
+
+    strategy_id: str
+    symbol: str
+    realized_return: float
+    trades: int
+    conformal_alpha: float
+    conformal_samples: int
+    conformal_coverage: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class RegimeObserved:
+    """A symbol's regime hysteresis advanced one period."""
+
+    symbol: str
+    effective_long: MarketRegime
+    observed: MarketRegime
+    last_change: str  # "tighten" | "loosen" | "none"
+    false_flips: int
+
+
+# ---------------------------------------------------------------------- Phase 2
+@dataclass(frozen=True, slots=True)
+class AllocationMade:
+    """A Phase 2 or Phase 3 allocation was produced."""
+
+    phase: str  # "phase2" | "phase3"
+    allocation: EnsembleAllocation
+    latency_sec: float
+
+
+@dataclass(frozen=True, slots=True)
+class CorrelationUpdated:
+    """The correlation monitor took a new row of returns."""
+
+    max_abs_correlation: float
+    observations: int
+    shrinkage: float
+
+
+# ---------------------------------------------------------------------- Phase 3
+@dataclass(frozen=True, slots=True)
+class RLRequestsCompleted:
+    """The outcomes of one batch's RL requests, counted per outcome (sorted)."""
+
+    outcomes: tuple[tuple[str, int], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RLPredictionBlended:
+    """An RL prediction was blended into a strategy's contribution."""
+
+    latency_sec: float
+    weight: float
+
+
+@dataclass(frozen=True, slots=True)
+class RLSymbolFellBack:
+    """A symbol was decided by the baseline; ``reason`` is the fallback reason."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class RLLimitClipped:
+    """A blended RL target was cut back by a Phase 1/2 limit."""
+
+    limit: str
+
+
+@dataclass(frozen=True, slots=True)
+class HybridDecided:
+    """A Phase 3 decision finished on ``path`` ("rl" or "fallback")."""
+
+    path: str
+    latency_sec: float
+    rl_usage_ratio: float
+
+
+@dataclass(frozen=True, slots=True)
+class PathOutcomeRecorded:
+    """A realised outcome was recorded for a decision path; the running RL advantage."""
+
+    path: str
+    rl_advantage: float | None
+
+
+# ------------------------------------------------------------ service and operations
+@dataclass(frozen=True, slots=True)
+class HttpRequestServed:
+    endpoint: str
+    code: str
+    latency_sec: float
+
+
+@dataclass(frozen=True, slots=True)
+class StoreWritten:
+    """A journal entry or snapshot was committed (``kind``: decision, outcome, returns,
+    config, snapshot)."""
+
+    kind: str
+    latency_sec: float
+
+
+@dataclass(frozen=True, slots=True)
+class StoreFailed:
+    """A store operation failed (``operation``: append, restore, snapshot, checkpoint;
+    snapshot_decode: a snapshot skipped at restore; ack_record: recording the acknowledged
+    seq outside the database)."""
+
+    operation: str
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigReloaded:
+    """A config reload was attempted; ``loaded_at_sec`` (Unix time) when it succeeded."""
+
+    ok: bool
+    loaded_at_sec: float | None = None
+
+
+Event = (SizingDecided | InputRejected | OutcomeLearned | RegimeObserved | AllocationMade
+         | CorrelationUpdated | RLRequestsCompleted | RLPredictionBlended | RLSymbolFellBack
+         | RLLimitClipped | HybridDecided | PathOutcomeRecorded | HttpRequestServed
+         | StoreWritten | StoreFailed | ConfigReloaded | CircuitEvent)

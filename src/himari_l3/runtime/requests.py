@@ -1,0 +1,79 @@
+"""How each journaled request changes the engine — the one definition used both live
+(`runtime.SizingService`) and on replay (`restore.Restorer`), so the two cannot drift apart.
+
+Every function takes the engine and the request exactly as it was journaled (plain JSON) and
+returns what the caller answers with. The clock is pinned to the request's journaled
+timestamp by the caller; a decision's recorded RL answers are served by the caller through
+the model guard's replay tape.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..contracts import (
+    CascadeIndicators,
+    EnsembleAllocation,
+    PositionSizingDecision,
+    TacticalSignal,
+)
+from ..phase3 import Layer3Phase3Hybrid
+
+__all__ = [
+    "allocate_request",
+    "apply_allocate",
+    "apply_outcome",
+    "apply_returns",
+    "apply_size",
+    "size_request",
+]
+
+
+def apply_size(hybrid: Layer3Phase3Hybrid, signal: TacticalSignal,
+               cascade: CascadeIndicators, price: float, current_position_usd: float | None,
+               portfolio_value: float | None) -> PositionSizingDecision:
+    """Phase 1 sizing of one signal (advances the symbol's regime state)."""
+    return hybrid.phase2.phase1.calculate_position(
+        signal, cascade, price, current_position_usd=current_position_usd,
+        portfolio_value=portfolio_value)
+
+
+def size_request(req: dict[str, Any]) -> tuple[TacticalSignal, CascadeIndicators, float,
+                                               float | None, float | None]:
+    """A journaled ``size`` request as `apply_size`'s arguments."""
+    return (TacticalSignal.from_dict(req["signal"]), CascadeIndicators.from_dict(req["cascade"]),
+            req["price"], req["current_position_usd"], req["portfolio_value"])
+
+
+async def apply_allocate(hybrid: Layer3Phase3Hybrid, signals: list[TacticalSignal],
+                         cascade: dict[str, CascadeIndicators],
+                         prices: dict[str, float]) -> EnsembleAllocation:
+    """Phase 3 allocation of a batch."""
+    return await hybrid.process_signals_async(signals, cascade, prices)
+
+
+def allocate_request(req: dict[str, Any]) -> tuple[list[TacticalSignal],
+                                                   dict[str, CascadeIndicators],
+                                                   dict[str, float]]:
+    """A journaled ``allocate`` request as `apply_allocate`'s arguments."""
+    return ([TacticalSignal.from_dict(s) for s in req["signals"]],
+            {k: CascadeIndicators.from_dict(c) for k, c in req["cascade"].items()},
+            req["prices"])
+
+
+def apply_outcome(hybrid: Layer3Phase3Hybrid, req: dict[str, Any]) -> dict[str, Any]:
+    """A strategy's trade result (Phase 1 learners) or a path's result (RL vs baseline)."""
+    if req["strategy_id"] is not None:
+        learned = hybrid.phase2.phase1.update_from_trade_result(
+            req["strategy_id"], req["symbol"], req["realized_return"],
+            predicted_return=req["predicted_return"],
+            predicted_volatility=req["predicted_volatility"])
+        return {"kind": "trade", "learned": learned}
+    hybrid.record_outcome(req["symbol"], req["realized_return"], bool(req["used_rl"]))
+    return {"kind": "path", "used_rl": bool(req["used_rl"]),
+            "performance": hybrid.get_performance_comparison()}
+
+
+def apply_returns(hybrid: Layer3Phase3Hybrid, req: dict[str, Any]) -> dict[str, Any]:
+    """One row of returns into the correlation monitor."""
+    return hybrid.phase2.update_correlations(req["returns"], req["timestamp_ns"])
