@@ -53,7 +53,15 @@ class InvalidRLPredictionException(ValidationError):
 
 
 class ConfigError(Layer3Error, ValueError):
-    """A configuration file or value is invalid; the message names the key path."""
+    """A configuration file or value is invalid; the message names the key path.
+
+    ``errors`` holds every problem found (one message each, key path first); the message is
+    them joined by newlines, so a single problem reads as before.
+    """
+
+    def __init__(self, message: str, errors: tuple[str, ...] | None = None) -> None:
+        self.errors: tuple[str, ...] = errors if errors else (message,)
+        super().__init__(message)
 
 
 class StateRestoreError(Layer3Error):

@@ -181,7 +181,10 @@ def _demo_phase1(bars: list[Bar], warm: int, observer: PrometheusObserver,
 def _demo_phase3(bars: list[Bar], warm: int, steps: int, seed: int,
                  observer: PrometheusObserver) -> tuple[dict[str, Any], list[CircuitEvent]]:
     """Phase 3: mock RL, with an outage of its endpoint in the middle of the run."""
-    clock = ManualClock()
+    # Wall time starts at the end of the data, so no bar's returns row is stamped ahead of
+    # the clock (the correlation monitor refuses rows from the future); the monotonic part
+    # moves ten seconds per hourly step for the breaker.
+    clock = ManualClock(wall_ns=bars[-1].timestamp_ns)
     events: list[CircuitEvent] = []
     breaker = CircuitBreaker("rl", clock=clock, listeners=[events.append])
     client = MockTransformerRLClient(success_rate=0.99, seed=seed, circuit_breaker=breaker,

@@ -164,7 +164,9 @@ class StoreWritten(NamedTuple):
 
 
 class StoreFailed(NamedTuple):
-    """A store operation failed (``operation``: append, restore, snapshot, checkpoint)."""
+    """A store operation failed (``operation``: append, restore, snapshot, checkpoint;
+    snapshot_decode: a snapshot skipped at restore; ack_record: recording the acknowledged
+    seq outside the database)."""
 
     operation: str
 

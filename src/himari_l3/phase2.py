@@ -105,8 +105,7 @@ class Layer3Phase2Portfolio:
             allow_short=allow_short, config=sizing_config, observer=self.observer,
             clock=self.clock,
         )
-        cc = cfg.correlation
-        self.correlations = CorrelationMonitor(cc.window, cc.min_observations)
+        self.correlations = CorrelationMonitor.from_config(cfg.correlation, self.clock)
         self.weights = WeightTracker(cfg.drift_threshold, cfg.weight_history_size)
         self.positions_: dict[str, dict[str, float]] = {}  # last breakdown (for HOLD)
         self.last_allocation_: EnsembleAllocation | None = None
@@ -209,9 +208,7 @@ class Layer3Phase2Portfolio:
         self.config = config
         self.phase1.apply_config(sizing)
         self.weights.threshold = config.drift_threshold
-        cc = config.correlation
-        self.correlations.min_observations = cc.min_observations
-        self.correlations.version_ += 1  # invalidate cached matrices
+        self.correlations.apply_config(config.correlation)
         self._declare_constraints()
 
     def restore_last_allocation(self, allocation: EnsembleAllocation | None) -> None:

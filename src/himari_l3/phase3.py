@@ -136,6 +136,8 @@ class Layer3Phase3Hybrid:
             "rl", failure_threshold=cb.failure_threshold, window_sec=cb.window_sec,
             initial_timeout_sec=cb.initial_timeout_sec, max_timeout_sec=cb.max_timeout_sec,
             backoff_multiplier=cb.backoff_multiplier, enabled=cb.enabled,
+            failure_rate_threshold=cb.failure_rate_threshold,
+            minimum_calls=cb.minimum_calls, rate_window_calls=cb.rate_window_calls,
             call_deadline_sec=cfg.rl.timeout_sec, clock=self.clock)
 
     def apply_config(self, config: Layer3Config) -> None:
@@ -154,6 +156,8 @@ class Layer3Phase3Hybrid:
                 failure_threshold=cb.failure_threshold, window_sec=cb.window_sec,
                 initial_timeout_sec=cb.initial_timeout_sec, max_timeout_sec=cb.max_timeout_sec,
                 backoff_multiplier=cb.backoff_multiplier, enabled=cb.enabled,
+                failure_rate_threshold=cb.failure_rate_threshold,
+                minimum_calls=cb.minimum_calls, rate_window_calls=cb.rate_window_calls,
                 call_deadline_sec=(config.rl.timeout_sec
                                    if self.circuit_breaker.call_deadline_sec is not None
                                    else None))

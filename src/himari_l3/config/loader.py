@@ -8,6 +8,11 @@ Every failure is a `ConfigError` whose message starts with the file and then the
 The one secret, ``service.auth_token``, can come from the environment instead of the file:
 ``HIMARI_L3_AUTH_TOKEN`` (if set and non-empty) overrides the file's value, and is validated
 like any other key (its value is never echoed in an error).
+
+One top-level key is a directive to the hot reloader, not configuration:
+``confirm_limit_removal: [dotted.key, ...]`` confirms that the file drops those limit keys on
+purpose (``config/reload.py``). `read_config_bytes` returns it with the config and the key
+paths the file wrote; everything else ignores it.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import json
 import os
 import sys
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,13 +34,28 @@ from .schema import Layer3Config, parse_config
 
 __all__ = [
     "AUTH_TOKEN_ENV",
+    "CONFIRM_LIMIT_REMOVAL",
+    "ConfigFile",
     "check_config_main",
     "config_version",
+    "leaf_paths",
     "load_config",
     "load_config_bytes",
+    "read_config_bytes",
 ]
 
 AUTH_TOKEN_ENV = "HIMARI_L3_AUTH_TOKEN"
+CONFIRM_LIMIT_REMOVAL = "confirm_limit_removal"
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigFile:
+    """A validated config file: the config, the dotted leaf keys the file itself wrote (not
+    the defaults filled in), and the limit keys it confirms removing."""
+
+    config: Layer3Config
+    keys: frozenset[str]
+    confirmed_removals: frozenset[str]
 
 # Keys left out of `config_version`: rotating a secret changes no decision, and a hash of a
 # secret does not belong in audit records.
@@ -75,6 +96,13 @@ def load_config(path: str | os.PathLike[str],
 def load_config_bytes(data: bytes, source: str = "<config>",
                       env: Mapping[str, str] | None = None) -> Layer3Config:
     """Parse and validate YAML ``data``; ``source`` prefixes every error message."""
+    return read_config_bytes(data, source, env).config
+
+
+def read_config_bytes(data: bytes, source: str = "<config>",
+                      env: Mapping[str, str] | None = None) -> ConfigFile:
+    """`load_config_bytes`, also returning the keys the file wrote and its
+    ``confirm_limit_removal`` directive (a list of dotted keys; anything else is an error)."""
     try:
         raw = yaml.load(data, Loader=_UniqueKeyLoader)  # a SafeLoader subclass
     except yaml.YAMLError as err:
@@ -84,6 +112,11 @@ def load_config_bytes(data: bytes, source: str = "<config>",
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: the top level must be a mapping of keys, "
                           f"got {type(raw).__name__}")
+    confirmed = raw.pop(CONFIRM_LIMIT_REMOVAL, [])
+    if not isinstance(confirmed, list) or not all(isinstance(k, str) for k in confirmed):
+        raise ConfigError(f"{source}: {CONFIRM_LIMIT_REMOVAL}: expected a list of dotted "
+                          f"keys, e.g. [sizing.limits.max_position_usd] (value {confirmed!r})")
+    keys = frozenset(leaf_paths(raw))
     environ = os.environ if env is None else env
     token = environ.get(AUTH_TOKEN_ENV)
     if token:
@@ -94,9 +127,23 @@ def load_config_bytes(data: bytes, source: str = "<config>",
             service["auth_token"] = token
         # else: leave it; validation reports "service" as not a mapping.
     try:
-        return parse_config(Layer3Config, raw)
+        cfg = parse_config(Layer3Config, raw)
     except ConfigError as err:
-        raise ConfigError(f"{source}: {err}") from None
+        errors = tuple(f"{source}: {e}" for e in err.errors)
+        raise ConfigError("\n".join(errors), errors) from None
+    return ConfigFile(cfg, keys, frozenset(confirmed))
+
+
+def leaf_paths(data: Mapping[Any, Any], prefix: str = "") -> dict[str, Any]:
+    """Flatten nested mappings into ``{"a.b.c": value}`` (leaves only)."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(leaf_paths(value, path + "."))
+        else:
+            out[path] = value
+    return out
 
 
 def config_version(cfg: Layer3Config) -> str:
@@ -114,7 +161,7 @@ def config_version(cfg: Layer3Config) -> str:
 
 def check_config_main(argv: Sequence[str] | None = None) -> int:
     """``himari-l3 check-config PATH``: 0 and "OK <path> (version …)" if the file is valid,
-    2 and the error (file and key path) on stderr if not."""
+    2 and one "ERROR <file>: <key path>: <problem>" line per problem on stderr if not."""
     parser = argparse.ArgumentParser(
         prog="himari-l3 check-config",
         description="Validate a Layer 3 config file (unknown keys and bad values are errors).")
@@ -126,7 +173,8 @@ def check_config_main(argv: Sequence[str] | None = None) -> int:
     try:
         cfg = load_config(args.path)
     except ConfigError as err:
-        print(f"ERROR {err}", file=sys.stderr)
+        for problem in err.errors:
+            print(f"ERROR {problem}", file=sys.stderr)
         return 2
     print(f"OK {args.path} (version {config_version(cfg)})")
     return 0

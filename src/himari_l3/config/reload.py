@@ -1,23 +1,32 @@
-"""Hot reload of ``config/layer3.yaml``: validate -> refuse restart-only changes -> swap.
+"""Hot reload of ``config/layer3.yaml``: complete file -> validate -> guard -> swap.
 
 A `ConfigReloader` polls the file (stdlib only: a daemon thread, no watcher dependency).
 When the file's content changes it
 
-1. loads and validates it (`load_config_bytes`): any error keeps the last good config;
-2. diffs it against the config in force (`diff_keys`): a change to a key outside
-   `LIVE_KEYS` is refused with ``restart_required: <keys>`` and the last good config stays;
-3. calls ``apply(new)`` under a lock (e.g. ``Layer3Phase3Hybrid.apply_config``, which swaps
+1. waits until the file is **complete**: replaced atomically (the path now names another
+   inode than at the previous poll: a temporary file renamed into place), or unchanged over
+   two consecutive polls (same inode, size, mtime and content hash). Until then the check
+   reports "pending" and judges nothing, so a file read half-written is never applied;
+2. loads and validates it (`read_config_bytes`): any error keeps the last good config;
+3. diffs it against the config in force (`diff_keys`); refuses, keeping the last good config,
+   an edit that **removes a limit key** (`LIMIT_KEYS`) the file in force wrote, unless the
+   new file confirms it (``confirm_limit_removal: [key, ...]``) — a truncated file must not
+   fall back to a looser default — and an edit of a key outside `LIVE_KEYS`
+   (``restart_required: <keys>``);
+4. calls ``apply(new)`` under a lock (e.g. ``Layer3Phase3Hybrid.apply_config``, which swaps
    config references and keeps learned state and the breaker's state); if ``apply`` raises,
    the previous config is applied again;
-4. counts the attempt (``reloads_ok`` / ``reloads_failed``, and the
+5. counts the attempt (``reloads_ok`` / ``reloads_failed``, and the
    ``himari_l3_config_reloads_total{result}`` metric through the observer) and, on success,
-   sets ``himari_l3_config_last_reload_timestamp_seconds``.
+   sets ``himari_l3_config_last_reload_timestamp_seconds``. ``last_error`` is cleared by a
+   success, and by a file that validates to the config already in force.
 
 Each distinct file content is judged once: a broken file is counted and logged once, not on
 every poll. The poll reads and hashes the file every time instead of trusting
 ``(mtime_ns, size)``: file timestamps are only as fine as the kernel's clock tick, so an
 edit of the same length within one tick would otherwise be missed. Write the file
-atomically (write a temporary file, then rename) so a half-written file is never judged.
+atomically (write a temporary file, then rename) to have it applied on the next poll; an
+edit in place is applied one poll later, once seen stable.
 """
 
 from __future__ import annotations
@@ -30,22 +39,32 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from .._clock import SYSTEM_CLOCK, Clock
 from .._exceptions import ConfigError
 from ..events import ConfigReloaded
 from ..observers import NULL_OBSERVER, Observer
-from .loader import config_version, load_config, load_config_bytes
+from .loader import (
+    CONFIRM_LIMIT_REMOVAL,
+    ConfigFile,
+    config_version,
+    leaf_paths,
+    load_config,
+    read_config_bytes,
+)
 from .schema import Layer3Config
 
 __all__ = [
+    "LIMIT_KEYS",
     "LIVE_KEYS",
     "RESTART_ONLY_KEYS",
     "ConfigReloader",
     "ReloadResult",
     "diff_keys",
+    "is_limit",
     "is_live",
+    "leaf_paths",
 ]
 
 log = logging.getLogger(__name__)
@@ -71,6 +90,9 @@ LIVE_KEYS: Mapping[str, str] = {
     "portfolio.correlation.max_correlation": "pairwise penalty threshold",
     "portfolio.correlation.penalty_strength": "pairwise penalty strength",
     "portfolio.correlation.use_multi_asset_kelly": "multi-asset Kelly adjustment switch",
+    "portfolio.correlation.max_symbols_per_row": "cap checked on each new returns row",
+    "portfolio.correlation.max_symbols": "cap checked on each new returns row",
+    "portfolio.correlation.max_clock_skew_sec": "bound checked on each new returns row",
     "rl.timeout_sec": "total RL deadline per decision",
     "rl.min_confidence": "RL answers below it fall back (low_confidence)",
     "rl.max_rl_weight": "largest weight of the RL target in the blend",
@@ -93,6 +115,24 @@ RESTART_ONLY_KEYS: Mapping[str, str] = {
 }
 
 
+# Keys (or sub-trees) that bound a size: removing one from the file would fall back to its
+# default, which may be looser (no USD cap, 100,000 of equity, a wider budget). A reload
+# that removes one the file in force wrote is refused unless the new file confirms it.
+LIMIT_KEYS: Mapping[str, str] = {
+    "portfolio_value": "equity every fraction and cap is taken of",
+    "sizing.limits": "direction rule, per-position caps, minimum notional",
+    "sizing.kelly.fraction": "fractional Kelly multiplier",
+    "sizing.kelly.max_fraction": "cap of the Kelly fraction",
+    "sizing.cascade.exit_above": "cascade EXIT band",
+    "sizing.cascade.reduce_75_above": "cascade REDUCE_75% band",
+    "sizing.cascade.reduce_50_above": "cascade REDUCE_50% band",
+    "portfolio.max_position_pct": "net cap per symbol",
+    "portfolio.max_strategy_pct": "gross budget per strategy",
+    "portfolio.max_portfolio_pct": "gross budget of the portfolio",
+    "rl.max_rl_weight": "largest weight of the RL target in the blend",
+}
+
+
 def _covered(key: str, table: Mapping[str, str]) -> bool:
     return any(key == p or key.startswith(p + ".") for p in table)
 
@@ -102,16 +142,12 @@ def is_live(key: str) -> bool:
     return _covered(key, LIVE_KEYS) and not _covered(key, RESTART_ONLY_KEYS)
 
 
-def leaf_paths(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Flatten nested mappings into ``{"a.b.c": value}`` (leaves only)."""
-    out: dict[str, Any] = {}
-    for key, value in data.items():
-        path = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            out.update(leaf_paths(value, path + "."))
-        else:
-            out[path] = value
-    return out
+_LEAVES = frozenset(leaf_paths(Layer3Config().model_dump()))
+
+
+def is_limit(key: str) -> bool:
+    """True if the dotted leaf ``key`` is a config key that bounds a size (`LIMIT_KEYS`)."""
+    return key in _LEAVES and _covered(key, LIMIT_KEYS)
 
 
 def diff_keys(old: Layer3Config, new: Layer3Config) -> list[str]:
@@ -124,17 +160,22 @@ def diff_keys(old: Layer3Config, new: Layer3Config) -> list[str]:
 class ReloadResult:
     """What one check of the file did.
 
-    ``status``: "unchanged" (same content, or a change that changes no value), "success"
-    (applied) or "failure" (last good config kept; ``error`` says why, naming the key).
+    ``status``: "unchanged" (same content, or a change that changes no value), "pending"
+    (the file changed in place since the previous poll: judged once it is seen stable),
+    "success" (applied) or "failure" (last good config kept; ``error`` says why, naming the
+    key).
     """
 
-    status: Literal["unchanged", "success", "failure"]
+    status: Literal["unchanged", "pending", "success", "failure"]
     changed_keys: tuple[str, ...] = ()
     error: str | None = None
     version: str | None = None
 
 
-_Fingerprint = tuple[int, int, str]  # (mtime_ns, size, sha256) of the content last judged
+# (st_dev, st_ino, mtime_ns, size, sha256) of a file as one poll read it.
+_Fingerprint = tuple[int, int, int, int, str]
+_INODE = slice(0, 2)
+_SHA = 4
 
 
 class ConfigReloader:
@@ -171,12 +212,19 @@ class ConfigReloader:
         self.observer = observer or NULL_OBSERVER
         self.clock = clock or SYSTEM_CLOCK
         self._lock = threading.Lock()  # one check at a time (poll thread vs tests/API)
-        # The content judged last: the file as it is now, so only later edits reload.
+        # The content judged last (the file as it is now, so only later edits reload) and
+        # the file as the previous poll saw it (an edit in place must be seen twice).
         self._seen: _Fingerprint | None = None
+        self._polled: _Fingerprint | None = None
+        # Keys the file in force wrote (a reload that drops a limit among them is refused).
+        self._keys: frozenset[str] = frozenset()
         if initial is None:
             initial = load_config(self.path, env)  # a bad file at start-up raises
         with contextlib.suppress(OSError):  # unreadable now: judged by the first poll
-            self._seen, _ = self._read()
+            self._seen, data = self._read()
+            self._polled = self._seen
+            with contextlib.suppress(ConfigError):
+                self._keys = read_config_bytes(data, str(self.path), env).keys
         self._current = initial
         self.reloads_ok = 0
         self.reloads_failed = 0
@@ -196,43 +244,67 @@ class ConfigReloader:
 
     # -------------------------------------------------------------------- checking
     def _read(self) -> tuple[_Fingerprint, bytes]:
-        st = os.stat(self.path)
-        data = self.path.read_bytes()
-        return (st.st_mtime_ns, len(data), hashlib.sha256(data).hexdigest()), data
+        with self.path.open("rb") as f:  # stat and content of the same file (inode)
+            st = os.fstat(f.fileno())
+            data = f.read()
+        return (st.st_dev, st.st_ino, st.st_mtime_ns, len(data),
+                hashlib.sha256(data).hexdigest()), data
 
-    def check_now(self) -> ReloadResult:  # noqa: PLR0911 - one return per outcome of an attempt
+    def check_now(self) -> ReloadResult:
         """Check the file once and reload if its content changed (what the thread runs)."""
         with self._lock:
             try:
                 fp, data = self._read()
             except OSError as err:
-                missing: _Fingerprint = (-1, -1, f"unreadable: {err.strerror or err}")
+                missing: _Fingerprint = (-1, -1, -1, -1,
+                                         f"unreadable: {err.strerror or err}")
+                self._polled = missing
                 if self._seen == missing:
                     return ReloadResult("unchanged")
                 self._seen = missing
                 return self._fail(f"{self.path}: cannot read: {err.strerror or err}")
-            if self._seen is not None and fp[2] == self._seen[2]:
+            previous, self._polled = self._polled, fp
+            if self._seen is not None and fp[_SHA] == self._seen[_SHA]:
                 self._seen = fp  # touched, same content
                 return ReloadResult("unchanged")
+            replaced = (previous is not None and previous[0] >= 0
+                        and previous[_INODE] != fp[_INODE])
+            if not replaced and fp != previous:
+                return ReloadResult("pending")  # changed in place: maybe still being written
             self._seen = fp
             try:
-                new = load_config_bytes(data, str(self.path), self._env)
+                new = read_config_bytes(data, str(self.path), self._env)
             except ConfigError as err:
                 return self._fail(str(err))
-            changed = diff_keys(self._current, new)
-            if not changed:
-                return ReloadResult("unchanged")
-            blocked = [k for k in changed if not is_live(k)]
-            if blocked:
-                return self._fail(f"restart_required: {', '.join(blocked)}", changed)
-            old = self._current
-            try:
-                self._apply(new)
-            except Exception as err:
-                self._restore(old)
-                return self._fail(f"apply failed: {type(err).__name__}: {err}", changed)
-            self._current = new
-            return self._succeed(changed)
+            return self._judge(new)
+
+    def _judge(self, new: ConfigFile) -> ReloadResult:
+        changed = diff_keys(self._current, new.config)
+        if not changed:
+            self._keys = new.keys
+            self.last_error = None  # the file says what is in force: nothing is wrong
+            return ReloadResult("unchanged")
+        unknown = sorted(k for k in new.confirmed_removals if not is_limit(k))
+        if unknown:
+            return self._fail(f"{self.path}: {CONFIRM_LIMIT_REMOVAL}: {', '.join(unknown)} "
+                              "is not a limit key (see LIMIT_KEYS in docs/config.md)", changed)
+        removed = sorted(k for k in self._keys - new.keys
+                         if is_limit(k) and k in changed and k not in new.confirmed_removals)
+        if removed:
+            keys = ", ".join(removed)
+            return self._fail(f"limit_keys_removed: {keys} (keep them, or confirm with "
+                              f"{CONFIRM_LIMIT_REMOVAL}: [{keys}])", changed)
+        blocked = [k for k in changed if not is_live(k)]
+        if blocked:
+            return self._fail(f"restart_required: {', '.join(blocked)}", changed)
+        old = self._current
+        try:
+            self._apply(new.config)
+        except Exception as err:
+            self._restore(old)
+            return self._fail(f"apply failed: {type(err).__name__}: {err}", changed)
+        self._current, self._keys = new.config, new.keys
+        return self._succeed(changed)
 
     def _restore(self, old: Layer3Config) -> None:
         try:

@@ -7,9 +7,10 @@ path instead of being ignored. Defaults are the values documented in ``docs/conf
 from __future__ import annotations
 
 from typing import Any, Literal, TypeVar
+from urllib.parse import urlsplit
 
 import pydantic
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .._exceptions import ConfigError
 
@@ -17,23 +18,28 @@ M = TypeVar("M", bound=BaseModel)
 
 
 def parse_config(model: type[M], data: Any, root: str = "") -> M:
-    """Validate ``data`` as ``model``; errors become a ConfigError naming the key path."""
+    """Validate ``data`` as ``model``; errors become one ConfigError that lists every
+    problem (``errors``), each naming its key path."""
     try:
         return model.model_validate(data)
     except pydantic.ValidationError as err:
-        first = err.errors()[0]
-        path = ".".join(str(p) for p in (root, *first["loc"]) if p != "")
-        msg = first["msg"]
-        if first["type"] == "extra_forbidden":
-            msg = "unknown key"
-        value = first.get("input")
-        if first["loc"] and first["loc"][-1] in _SECRET_KEYS:
-            shown = " (value <redacted>)"  # never echo a secret into logs
-        elif isinstance(value, dict):
-            shown = ""  # a cross-field check: the message names the keys involved
-        else:
-            shown = f" (value {value!r})"
-        raise ConfigError(f"{path or model.__name__}: {msg}{shown}") from None
+        errors = tuple(_describe(model, root, e) for e in err.errors())
+        raise ConfigError("\n".join(errors), errors) from None
+
+
+def _describe(model: type[BaseModel], root: str, error: Any) -> str:
+    path = ".".join(str(p) for p in (root, *error["loc"]) if p != "")
+    msg = error["msg"]
+    if error["type"] == "extra_forbidden":
+        msg = "unknown key"
+    value = error.get("input")
+    if error["loc"] and error["loc"][-1] in _SECRET_KEYS:
+        shown = " (value <redacted>)"  # never echo a secret into logs
+    elif isinstance(value, dict):
+        shown = ""  # a cross-field check: the message names the keys involved
+    else:
+        shown = f" (value {value!r})"
+    return f"{path or model.__name__}: {msg}{shown}"
 
 
 _SECRET_KEYS = frozenset({"auth_token"})
@@ -180,6 +186,9 @@ class CorrelationConfig(_Strict):
     max_correlation: float = Field(0.7, ge=0.0, le=1.0)
     penalty_strength: float = Field(0.5, ge=0.0, le=1.0)
     use_multi_asset_kelly: bool = True
+    max_symbols_per_row: int = Field(512, ge=1, le=100_000)
+    max_symbols: int = Field(512, ge=2, le=100_000)
+    max_clock_skew_sec: float = Field(60.0, gt=0.0, le=31_536_000.0)
 
     @model_validator(mode="after")
     def _observations_fit_window(self) -> CorrelationConfig:
@@ -187,6 +196,9 @@ class CorrelationConfig(_Strict):
         if self.min_observations > self.window:
             raise ValueError(f"min_observations was {self.min_observations}, expected <= "
                              f"window ({self.window})")
+        if self.max_symbols_per_row > self.max_symbols:
+            raise ValueError(f"max_symbols_per_row was {self.max_symbols_per_row}, expected "
+                             f"<= max_symbols ({self.max_symbols})")
         return self
 
 
@@ -207,16 +219,26 @@ class CircuitBreakerConfig(_Strict):
     enabled: bool = True
     failure_threshold: int = Field(5, ge=1, le=1000)
     window_sec: float = Field(60.0, gt=0.0, le=86_400.0)
+    failure_rate_threshold: float = Field(0.5, gt=0.0, le=1.0)
+    minimum_calls: int = Field(10, ge=1, le=100_000)
+    rate_window_calls: int = Field(100, ge=1, le=100_000)
     initial_timeout_sec: float = Field(30.0, gt=0.0, le=86_400.0)
     max_timeout_sec: float = Field(300.0, gt=0.0, le=86_400.0)
     backoff_multiplier: float = Field(2.0, ge=1.0, le=10.0)
 
     @model_validator(mode="after")
     def _timeouts_ordered(self) -> CircuitBreakerConfig:
-        # CircuitBreaker refuses this too, but only at construction (not on a hot reload).
+        # CircuitBreaker refuses these too, but only at construction (not on a hot reload).
         if self.max_timeout_sec < self.initial_timeout_sec:
             raise ValueError(f"max_timeout_sec was {self.max_timeout_sec}, expected >= "
                              f"initial_timeout_sec ({self.initial_timeout_sec})")
+        if self.minimum_calls < self.failure_threshold:
+            raise ValueError(f"minimum_calls was {self.minimum_calls}, expected >= "
+                             f"failure_threshold ({self.failure_threshold}): below "
+                             "minimum_calls calls the count rule decides")
+        if self.rate_window_calls < self.minimum_calls:
+            raise ValueError(f"rate_window_calls was {self.rate_window_calls}, expected >= "
+                             f"minimum_calls ({self.minimum_calls})")
         return self
 
 
@@ -233,6 +255,34 @@ class RLConfig(_Strict):
     mock_seed: int | None = None
     performance_history_size: int = Field(10_000, ge=10, le=10_000_000)
 
+    @field_validator("endpoint")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        # Checked here, not at the first request: a bad port used to surface as a traceback
+        # on every decision, under a reason (http_error) the troubleshooting table misreads.
+        if value is not None:
+            problem = http_url_problem(value)
+            if problem is not None:
+                raise ValueError(f"expected an http(s) URL with a host and a port in "
+                                 f"0..65535, e.g. http://127.0.0.1:8888/predict ({problem})")
+        return value
+
+
+def http_url_problem(url: str) -> str | None:
+    """What is wrong with ``url`` as the RL endpoint (None: an http(s) URL, host, port)."""
+    if not url.isprintable() or any(c.isspace() for c in url):
+        return "whitespace or control characters"
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # raises for a port that is not a number in 0..65535
+    except ValueError as err:
+        return str(err)
+    if parts.scheme not in ("http", "https"):
+        return f"scheme {parts.scheme!r}" if parts.scheme else "no scheme"
+    if not parts.hostname:
+        return "no host"
+    return None
+
 
 class ServiceConfig(_Strict):
     """The HTTP service (``himari-l3 serve``)."""
@@ -242,6 +292,7 @@ class ServiceConfig(_Strict):
     auth_token: str | None = Field(None, min_length=16)
     max_request_bytes: int = Field(1_048_576, ge=1024, le=64 * 1_048_576)
     max_signals_per_request: int = Field(1000, ge=1, le=100_000)
+    body_read_timeout_sec: float = Field(10.0, gt=0.0, le=600.0)
     config_watch_interval_sec: float = Field(1.0, gt=0.0, le=3600.0)
 
 

@@ -9,16 +9,26 @@ labels go through :class:`BoundedLabel` (the first ``max_values`` distinct value
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 from bisect import bisect_left
 from collections.abc import Callable, Iterator, Sequence
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Info
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Info,
+    PlatformCollector,
+    ProcessCollector,
+)
 from prometheus_client.metrics_core import HistogramMetricFamily, Metric
 from prometheus_client.utils import floatToGoString
 
-__all__ = ["BoundedLabel", "FastHistogram", "Layer3Metrics"]
+__all__ = ["BoundedLabel", "FastHistogram", "Layer3Metrics", "register_runtime_collectors"]
 
 _LAT = (0.00001, 0.00002, 0.00005, 0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01,
         0.02, 0.05, 0.1, 0.15, 0.2, 0.5, 1.0)
@@ -151,6 +161,7 @@ class Layer3Metrics:
         r = self.registry = registry if registry is not None else CollectorRegistry()
         self._pre_collect = _PreCollectHooks()
         r.register(self._pre_collect)
+        register_runtime_collectors(r)
         self.symbol_label = BoundedLabel(max_label_values)
         self.strategy_label = BoundedLabel(max_label_values)
         p = "himari_l3_"
@@ -315,3 +326,19 @@ class Layer3Metrics:
     def add_pre_collect_hook(self, hook: Callable[[], object]) -> None:
         """Run ``hook`` before every collection of this registry."""
         self._pre_collect.hooks.append(hook)
+
+
+def register_runtime_collectors(registry: CollectorRegistry) -> None:
+    """Add prometheus_client's process (``process_*``: RSS, CPU, fds, start time; Linux),
+    platform (``python_info``) and GC (``python_gc_*``) collectors to ``registry``.
+
+    The global ``REGISTRY`` has them from import; a registry of our own (each service app has
+    one) does not, and the System Health dashboard's process panel reads them. Each is cheap:
+    the process collector reads ``/proc/self/stat`` at scrape time.
+    """
+    if registry is REGISTRY:
+        return
+    for collector in (ProcessCollector, PlatformCollector, GCCollector):
+        # ValueError: already registered there (e.g. by the caller): keep theirs.
+        with contextlib.suppress(ValueError):
+            collector(registry=registry)

@@ -16,6 +16,14 @@ the requests to its learned state. A snapshot holds the learned state after ever
 entry with ``seq <= snapshot.seq``; state at any later point is that snapshot plus the
 entries after it, replayed in ``seq`` order (see ``himari_l3.runtime.service``).
 
+Integrity (``persistence/recovery.py`` runs the checks at start-up): ``snapshot_digests``
+holds the SHA-256 of each snapshot's text (a snapshot that no longer matches it, or no
+longer decodes, is skipped for an older one); the highest committed ``seq`` is also kept
+*outside* the database — for an on-disk SQLite file in a sidecar file ``<file>-ack``
+(`AckRecord`), elsewhere in ``meta`` (PostgreSQL does not lose committed rows) — so a
+journal that ends below it is seen; ranges of ``seq`` an operator accepted as lost are kept
+in ``meta`` (``lost_seqs``), so they are never handed out again.
+
 Durability: each ``append`` is one committed transaction. On SQLite the database runs in WAL
 mode with ``synchronous=FULL``, so a commit has reached the disk (fsync of the WAL) before
 ``append`` returns: an acknowledged request survives a SIGKILL *and* a power cut. (With
@@ -26,9 +34,11 @@ that.) The store expects a single writer process.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,16 +53,26 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    bindparam,
     create_engine,
     delete,
     event,
     func,
     insert,
+    literal_column,
+    or_,
     select,
+    union_all,
+    update,
 )
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DatabaseError
+
+from .ack import AckRecord
 
 __all__ = ["JOURNAL_TABLES", "JournalEntry", "Snapshot", "Store"]
+
+log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = "1"
 
@@ -106,6 +126,11 @@ state_snapshots = Table(
     Column("config_version", String(64), nullable=False),
     Column("state", Text, nullable=False),
 )
+snapshot_digests = Table(
+    "snapshot_digests", _md,
+    Column("id", Integer, primary_key=True, autoincrement=False),  # state_snapshots.id
+    Column("sha256", String(64), nullable=False),
+)
 meta = Table(
     "meta", _md,
     Column("key", String(64), primary_key=True),
@@ -116,6 +141,7 @@ JOURNAL_TABLES: dict[str, Table] = {
     "decision": decisions, "outcome": outcomes, "returns": returns, "config": config_changes,
 }
 _INSERTS = {name: insert(table) for name, table in JOURNAL_TABLES.items()}
+_ACK_UPDATE = update(meta).where(meta.c.key == "acked_seq").values(value=bindparam("seq"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,13 +159,23 @@ class JournalEntry:
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:
-    """A committed learned-state snapshot (``state`` is JSON text)."""
+    """A committed learned-state snapshot (``state`` is JSON text; ``sha256`` the digest
+    recorded when it was written, None for a snapshot written before digests existed)."""
 
     id: int
     seq: int
     ts_ns: int
     config_version: str
     state: str
+    sha256: str | None = None
+
+    def intact(self) -> bool:
+        """True unless the text no longer matches its recorded digest."""
+        return self.sha256 is None or _sha256(self.state) == self.sha256
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 class Store:
@@ -148,10 +184,13 @@ class Store:
     ``url``: ``sqlite:///relative/path.sqlite`` (relative to the working directory),
     ``sqlite:////abs/path.sqlite``, or ``postgresql+psycopg://user@host:port/db``.
     ``keep_snapshots``: older snapshots are deleted in the transaction that adds a new one.
+    ``ack_path``: where the acknowledged seq is recorded (default ``<sqlite file>-ack``; in
+    ``meta`` for PostgreSQL and in-memory SQLite). ``on_error(operation)`` is called when
+    recording it fails (the commit itself stands; `recovery` wires it to the metrics).
     """
 
     def __init__(self, url: str, *, keep_snapshots: int = 3,
-                 sqlite_synchronous: str = "full") -> None:
+                 sqlite_synchronous: str = "full", ack_path: str | None = None) -> None:
         if keep_snapshots < 1:
             raise ValueError(f"keep_snapshots was {keep_snapshots!r}, expected >= 1")
         parsed = make_url(url)
@@ -172,6 +211,12 @@ class Store:
             level = sqlite_synchronous.upper()
             event.listen(self.engine, "connect",
                          lambda conn, record: _sqlite_pragmas(conn, record, level))
+        database = parsed.database or ""
+        if ack_path is None and self.dialect == "sqlite" and database not in ("", ":memory:"):
+            ack_path = f"{database}-ack"
+        self.on_error: Callable[[str], None] | None = None
+        self.ack = (AckRecord(ack_path, on_error=lambda: self._report("ack_record"))
+                    if ack_path is not None else None)
         _md.create_all(self.engine)
         with self.engine.begin() as conn:
             have = conn.execute(select(meta.c.value).where(meta.c.key == "schema_version"))
@@ -183,15 +228,26 @@ class Store:
             elif found != SCHEMA_VERSION:
                 raise RuntimeError(f"store schema_version was {found!r}, "
                                    f"expected {SCHEMA_VERSION!r}")
+            for key, value in (("acked_seq", "0"), ("lost_seqs", "[]")):
+                if conn.execute(select(meta.c.value).where(meta.c.key == key)).first() is None:
+                    conn.execute(insert(meta).values(key=key, value=value))
 
     # ------------------------------------------------------------------ writes
     def append(self, entries: Sequence[JournalEntry]) -> None:
-        """Insert journal entries in one transaction (committed and durable on return)."""
+        """Insert journal entries in one transaction (committed and durable on return),
+        then post the highest ``seq`` to the acknowledged-seq record (`AckRecord`)."""
+        if not entries:
+            return
+        top = max(e.seq for e in entries)
         with self.engine.begin() as conn:
             for e in entries:
                 # One prebuilt statement per table: SQLAlchemy caches its compiled form
                 # (``insert(t).values(**row)`` would be a new statement per call).
                 conn.execute(_INSERTS[e.table], [e.row])
+            if self.ack is None:
+                conn.execute(_ACK_UPDATE, {"seq": str(top)})
+        if self.ack is not None:
+            self.ack.post(top)  # written by its thread: see persistence/ack.py for why
 
     def record_decision(self, *, seq: int, ts_ns: int, kind: str, path: str,  # noqa: PLR0913 - one journal row's columns, keyword-only
                         config_version: str, request: str, response: str | None = None,
@@ -203,16 +259,31 @@ class Store:
             "trace": trace, "rl_results": rl_results})])
 
     def save_snapshot(self, *, seq: int, ts_ns: int, config_version: str, state: str) -> int:
-        """Commit a snapshot (and prune old ones) in one transaction; returns its id."""
+        """Commit a snapshot and its digest (and prune old ones) in one transaction; then
+        make the acknowledged-seq record durable. Returns the snapshot's id."""
+        digest = _sha256(state)
         with self.engine.begin() as conn:
             res = conn.execute(insert(state_snapshots).values(
                 seq=seq, ts_ns=ts_ns, config_version=config_version, state=state))
             new_id = int(res.inserted_primary_key[0])  # type: ignore[index]
+            conn.execute(insert(snapshot_digests).values(id=new_id, sha256=digest))
             keep = select(state_snapshots.c.id).order_by(
                 state_snapshots.c.id.desc()).limit(self.keep_snapshots).subquery()
             conn.execute(delete(state_snapshots).where(
                 state_snapshots.c.id.not_in(select(keep.c.id))))
+            conn.execute(delete(snapshot_digests).where(
+                snapshot_digests.c.id.not_in(select(state_snapshots.c.id))))
+        if self.ack is not None:
+            try:
+                self.ack.sync()
+            except OSError:
+                log.exception("syncing the acknowledged-seq record %s failed", self.ack.path)
+                self._report("ack_record")
         return new_id
+
+    def _report(self, operation: str) -> None:
+        if self.on_error is not None:
+            self.on_error(operation)
 
     def checkpoint(self) -> None:
         """Copy the SQLite WAL into the database (PASSIVE: never blocks writers or readers);
@@ -225,13 +296,25 @@ class Store:
     # ------------------------------------------------------------------- reads
     def latest_snapshot(self) -> Snapshot | None:
         """The newest committed snapshot, or None."""
+        return next(self.snapshots(), None)
+
+    def snapshots(self, newest_first: bool = True) -> Iterator[Snapshot]:
+        """Every kept snapshot with its recorded digest, one row loaded at a time."""
+        order = state_snapshots.c.id.desc() if newest_first else state_snapshots.c.id.asc()
         with self.engine.connect() as conn:
-            row = conn.execute(select(state_snapshots).order_by(
-                state_snapshots.c.id.desc()).limit(1)).mappings().first()
-        if row is None:
-            return None
-        return Snapshot(int(row["id"]), int(row["seq"]), int(row["ts_ns"]),
-                        str(row["config_version"]), str(row["state"]))
+            ids = [int(i) for i in conn.execute(select(state_snapshots.c.id).order_by(order))
+                   .scalars()]
+        for snap_id in ids:
+            with self.engine.connect() as conn:
+                row = conn.execute(
+                    select(state_snapshots, snapshot_digests.c.sha256)
+                    .select_from(state_snapshots.outerjoin(
+                        snapshot_digests, snapshot_digests.c.id == state_snapshots.c.id))
+                    .where(state_snapshots.c.id == snap_id)).mappings().first()
+            if row is not None:  # pruned meanwhile
+                yield Snapshot(int(row["id"]), int(row["seq"]), int(row["ts_ns"]),
+                               str(row["config_version"]), str(row["state"]),
+                               None if row["sha256"] is None else str(row["sha256"]))
 
     def journal_after(self, seq: int) -> list[JournalEntry]:
         """Every journal entry with ``seq`` greater than ``seq``, in ``seq`` order."""
@@ -244,13 +327,88 @@ class Store:
         return out
 
     def max_seq(self) -> int:
-        """The highest ``seq`` in the journal or the snapshots (0 when empty)."""
-        best = 0
+        """The highest ``seq`` in the journal, the snapshots or a range accepted as lost (0
+        when empty): the next request gets a higher one, so no id is handed out twice."""
+        best = max((hi for _, hi in self.lost_ranges()), default=0)
         with self.engine.connect() as conn:
             for table in (*JOURNAL_TABLES.values(), state_snapshots):
                 value = conn.execute(select(func.max(table.c.seq))).scalar()
                 best = max(best, int(value or 0))
         return best
+
+    # --------------------------------------------------------------- integrity
+    def acked_seq(self) -> int | None:
+        """The highest seq recorded as committed (None: never recorded). ValueError when the
+        record cannot be read."""
+        if self.ack is not None:
+            self.ack.flush()  # what this process posted is on file first
+            return self.ack.read()
+        with self.engine.connect() as conn:
+            value = conn.execute(select(meta.c.value).where(meta.c.key == "acked_seq")).scalar()
+        return int(value) if value is not None else None
+
+    def journal_bounds(self) -> tuple[int, int, int]:
+        """(rows, lowest seq, highest seq) over the four journal tables."""
+        rows, lo, hi = 0, 0, 0
+        with self.engine.connect() as conn:
+            for table in JOURNAL_TABLES.values():
+                n, a, b = conn.execute(select(func.count(), func.min(table.c.seq),
+                                              func.max(table.c.seq))).one()
+                if n:
+                    lo = int(a) if rows == 0 else min(lo, int(a))
+                    hi = max(hi, int(b))
+                    rows += int(n)
+        return rows, lo, hi
+
+    def journal_holes(self) -> tuple[list[tuple[int, int]], list[int]]:
+        """(ranges ``(first, last)`` of seq missing from 1..max, seqs present in two journal
+        tables). Both empty for a contiguous journal: rows are counted first (a missing seq
+        and a duplicate would cancel out there, but the service never writes a duplicate),
+        and the ordered scan runs only on a mismatch."""
+        rows, lo, hi = self.journal_bounds()
+        if rows == hi and lo in (0, 1):
+            return [], []
+        seqs = union_all(*(select(t.c.seq.label("seq")) for t in JOURNAL_TABLES.values())
+                         ).subquery()
+        ordered = select(seqs.c.seq, func.lag(seqs.c.seq).over(order_by=seqs.c.seq)
+                         .label("prev")).subquery()
+        query = select(ordered.c.seq, ordered.c.prev).where(or_(
+            ordered.c.prev.is_(None) & (ordered.c.seq != literal_column("1")),
+            ordered.c.prev.is_not(None) & (ordered.c.seq != ordered.c.prev + 1)))
+        missing: list[tuple[int, int]] = []
+        duplicates: list[int] = []
+        with self.engine.connect() as conn:
+            for seq, prev in conn.execute(query):
+                if prev is not None and seq == prev:
+                    duplicates.append(int(seq))
+                else:
+                    missing.append((int(prev or 0) + 1, int(seq) - 1))
+        return missing, duplicates
+
+    def quick_check(self) -> list[str]:
+        """SQLite's ``PRAGMA quick_check`` problems (empty when "ok"; always on PostgreSQL)."""
+        if self.dialect != "sqlite":
+            return []
+        try:
+            with self.engine.connect() as conn:
+                found = [str(r[0]) for r in conn.exec_driver_sql("PRAGMA quick_check")]
+        except DatabaseError as err:  # damaged beyond what quick_check can walk
+            return [str(err.orig)]
+        return [] if found == ["ok"] else found
+
+    def lost_ranges(self) -> list[tuple[int, int]]:
+        """Ranges of seq an operator accepted as lost (`accept_lost`)."""
+        with self.engine.connect() as conn:
+            value = conn.execute(select(meta.c.value).where(meta.c.key == "lost_seqs")).scalar()
+        return [(int(a), int(b)) for a, b in json.loads(value or "[]")]
+
+    def accept_lost(self, ranges: Sequence[tuple[int, int]]) -> None:
+        """Record ``ranges`` of seq as lost on purpose: integrity checks stop reporting them
+        and `max_seq` stays above them."""
+        merged = sorted({*self.lost_ranges(), *((int(a), int(b)) for a, b in ranges)})
+        with self.engine.begin() as conn:
+            conn.execute(update(meta).where(meta.c.key == "lost_seqs")
+                         .values(value=json.dumps(merged)))
 
     def decisions(self, *, after_seq: int = 0, limit: int | None = None) -> list[dict[str, Any]]:
         """Decision records in ``seq`` order, JSON columns parsed (for audits and tests)."""
@@ -286,7 +444,10 @@ class Store:
                 yield d
 
     def close(self) -> None:
-        """Dispose of the connection pool (idempotent)."""
+        """Write the acknowledged-seq record out and dispose of the connection pool
+        (idempotent)."""
+        if self.ack is not None:
+            self.ack.close()
         self.engine.dispose()
 
 

@@ -13,6 +13,15 @@ With fewer than ``min_observations`` aligned rows the monitor reports the identi
 evidence of correlation yet, shrinkage 1). A constant series has no defined correlation; it
 is treated as uncorrelated (0) with everything rather than producing NaN.
 
+Memory is bounded whatever the input: a row holds at most ``max_symbols_per_row`` symbols,
+the window at most ``max_symbols`` distinct ones (a row that would bring more is refused;
+room comes back as old rows leave the window), symbols follow the signal symbol rules, and
+``timestamp_ns`` is an int64 at most ``max_clock_skew_sec`` ahead of the injected clock (one
+row stamped in the far future would otherwise block every later row). `stats` covers only
+the symbols with enough observations and builds a matrix only once they have
+``min_observations`` aligned rows, and the estimator never builds an n × p × p array, so
+its cost is O(n·p + p²) memory for p ≤ ``max_symbols``.
+
 Written by hand (about 20 lines of numpy) because the maintained implementation lives in
 scikit-learn, which would be a heavy dependency for this alone.
 """
@@ -20,19 +29,27 @@ scikit-learn, which would be a heavy dependency for this alone.
 from __future__ import annotations
 
 import math
-from collections import deque
-from typing import Any
+from collections import Counter, deque
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
 
+from .._clock import SYSTEM_CLOCK, Clock
 from .._exceptions import ValidationError
+from .._validate import nonempty_str
 
-__all__ = ["CorrelationMonitor", "ledoit_wolf_correlation"]
+if TYPE_CHECKING:
+    from ..config.schema import CorrelationConfig
+
+__all__ = ["CorrelationMonitor", "InvalidReturnsException", "ledoit_wolf_correlation"]
+
+INT64_MAX = 2**63 - 1
 
 
 class InvalidReturnsException(ValidationError):
-    """A return passed to the correlation monitor is not a finite number in range."""
+    """A row of returns is invalid: a symbol, a return, its timestamp, or a size cap (the
+    ``field`` is ``returns``, ``returns[<symbol>]`` or ``timestamp_ns``)."""
 
 
 def ledoit_wolf_correlation(x: NDArray[np.float64]) -> tuple[NDArray[np.float64], float]:
@@ -48,11 +65,17 @@ def ledoit_wolf_correlation(x: NDArray[np.float64]) -> tuple[NDArray[np.float64]
     denom = float(((s - target) ** 2).sum())
     if denom <= 0.0:
         return target, 1.0
-    # pi-hat: sum of squared deviations of the per-row outer products from S.
-    # Diagonals are fixed at 1, so only off-diagonal entries carry estimation error.
-    off = ~np.eye(p, dtype=bool)
-    outer = np.einsum("ki,kj->kij", z, z)
-    num = float((((outer - s) ** 2)[:, off]).sum()) / (n * n)
+    # pi-hat: sum over rows k of the squared deviations of the off-diagonal entries of the
+    # outer product z_k z_k' from S (diagonals are fixed at 1, so only off-diagonal entries
+    # carry estimation error). Expanded so that no n x p x p array is built:
+    #   sum_{i!=j} (z_ki z_kj - s_ij)^2 = |z_k|^4 - 2 z_k'S z_k + |S|_F^2
+    #                                     - sum_i (z_ki^2 - 1)^2        (s_ii = 1)
+    sq = z * z
+    q = sq.sum(axis=1)
+    quad = np.einsum("ki,ki->k", z @ s, z)
+    total = float((q * q).sum() - 2.0 * quad.sum() + n * (s * s).sum()
+                  - ((sq - 1.0) ** 2).sum())
+    num = max(0.0, total) / (n * n)
     delta = min(1.0, max(0.0, num / denom))
     r = delta * target + (1.0 - delta) * s
     return r, delta
@@ -61,10 +84,17 @@ def ledoit_wolf_correlation(x: NDArray[np.float64]) -> tuple[NDArray[np.float64]
 class CorrelationMonitor:
     """Rolling aligned returns per symbol; see the module docstring."""
 
-    def __init__(self, window: int = 120, min_observations: int = 20) -> None:
+    def __init__(self, window: int = 120, min_observations: int = 20, *,
+                 max_symbols_per_row: int = 512, max_symbols: int = 512,
+                 max_clock_skew_sec: float = 60.0, clock: Clock | None = None) -> None:
         self.window = window
         self.min_observations = min_observations
+        self.max_symbols_per_row = max_symbols_per_row
+        self.max_symbols = max_symbols
+        self.max_clock_skew_sec = max_clock_skew_sec
+        self.clock: Clock = clock if clock is not None else SYSTEM_CLOCK
         self.rows_: deque[tuple[int, dict[str, float]]] = deque(maxlen=window)
+        self._rows_with: Counter[str] = Counter()  # symbol -> rows of the window holding it
         self.version_ = 0
         self._cache: dict[tuple[str, ...], tuple[NDArray[np.float64], float, int]] = {}
         self._cache_version = -1
@@ -73,30 +103,106 @@ class CorrelationMonitor:
         self._vol_cache: dict[str, float | None] = {}
         self._vol_version = -1
 
+    @classmethod
+    def from_config(cls, config: CorrelationConfig, clock: Clock | None = None
+                    ) -> CorrelationMonitor:
+        """A monitor with the ``portfolio.correlation`` settings and ``clock`` (for the skew
+        bound on timestamps)."""
+        monitor = cls(config.window, config.min_observations, clock=clock)
+        monitor.apply_config(config)
+        return monitor
+
+    def apply_config(self, config: CorrelationConfig) -> None:
+        """Take the live settings (the window length is fixed at construction)."""
+        self.min_observations = config.min_observations
+        self.max_symbols_per_row = config.max_symbols_per_row
+        self.max_symbols = config.max_symbols
+        self.max_clock_skew_sec = config.max_clock_skew_sec
+        self.version_ += 1  # invalidate cached matrices
+
     def update(self, returns: dict[str, float], timestamp_ns: int) -> None:
-        """Add one aligned row of per-symbol returns (fractions: 0.01 = +1 %)."""
+        """Add one aligned row of per-symbol returns (fractions: 0.01 = +1 %).
+
+        Raises `InvalidReturnsException` (and changes nothing) for a bad symbol or return, a
+        row over the caps, or a timestamp outside int64, ahead of the clock by more than
+        ``max_clock_skew_sec`` or before the previous row's."""
         if not isinstance(returns, dict):
             raise InvalidReturnsException("returns", returns, "a mapping of symbol to return")
+        if len(returns) > self.max_symbols_per_row:
+            raise InvalidReturnsException(
+                "returns", len(returns), f"at most portfolio.correlation.max_symbols_per_row "
+                f"({self.max_symbols_per_row}) symbols in one row")
         row: dict[str, float] = {}
+        for sym in returns:
+            try:
+                nonempty_str(InvalidReturnsException, "returns", sym)
+            except InvalidReturnsException as err:
+                raise InvalidReturnsException("returns", sym,
+                                              f"a symbol key: {err.expected}") from None
         for sym in sorted(returns):
             value = returns[sym]
             if (isinstance(value, bool) or not isinstance(value, (int, float))
                     or not math.isfinite(value) or not -1.0 <= value <= 10.0):
                 raise InvalidReturnsException(f"returns[{sym}]", value, "-1 <= return <= 10")
             row[sym] = float(value)
-        if self.rows_ and timestamp_ns < self.rows_[-1][0]:
-            raise InvalidReturnsException(
-                "timestamp_ns", timestamp_ns, f">= the previous row's {self.rows_[-1][0]}")
-        if self.rows_ and timestamp_ns == self.rows_[-1][0]:
+        self._check_timestamp(timestamp_ns)
+        merge = bool(self.rows_) and timestamp_ns == self.rows_[-1][0]
+        self._check_window_cap(row, merge)
+        if merge:
             # Same timestamp: merge into that row (time alignment).
-            self.rows_[-1][1].update(row)
+            last = self.rows_[-1][1]
+            self._rows_with.update(s for s in row if s not in last)
+            last.update(row)
         else:
+            if len(self.rows_) == self.window:
+                self._forget(self.rows_[0][1])
             self.rows_.append((timestamp_ns, row))
+            self._rows_with.update(row.keys())  # count rows, not returns
         self.version_ += 1
+
+    def _check_timestamp(self, ts: int) -> None:
+        if isinstance(ts, bool) or not isinstance(ts, int):
+            raise InvalidReturnsException("timestamp_ns", ts,
+                                          "an integer number of nanoseconds since the epoch")
+        if not 0 <= ts <= INT64_MAX:
+            raise InvalidReturnsException("timestamp_ns", ts,
+                                          f"0 <= timestamp_ns <= {INT64_MAX} (int64)")
+        now = self.clock.time_ns()
+        limit = now + round(self.max_clock_skew_sec * 1e9)
+        if ts > limit:
+            raise InvalidReturnsException(
+                "timestamp_ns", ts, f"at most {limit}: the clock's {now} plus "
+                f"portfolio.correlation.max_clock_skew_sec ({self.max_clock_skew_sec:g} s)")
+        if self.rows_ and ts < self.rows_[-1][0]:
+            raise InvalidReturnsException(
+                "timestamp_ns", ts, f">= the previous row's {self.rows_[-1][0]}")
+
+    def _check_window_cap(self, row: dict[str, float], merge: bool) -> None:
+        new = [s for s in row if s not in self._rows_with]
+        if not new:
+            return
+        leaving = 0
+        if not merge and len(self.rows_) == self.window:  # the oldest row leaves the window
+            leaving = sum(1 for s in self.rows_[0][1]
+                          if self._rows_with[s] == 1 and s not in row)
+        distinct = len(self._rows_with) + len(new) - leaving
+        if distinct > self.max_symbols:
+            raise InvalidReturnsException(
+                "returns", distinct, f"at most portfolio.correlation.max_symbols "
+                f"({self.max_symbols}) distinct symbols in the correlation window "
+                f"(this row adds {len(new)} new ones)")
+
+    def _forget(self, row: dict[str, float]) -> None:
+        counts = self._rows_with
+        for s in row:
+            counts[s] -= 1
+            if counts[s] <= 0:
+                del counts[s]
 
     @property
     def symbols(self) -> list[str]:
-        return sorted({s for _, row in self.rows_ for s in row})
+        """Every symbol observed in the window, sorted."""
+        return sorted(self._rows_with)
 
     def correlation(self, symbols: list[str]) -> tuple[NDArray[np.float64], float, int]:
         """(correlation matrix in the order of ``sorted(symbols)``, shrinkage, rows used)."""
@@ -163,12 +269,25 @@ class CorrelationMonitor:
         return cache[symbol]
 
     def stats(self) -> dict[str, Any]:
-        syms = self.symbols
-        corr, delta, n = self.correlation(syms) if len(syms) >= 2 else (np.eye(1), 1.0, 0)
-        off = np.abs(corr - np.eye(len(corr)))
-        return {"symbols": syms, "observations": n, "shrinkage": delta,
-                "max_abs_correlation": float(off.max()) if off.size else 0.0,
-                "rows": len(self.rows_)}
+        """Summary over the symbols with enough data (``aligned_symbols``): those observed in
+        at least ``min_observations`` rows of the window — or, while none is yet, those
+        observed most often. ``observations`` counts the rows where all of them were
+        observed; shrinkage and the largest absolute pairwise correlation come from those
+        rows once there are ``min_observations`` of them. Other symbols are listed in
+        ``symbols`` only, so no matrix is ever built over every symbol seen (a row of
+        one-off symbols costs no matrix at all)."""
+        counts = self._rows_with
+        need = min(self.min_observations, max(counts.values(), default=0))
+        aligned = sorted(s for s, n in counts.items() if n >= need) if need else []
+        n = sum(1 for _, row in self.rows_ if all(s in row for s in aligned)) if aligned else 0
+        delta, max_abs = 1.0, 0.0
+        if len(aligned) >= 2 and n >= self.min_observations:
+            corr, delta, n = self.correlation(aligned)
+            off = np.abs(corr)
+            np.fill_diagonal(off, 0.0)
+            max_abs = float(off.max())
+        return {"symbols": self.symbols, "aligned_symbols": aligned, "observations": n,
+                "shrinkage": delta, "max_abs_correlation": max_abs, "rows": len(self.rows_)}
 
     def export_state(self) -> dict[str, Any]:
         return {"window": self.window, "rows": [[ts, dict(r)] for ts, r in self.rows_]}
@@ -176,4 +295,5 @@ class CorrelationMonitor:
     def restore_state(self, state: dict[str, Any]) -> None:
         self.rows_ = deque(((int(ts), {str(k): float(v) for k, v in r.items()})
                             for ts, r in state["rows"]), maxlen=self.window)
+        self._rows_with = Counter(s for _, row in self.rows_ for s in row)
         self.version_ += 1

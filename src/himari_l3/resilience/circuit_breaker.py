@@ -2,10 +2,15 @@
 
 ::
 
-    CLOSED ──(failure_threshold failures within window_sec)──▶ OPEN
+    CLOSED ──(too many failures in the window: count or rate rule)──▶ OPEN
     OPEN ──(open timeout elapsed; exactly one caller admitted)──▶ HALF_OPEN
     HALF_OPEN ──(probe succeeds)──▶ CLOSED      (timeout back to initial_timeout_sec)
     HALF_OPEN ──(probe fails)──▶ OPEN           (timeout × backoff_multiplier, capped)
+
+It opens on the seed's count rule (``failure_threshold`` failures within ``window_sec``)
+while fewer than ``minimum_calls`` calls are in its window, and on a failure rate
+(``failure_rate_threshold`` of the latest ``rate_window_calls`` calls) from then on: a busy
+caller needs the rate, a quiet one the count (`window.OpeningRule`, docs/deployment.md).
 
 With the defaults the open timeouts run 30 → 60 → 120 → 240 → 300 → 300 s. The breaker knows
 nothing about HTTP or Prometheus: clients report outcomes (``record_success`` /
@@ -35,6 +40,7 @@ from .._clock import SYSTEM_CLOCK, Clock
 from .._exceptions import CircuitBreakerOpenException, StateRestoreError
 from ..observers import resolve_observer
 from .events import CircuitEvent, CircuitState, Listener, failure_reason
+from .window import CallWindow, OpeningRule, positive
 
 __all__ = ["CircuitBreaker", "CircuitEvent", "CircuitState", "failure_reason"]
 
@@ -43,15 +49,7 @@ logger = logging.getLogger(__name__)
 P = ParamSpec("P")
 T = TypeVar("T")
 
-_EXPORT_VERSION = 1
-
-
-def _positive(name: str, value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
-        math.isfinite(value) and value > 0
-    ):
-        raise ValueError(f"{name} was {value!r}, expected a finite number > 0")
-    return float(value)
+_EXPORT_VERSION = 2  # 2: the rate window ("window"); version 1 exports still restore
 
 
 class CircuitBreaker:
@@ -62,8 +60,15 @@ class CircuitBreaker:
     All but ``name`` are keyword-only.
 
     name : label used in events, logs and `CircuitBreakerOpenException`.
-    failure_threshold : failures inside ``window_sec`` that open the circuit.
-    window_sec : length of the sliding failure window (older failures expire).
+    failure_threshold : failures inside ``window_sec`` that open the circuit while fewer than
+        ``minimum_calls`` calls are in the window (the count rule).
+    window_sec : length of the sliding window (older outcomes expire).
+    failure_rate_threshold : share of failed calls in the window (0 < x <= 1) that opens the
+        circuit once at least ``minimum_calls`` calls are in it (the rate rule).
+    minimum_calls : calls in the window from which the rate rule replaces the count rule
+        (>= ``failure_threshold``).
+    rate_window_calls : the window holds at most this many of the latest calls
+        (>= ``minimum_calls``).
     initial_timeout_sec, max_timeout_sec, backoff_multiplier : the open timeout starts at
         ``initial_timeout_sec``, is multiplied after each failed probe and capped at the maximum.
     call_deadline_sec : if set, a successful call slower than this counts as a failure ("slow").
@@ -88,24 +93,24 @@ class CircuitBreaker:
         clock: Clock | None = None,
         listeners: Iterable[Listener] = (),
         enable_metrics: bool = False,
+        failure_rate_threshold: float = 0.5,
+        minimum_calls: int = 10,
+        rate_window_calls: int = 100,
     ) -> None:
-        if isinstance(failure_threshold, bool) or not isinstance(failure_threshold, int) or (
-            failure_threshold < 1
-        ):
-            raise ValueError(f"failure_threshold was {failure_threshold!r}, expected an int >= 1")
         self.name = name
-        self.failure_threshold = failure_threshold
-        self.window_sec = _positive("window_sec", window_sec)
-        self.initial_timeout_sec = _positive("initial_timeout_sec", initial_timeout_sec)
-        self.max_timeout_sec = _positive("max_timeout_sec", max_timeout_sec)
+        self._rule = OpeningRule(failure_threshold, failure_rate_threshold, minimum_calls,
+                                 rate_window_calls)
+        self.window_sec = positive("window_sec", window_sec)
+        self.initial_timeout_sec = positive("initial_timeout_sec", initial_timeout_sec)
+        self.max_timeout_sec = positive("max_timeout_sec", max_timeout_sec)
         if self.max_timeout_sec < self.initial_timeout_sec:
             raise ValueError(f"max_timeout_sec was {max_timeout_sec!r}, expected >= "
                              f"initial_timeout_sec ({initial_timeout_sec!r})")
-        self.backoff_multiplier = _positive("backoff_multiplier", backoff_multiplier)
+        self.backoff_multiplier = positive("backoff_multiplier", backoff_multiplier)
         if self.backoff_multiplier < 1.0:
             raise ValueError(f"backoff_multiplier was {backoff_multiplier!r}, expected >= 1")
         self.call_deadline_sec = (
-            None if call_deadline_sec is None else _positive("call_deadline_sec", call_deadline_sec)
+            None if call_deadline_sec is None else positive("call_deadline_sec", call_deadline_sec)
         )
         self._clock: Clock = clock if clock is not None else SYSTEM_CLOCK
         self._lock = threading.Lock()
@@ -121,7 +126,9 @@ class CircuitBreaker:
 
     def _init_locked(self) -> None:
         self._state = CircuitState.CLOSED
-        self._failures: deque[float] = deque()
+        # The latest calls made while CLOSED (what the opening rule judges).
+        self._window = CallWindow(self.rate_window_calls, self.window_sec)
+        self._last_transition_reason = ""
         self._timeout = self.initial_timeout_sec
         self._opened_at = 0.0
         self._probe_started = 0.0
@@ -130,6 +137,28 @@ class CircuitBreaker:
         self._last_failure_reason = ""
         self._calls = self._successes = self._failures_total = 0
         self._rejections = self._fallbacks = 0
+
+    # -- the opening rule (read-only: change it with `reconfigure`) -------------------------
+
+    @property
+    def failure_threshold(self) -> int:
+        """Count rule: failures in the window that open it below ``minimum_calls`` calls."""
+        return self._rule.failure_threshold
+
+    @property
+    def failure_rate_threshold(self) -> float:
+        """Rate rule: failed share of the window's calls that opens it."""
+        return self._rule.failure_rate_threshold
+
+    @property
+    def minimum_calls(self) -> int:
+        """Calls in the window from which the rate rule decides."""
+        return self._rule.minimum_calls
+
+    @property
+    def rate_window_calls(self) -> int:
+        """Most calls the window holds."""
+        return self._rule.rate_window_calls
 
     # -- observers -------------------------------------------------------------------------
 
@@ -185,6 +214,7 @@ class CircuitBreaker:
     def _move_locked(self, new: CircuitState, reason: str) -> None:
         old, self._state = self._state, new
         if old is not new:
+            self._last_transition_reason = reason
             log = logger.warning if new is CircuitState.OPEN else logger.info
             log("circuit breaker %r: %s -> %s (%s)", self.name, old.value, new.value, reason)
             self._event("state_change", reason, old)
@@ -195,14 +225,13 @@ class CircuitBreaker:
         self._move_locked(CircuitState.OPEN, reason)
 
     def _close_locked(self, reason: str) -> None:
-        self._failures.clear()
+        self._window.clear()
         self._timeout = self.initial_timeout_sec
         self._consecutive_open = 0
         self._move_locked(CircuitState.CLOSED, reason)
 
     def _prune_locked(self, now: float) -> None:
-        while self._failures and now - self._failures[0] >= self.window_sec:
-            self._failures.popleft()
+        self._window.prune(now)
 
     def _retry_in_locked(self, now: float) -> float:
         if self._forced_open:
@@ -281,7 +310,9 @@ class CircuitBreaker:
         with self._lock:
             self._successes += 1
             self._event("success")
-            if self._state is CircuitState.HALF_OPEN and not self._forced_open:
+            if self._state is CircuitState.CLOSED:
+                self._window.record(self._clock.monotonic(), False)
+            elif self._state is CircuitState.HALF_OPEN and not self._forced_open:
                 self._close_locked("probe succeeded")
         self._deliver()
 
@@ -293,18 +324,17 @@ class CircuitBreaker:
             self._last_failure_reason = reason
             self._event("failure", reason)
             if self._state is CircuitState.CLOSED:
-                self._failures.append(now)
-                self._prune_locked(now)
+                self._window.record(now, True)
             if self._forced_open or not self._enabled:
                 pass  # counted above; an operator override decides the state
             elif self._state is CircuitState.HALF_OPEN:
                 self._timeout = min(self._timeout * self.backoff_multiplier, self.max_timeout_sec)
                 self._open_locked(now, f"probe failed: {reason}")
-            elif self._state is CircuitState.CLOSED and len(self._failures) >= (
-                self.failure_threshold
-            ):
-                self._open_locked(now, f"{len(self._failures)} failures within "
-                                       f"{self.window_sec:g}s, last: {reason}")
+            elif self._state is CircuitState.CLOSED:
+                why = self._rule.reason_to_open(len(self._window), self._window.failures,
+                                                self.window_sec)
+                if why is not None:
+                    self._open_locked(now, f"{why}, last: {reason}")
         self._deliver()
 
     def record_fallback(self) -> None:
@@ -362,7 +392,7 @@ class CircuitBreaker:
                 self._close_locked("disabled")
         self._deliver()
 
-    def reconfigure(
+    def reconfigure(  # noqa: PLR0913 - one keyword per circuit_breaker config key
         self,
         *,
         failure_threshold: int | None = None,
@@ -372,31 +402,42 @@ class CircuitBreaker:
         backoff_multiplier: float | None = None,
         call_deadline_sec: float | None = None,
         enabled: bool | None = None,
+        failure_rate_threshold: float | None = None,
+        minimum_calls: int | None = None,
+        rate_window_calls: int | None = None,
     ) -> None:
-        """Change parameters in place (config hot reload); state and counters are kept.
+        """Change parameters in place (config hot reload); state, counters and the window
+        of recent calls are kept (a smaller ``rate_window_calls`` keeps the newest calls).
 
         A closed breaker takes the new initial timeout at once; an open one keeps its
         current timeout (clamped to the new maximum) until it next closes.
         """
-        threshold = self.failure_threshold if failure_threshold is None else failure_threshold
-        if isinstance(threshold, bool) or not isinstance(threshold, int) or threshold < 1:
-            raise ValueError(f"failure_threshold was {threshold!r}, expected an int >= 1")
-        window = self.window_sec if window_sec is None else _positive("window_sec", window_sec)
+        old = self._rule
+        rule = OpeningRule(
+            old.failure_threshold if failure_threshold is None else failure_threshold,
+            old.failure_rate_threshold if failure_rate_threshold is None
+            else failure_rate_threshold,
+            old.minimum_calls if minimum_calls is None else minimum_calls,
+            old.rate_window_calls if rate_window_calls is None else rate_window_calls)
+        window = self.window_sec if window_sec is None else positive("window_sec", window_sec)
         initial = (self.initial_timeout_sec if initial_timeout_sec is None
-                   else _positive("initial_timeout_sec", initial_timeout_sec))
+                   else positive("initial_timeout_sec", initial_timeout_sec))
         maximum = (self.max_timeout_sec if max_timeout_sec is None
-                   else _positive("max_timeout_sec", max_timeout_sec))
+                   else positive("max_timeout_sec", max_timeout_sec))
         if maximum < initial:
             raise ValueError(f"max_timeout_sec was {maximum!r}, expected >= "
                              f"initial_timeout_sec ({initial!r})")
         backoff = (self.backoff_multiplier if backoff_multiplier is None
-                   else _positive("backoff_multiplier", backoff_multiplier))
+                   else positive("backoff_multiplier", backoff_multiplier))
         if backoff < 1.0:
             raise ValueError(f"backoff_multiplier was {backoff!r}, expected >= 1")
         deadline = (self.call_deadline_sec if call_deadline_sec is None
-                    else _positive("call_deadline_sec", call_deadline_sec))
+                    else positive("call_deadline_sec", call_deadline_sec))
         with self._lock:
-            self.failure_threshold, self.window_sec = threshold, window
+            self._rule, self.window_sec = rule, window
+            self._window.window_sec = window
+            if rule.rate_window_calls != self._window.max_calls:
+                self._window = self._window.resized(rule.rate_window_calls)
             self.initial_timeout_sec, self.max_timeout_sec = initial, maximum
             self.backoff_multiplier, self.call_deadline_sec = backoff, deadline
             if self._state is CircuitState.CLOSED:
@@ -444,8 +485,15 @@ class CircuitBreaker:
                 "name": self.name,
                 "state": self._state.value,
                 "state_code": self._state.code,
-                "failure_count": len(self._failures),
+                "failure_count": self._window.failures,
                 "failure_threshold": self.failure_threshold,
+                "window_calls": len(self._window),
+                "window_failure_rate": (self._window.failures / len(self._window)
+                                        if len(self._window) else 0.0),
+                "failure_rate_threshold": self.failure_rate_threshold,
+                "minimum_calls": self.minimum_calls,
+                "rate_window_calls": self.rate_window_calls,
+                "last_transition_reason": self._last_transition_reason,
                 "total_failures": self._failures_total,
                 "total_successes": self._successes,
                 "total_calls": self._calls,
@@ -473,7 +521,8 @@ class CircuitBreaker:
                 "consecutive_open_count": self._consecutive_open,
                 "opened_ago_sec": now - self._opened_at if self._state is not
                 CircuitState.CLOSED else None,
-                "failure_ages_sec": [now - t for t in self._failures],
+                # The rate window, oldest first: [age in seconds, failed].
+                "window": self._window.export(now),
                 "forced_open": self._forced_open,
                 "enabled": self._enabled,
                 "last_failure_reason": self._last_failure_reason,
@@ -486,19 +535,24 @@ class CircuitBreaker:
         """Restore `export_state` output. A HALF_OPEN export comes back OPEN and due for a probe
         (its probe's outcome was lost). Raises `StateRestoreError` on malformed input."""
         try:
-            if data["version"] != _EXPORT_VERSION:
-                raise ValueError(f"version {data['version']!r} != {_EXPORT_VERSION}")
+            version = data["version"]
+            if version not in (1, _EXPORT_VERSION):
+                raise ValueError(f"version {version!r} not in (1, {_EXPORT_VERSION})")
             state = CircuitState(data["state"])
             timeout = float(data["current_timeout_sec"])
             if not self.initial_timeout_sec <= timeout <= self.max_timeout_sec:
                 raise ValueError(f"current_timeout_sec {timeout!r} outside "
                                  f"[{self.initial_timeout_sec}, {self.max_timeout_sec}]")
             opened_ago = float(data["opened_ago_sec"] or 0.0)
-            ages = [float(a) for a in data["failure_ages_sec"]]
+            # Version 1 kept only failures: they come back as failed calls.
+            calls = ([[a, True] for a in data["failure_ages_sec"]] if version == 1
+                     else data["window"])
+            window = CallWindow.restore(self.rate_window_calls, self.window_sec,
+                                        self._clock.monotonic(), calls)
             counters = {k: int(data["counters"][k]) for k in
                         ("calls", "successes", "failures", "rejections", "fallbacks")}
             consecutive = int(data["consecutive_open_count"])
-            if any(not math.isfinite(a) or a < 0 for a in [*ages, opened_ago]) or min(
+            if not math.isfinite(opened_ago) or opened_ago < 0 or min(
                 counters.values()) < 0:
                 raise ValueError("negative or non-finite ages or counters")
         except (KeyError, TypeError, ValueError) as err:
@@ -507,7 +561,7 @@ class CircuitBreaker:
         with self._lock:
             now = self._clock.monotonic()
             old = self._state
-            self._failures = deque(sorted(now - a for a in ages))
+            self._window = window
             self._timeout = timeout
             self._consecutive_open = consecutive
             self._forced_open = bool(data["forced_open"])
@@ -523,3 +577,4 @@ class CircuitBreaker:
             self._state = old
             self._move_locked(state, "restored")
         self._deliver()
+

@@ -24,6 +24,7 @@ from ..config.schema import Layer3Config, parse_config
 from ..contracts import EnsembleAllocation, RLPrediction
 from ..observers import GatedObserver
 from ..persistence import JournalEntry, Store
+from ..persistence.recovery import checked_snapshot
 from ..phase3 import Layer3Phase3Hybrid
 from ..rl_port import RLFailure, RLResult
 from .clock import PinnedClock
@@ -86,7 +87,8 @@ class Restorer:
         False) refuses: it cannot start from a clean engine that has already moved."""
         t0 = time.perf_counter()
         hybrid = self.hybrid
-        snap = await asyncio.to_thread(self.store.latest_snapshot)
+        snap = await asyncio.to_thread(checked_snapshot, self.store, self.gate,
+                                       startup=startup)
         base_seq = 0
         applied = current
         with self.gate.muting():

@@ -37,7 +37,7 @@ from ..runtime.errors import PersistenceUnavailable
 from ..runtime.jsonio import dumps
 from ..runtime.service import Reply, SizingService
 from .errors import FieldError
-from .middleware import EdgeMiddleware
+from .middleware import EdgeMiddleware, utf8_safe
 from .models import (
     AllocateRequest,
     OutcomeRequest,
@@ -103,7 +103,8 @@ def create_app(config: Layer3Config, *, config_path: str | None = None,
     app.state.reloader = svc.reloader
     app.state.freeze_gc = False  # run_service sets it: process-wide, so not for tests
     app.add_middleware(EdgeMiddleware, max_bytes=config.service.max_request_bytes,
-                       observer=svc.observer)
+                       observer=svc.observer,
+                       body_timeout_sec=config.service.body_read_timeout_sec)
     _install_error_handlers(app)
 
     async def require_token(authorization: Annotated[str | None, Header()] = None) -> None:
@@ -273,7 +274,7 @@ def _install_error_handlers(app: FastAPI) -> None:
         return JSONResponse({"detail": _jsonable(detail)}, 422)
 
     async def unavailable(_: Request, exc: Exception) -> Response:
-        return JSONResponse({"detail": str(exc)}, 503, headers={"Retry-After": "1"})
+        return JSONResponse({"detail": _jsonable(str(exc))}, 503, headers={"Retry-After": "1"})
 
     async def internal(request: Request, exc: Exception) -> Response:
         log.error("internal error on %s %s", request.method, request.url.path, exc_info=exc)
@@ -286,13 +287,17 @@ def _install_error_handlers(app: FastAPI) -> None:
 
 
 def _jsonable(value: Any) -> Any:
-    """Inputs echoed in errors may be anything the JSON parser produced (or bytes)."""
+    """Inputs echoed in errors may be anything the JSON parser produced (or bytes); every
+    string comes out encodable as UTF-8 (a lone surrogate such as "\\ud800", which JSON
+    escapes can carry, would otherwise turn the 422 into a 500)."""
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {utf8_safe(str(k)): _jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_jsonable(v) for v in value]
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)  # NaN is not JSON: echo it as text ("nan", "inf")
-    if value is None or isinstance(value, (bool, int, float, str)):
+    if isinstance(value, str):
+        return utf8_safe(value)
+    if value is None or isinstance(value, (bool, int, float)):
         return value
-    return repr(value)
+    return utf8_safe(repr(value))

@@ -72,7 +72,9 @@ class SizeRequest(_Body):
     cascade: CascadeIn
     price: float = Field(description="current price, > 0", examples=[50000.0])
     current_position_usd: float | None = Field(None, description="held position (HOLD)")
-    portfolio_value: float | None = Field(None, description="overrides the configured one")
+    portfolio_value: float | None = Field(
+        None, gt=0.0, le=1e13,
+        description="overrides the configured one; bounded like it: 0 < x <= 1e13")
 
 
 class AllocateRequest(_Body):
@@ -101,10 +103,21 @@ class OutcomeRequest(_Body):
 
 
 class ReturnsRequest(_Body):
-    """``POST /v1/returns``: one time-aligned row of per-symbol returns (correlation)."""
+    """``POST /v1/returns``: one time-aligned row of per-symbol returns (correlation).
 
-    returns: dict[str, float] = Field(examples=[{"BTC-USD": 0.004, "ETH-USD": 0.006}])
-    timestamp_ns: int | None = Field(None, description="defaults to the request's time")
+    Symbols follow the signal symbol rules (non-empty, printable, at most 64 characters);
+    a row holds at most ``portfolio.correlation.max_symbols_per_row`` symbols and may bring
+    the window to at most ``portfolio.correlation.max_symbols`` distinct ones (checked by
+    the correlation monitor: a 422 on ``returns``)."""
+
+    returns: dict[str, float] = Field(
+        description="symbol -> return (-1..10); symbols non-empty, printable, <= 64 chars",
+        examples=[{"BTC-USD": 0.004, "ETH-USD": 0.006}])
+    timestamp_ns: int | None = Field(
+        None, ge=0, le=2**63 - 1,
+        description="int64 nanoseconds since the epoch, at most "
+                    "portfolio.correlation.max_clock_skew_sec ahead of the server's clock, "
+                    "not before the previous row's; defaults to the request's time")
 
 
 def to_signal(s: SignalIn, loc: tuple[str | int, ...], default_ts: int,

@@ -61,6 +61,8 @@ async def test_config_reload_is_journaled_and_replayed(tmp_path: Path) -> None:
             path.write_text(path.read_text() + "portfolio:\n  max_position_pct: 0.02\n"
                             "sizing:\n  limits:\n    max_position_pct: 0.02\n")
             res = await asyncio.to_thread(app.state.reloader.check_now)
+            assert res.status == "pending", res  # edited in place: judged once seen stable
+            res = await asyncio.to_thread(app.state.reloader.check_now)
             assert res.status == "success", res
             r = await c.post("/v1/allocate", json=batch(3))
             assert max(abs(x) for x in r.json()["allocations"].values()) <= 2_000.0 + 1e-6

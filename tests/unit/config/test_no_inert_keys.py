@@ -130,6 +130,22 @@ def phase2(*batches: list[tuple[str, str, dict[str, Any]]], rows: int = 0,
     return run
 
 
+def returns_rows(*rows: dict[str, float], ahead_sec: float = 0.0) -> Scenario:
+    """Correlation rows, each stamped ``ahead_sec`` after the clock's now (advanced 1 s per
+    row): the monitor's symbols, or the field and value of the first refusal."""
+    def run(h: Layer3Phase3Hybrid, clock: ManualClock) -> Any:
+        from himari_l3._exceptions import ValidationError
+
+        try:
+            for row in rows:
+                clock.advance(1.0)
+                h.phase2.update_correlations(row, clock.time_ns() + round(ahead_sec * 1e9))
+        except ValidationError as err:
+            return err.field, err.value
+        return h.phase2.correlations.symbols
+    return run
+
+
 TWO_ON_BTC = [("momentum", SYM, STRONG), ("breakout", SYM, STRONG)]
 BTC_AND_ETH = [("momentum", SYM, STRONG), ("momentum", ETH, STRONG)]
 
@@ -148,12 +164,15 @@ def blend(outcomes: int = 0) -> Scenario:
 
 
 def breaker(failures: int = 5, spacing: float = 0.0, then: float | None = None,
-            probes: int = 0) -> Scenario:
-    """Record ``failures`` (``spacing`` s apart); optionally wait ``then`` s and ask for
-    admission; then fail ``probes`` half-open probes. Returns the breaker's observable state."""
+            probes: int = 0, successes: int = 0) -> Scenario:
+    """Record ``successes``, then ``failures`` (``spacing`` s apart); optionally wait ``then``
+    s and ask for admission; then fail ``probes`` half-open probes. Returns the breaker's
+    observable state."""
     def run(h: Layer3Phase3Hybrid, clock: ManualClock) -> Any:
         cb = h.circuit_breaker
         assert cb is not None
+        for _ in range(successes):
+            cb.record_success()
         for _ in range(failures):
             cb.record_failure("timeout")
             clock.advance(spacing)
@@ -263,6 +282,15 @@ TABLE: dict[str, Case] = {
     "portfolio.correlation.penalty_strength": Case(1.0, phase2(BTC_AND_ETH, tail=30)),
     "portfolio.correlation.use_multi_asset_kelly": Case(False, phase2(BTC_AND_ETH, rows=200,
                                                                       rho=0.6)),
+    "portfolio.correlation.max_symbols_per_row": Case(2, returns_rows(
+        {SYM: 0.01, ETH: 0.0, SOL: 0.02})),
+    # Rows of at most 2 symbols, so the `also` (a per-row cap of 2) alone changes nothing.
+    "portfolio.correlation.max_symbols": Case(2, returns_rows({SYM: 0.01, ETH: 0.0},
+                                                              {SOL: 0.02}),
+                                              also={"portfolio.correlation."
+                                                    "max_symbols_per_row": 2}),
+    "portfolio.correlation.max_clock_skew_sec": Case(10.0, returns_rows({SYM: 0.01},
+                                                                        ahead_sec=30.0)),
     # --- rl
     "rl.enabled": Case(False, blend()),
     "rl.use_mock": Case(False, blend(), context={**HTTP, "rl.use_mock": True}),
@@ -277,6 +305,12 @@ TABLE: dict[str, Case] = {
     "circuit_breaker.enabled": Case(False, breaker()),
     "circuit_breaker.failure_threshold": Case(3, breaker(failures=3)),
     "circuit_breaker.window_sec": Case(10.0, breaker(spacing=5.0)),
+    # 5 of 15 calls (33 %): under the default 50 %, over 30 %.
+    "circuit_breaker.failure_rate_threshold": Case(0.3, breaker(successes=10)),
+    # 5 of 11 calls: the rate rule (45 %) keeps it closed; below 20 calls the count rule opens.
+    "circuit_breaker.minimum_calls": Case(20, breaker(successes=6)),
+    # 20 successes then 9 failures: 9 of 29 (31 %), but 5 of the last 10 calls (50 %).
+    "circuit_breaker.rate_window_calls": Case(10, breaker(successes=20, failures=9)),
     "circuit_breaker.initial_timeout_sec": Case(10.0, breaker(then=15.0)),
     "circuit_breaker.max_timeout_sec": Case(40.0, breaker(probes=3)),
     "circuit_breaker.backoff_multiplier": Case(3.0, breaker(probes=1)),

@@ -149,7 +149,8 @@ def test_broken_yaml_is_counted_once_then_a_fix_applies(setup: Any,
                                                         caplog: pytest.LogCaptureFixture) -> None:
     """Broken YAML is judged once (a warning, no traceback); the next good edit applies."""
     path, hybrid, reloader, _, _ = setup
-    path.write_text("sizing: [unclosed\n")
+    path.write_text("sizing: [unclosed\n")  # in place: judged once seen stable
+    assert reloader.check_now().status == "pending"
     assert reloader.check_now().status == "failure"
     assert reloader.check_now().status == "unchanged"  # same broken content: not re-counted
     assert reloader.reloads_failed == 1 and "invalid YAML" in (reloader.last_error or "")
@@ -188,6 +189,7 @@ def test_comment_only_edit_is_unchanged(setup: Any) -> None:
     """Same values in another layout: nothing applied, nothing counted."""
     path, _, reloader, _, obs = setup
     path.write_text("# reformatted\n" + yaml.safe_dump(BASE, default_flow_style=True))
+    assert reloader.check_now().status == "pending"  # in place: judged once seen stable
     assert reloader.check_now().status == "unchanged"
     assert (reloader.reloads_ok, reloader.reloads_failed, obs.events) == (0, 0, [])
 

@@ -22,11 +22,16 @@ _WRITERS = ("Phase 1 sizing", "Phase 2 allocation", "Phase 3 hybrid", "circuit b
 _ROW = re.compile(r"^\|\s*`(?P<name>[a-zA-Z_:][\w:]*)`\s*\|(?P<rest>.*)\|\s*$")
 
 
-def registry_families() -> dict[str, str]:
-    """Exposed name -> type for every family of a fresh Layer3Metrics."""
+def all_registry_families() -> dict[str, str]:
+    """Exposed name -> type for every family of a fresh Layer3Metrics registry."""
     registry = CollectorRegistry()
     Layer3Metrics(registry)
     return {f.name + _EXPOSED_SUFFIX.get(f.type, ""): f.type for f in registry.collect()}
+
+
+def registry_families() -> dict[str, str]:
+    """The ``himari_l3_*`` catalogue (the runtime collectors are listed separately)."""
+    return {k: v for k, v in all_registry_families().items() if k.startswith("himari_l3_")}
 
 
 def documented_families() -> dict[str, list[str]]:
@@ -121,3 +126,19 @@ def test_default_observer_is_created_once() -> None:
     a = Layer3Phase1(enable_metrics=True)
     b = Layer3Phase1(enable_metrics=True)
     assert a.observer is b.observer is first
+
+
+def test_runtime_collectors_are_registered_and_documented() -> None:
+    """The registry also exposes prometheus_client's process / python families (the System
+    Health dashboard's process panel reads them), and docs/metrics.md names each one."""
+    runtime = {k for k in all_registry_families() if not k.startswith("himari_l3_")}
+    assert {"process_resident_memory_bytes", "process_cpu_seconds_total", "python_info",
+            "python_gc_collections_total"} <= runtime
+    section = DOC.read_text().split("\n## Process and runtime", 1)[1].split("\n## ", 1)[0]
+    assert all(f"`{name}`" in section for name in runtime), sorted(runtime)
+
+
+def test_runtime_collectors_are_not_registered_twice_on_the_global_registry() -> None:
+    """Layer3Metrics on prometheus_client.REGISTRY (which has them from import) works."""
+    observer = default_observer()
+    assert observer.metrics.registry is not None

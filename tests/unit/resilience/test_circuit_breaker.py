@@ -383,7 +383,8 @@ def test_restore_rejects_bad_data(breaker: CircuitBreaker) -> None:
     """Malformed or out-of-range state raises StateRestoreError."""
     good = breaker.export_state()
     for bad in ({}, {**good, "version": 99}, {**good, "state": "ajar"},
-                {**good, "current_timeout_sec": 1e9}, {**good, "failure_ages_sec": [-1.0]}):
+                {**good, "current_timeout_sec": 1e9}, {**good, "window": [[-1.0, True]]},
+                {**good, "window": [[1.0, 1]]}, {**good, "version": 1}):
         with pytest.raises(StateRestoreError):
             breaker.restore_state(bad)
 
