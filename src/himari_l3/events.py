@@ -7,7 +7,8 @@ means for them: the Prometheus adapter (`observability/prometheus.py`) maps each
 to metric writes, a test's recording observer keeps them in a list, an audit log could
 serialise them. Adding an event is: a record here, a handler in each adapter that cares.
 
-The circuit breaker's own `CircuitEvent` (``resilience/events.py``) travels the same port.
+The circuit breaker's own `CircuitEvent` (``resilience/events.py``) and the trading-state
+machine's `TradingStateChanged` (``trading/states.py``) travel the same port.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import enum
 from typing import TYPE_CHECKING, NamedTuple
 
 from .resilience.events import CircuitEvent
+from .trading.states import TradingStateChanged
 
 if TYPE_CHECKING:
     from .contracts import EnsembleAllocation, MarketRegime, PositionSizingDecision
@@ -40,6 +42,7 @@ __all__ = [
     "SizingDecided",
     "StoreFailed",
     "StoreWritten",
+    "TradingStateChanged",
 ]
 
 
@@ -181,4 +184,4 @@ class ConfigReloaded(NamedTuple):
 Event = (SizingDecided | InputRejected | OutcomeLearned | RegimeObserved | AllocationMade
          | CorrelationUpdated | RLRequestsCompleted | RLPredictionBlended | RLSymbolFellBack
          | RLLimitClipped | HybridDecided | PathOutcomeRecorded | HttpRequestServed
-         | StoreWritten | StoreFailed | ConfigReloaded | CircuitEvent)
+         | StoreWritten | StoreFailed | ConfigReloaded | CircuitEvent | TradingStateChanged)

@@ -284,6 +284,33 @@ def http_url_problem(url: str) -> str | None:
     return None
 
 
+class TradingStateConfig(_Strict):
+    """When trading stops by itself: the triggers of ACTIVE → REDUCING → HALTED
+    (docs/execution.md, "Trading states")."""
+
+    daily_loss_limit_pct: float = Field(0.03, gt=0.0, le=1.0)
+    max_drawdown_pct: float = Field(0.15, gt=0.0, le=1.0)
+    reduce_at_fraction: float = Field(0.8, gt=0.0, le=1.0)
+    day_start_utc: str = Field("00:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
+    stale_after_sec: float = Field(5.0, gt=0.0, le=86_400.0)
+    halt_action: Literal["flatten", "freeze"] = "flatten"
+    cooldown_sec: float | None = Field(None, gt=0.0, le=31_536_000.0)
+
+
+class FillModelConfig(_Strict):
+    """How a simulated order fills (paper executor and backtest; docs/execution.md)."""
+
+    fee_bps: float = Field(5.0, ge=0.0, le=1_000.0)
+    slippage_bps: float = Field(2.0, ge=0.0, le=1_000.0)
+    impact_bps: float = Field(10.0, ge=0.0, le=10_000.0)
+    impact_exponent: float = Field(0.5, gt=0.0, le=2.0)
+    slippage_noise_bps: float = Field(0.0, ge=0.0, le=1_000.0)
+    max_participation: float = Field(0.1, gt=0.0, le=1.0)
+    latency_sec: float = Field(0.0, ge=0.0, le=3_600.0)
+    latency_bars: int = Field(0, ge=0, le=1_000)
+    seed: int = Field(0, ge=0, le=2**63 - 1)
+
+
 class ServiceConfig(_Strict):
     """The HTTP service (``himari-l3 serve``)."""
 

@@ -1,0 +1,192 @@
+"""Orders worked against price observations with one `FillModel`: latency, partial fills,
+time in force, limits. Pure and deterministic (no clock of its own: an order carries its
+submission time, an observation its own), so the backtest and the paper executor share it.
+
+An order submitted at :math:`t_s` is *eligible* at an observation of its symbol stamped
+:math:`t \\ge t_s` once it has let ``latency_bars`` such observations pass and
+:math:`t - t_s \\ge` ``latency_sec`` (0 and 0: the observation the order was decided on fills
+it — the backtest's "trade at the close"; 1 bar: the next bar's close). Eligible orders fill
+in submission order, sharing the observation's capacity (the participation cap); what the
+capacity or the lot step leaves waits for the next observation (GTC) or is cancelled (IOC).
+A limit order fills only at an execution price (slippage included) at or better than its
+limit. A rest smaller than one lot step cannot trade and finishes the order.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+from .._exceptions import StateRestoreError
+from .model import FillModel
+from .records import OrderSide, Quote, SimFill, SimOrder, TimeInForce
+
+__all__ = ["FillSimulator", "Worked"]
+
+_EXPORT_VERSION = 1
+_DUST = 1e-12  # a rest below this fraction of the order is rounding, not a quantity
+
+
+class Worked(NamedTuple):
+    """What one observation did: the fills, and the orders it cancelled with their unfilled
+    rest (IOC orders that could not fill completely)."""
+
+    fills: list[SimFill]
+    cancelled: list[tuple[SimOrder, float]]
+
+
+@dataclass(slots=True)
+class _Working:
+    order: SimOrder
+    remaining: float
+    wait: int  # observations still to let pass (latency_bars)
+    fills: int = 0
+
+
+@dataclass(slots=True)
+class _Book:
+    by_symbol: dict[str, dict[str, _Working]] = field(default_factory=dict)
+    ids: dict[str, str] = field(default_factory=dict)  # client_order_id -> symbol
+
+
+def _no_step(_: str) -> float:
+    return 0.0
+
+
+class FillSimulator:
+    """Pending orders and the observations that fill them (module docstring).
+
+    ``lot_step(symbol)``: the venue's quantity step for a symbol (0: any quantity).
+    """
+
+    def __init__(self, model: FillModel | None = None, *,
+                 lot_step: Callable[[str], float] | None = None) -> None:
+        self.model = model if model is not None else FillModel()
+        self.lot_step = lot_step if lot_step is not None else _no_step
+        self._book = _Book()
+
+    # ------------------------------------------------------------------ orders
+    def submit(self, order: SimOrder) -> bool:
+        """Start working ``order``; False (and nothing changes) if an order with its
+        ``client_order_id`` is already working (a re-send is idempotent)."""
+        if order.client_order_id in self._book.ids:
+            return False
+        self._book.ids[order.client_order_id] = order.symbol
+        self._book.by_symbol.setdefault(order.symbol, {})[order.client_order_id] = _Working(
+            order, order.quantity, self.model.config.latency_bars)
+        return True
+
+    def cancel(self, client_order_id: str) -> tuple[SimOrder, float] | None:
+        """Stop working an order; returns it with its unfilled rest (None: not working)."""
+        symbol = self._book.ids.pop(client_order_id, None)
+        if symbol is None:
+            return None
+        orders = self._book.by_symbol[symbol]
+        w = orders.pop(client_order_id)
+        if not orders:
+            del self._book.by_symbol[symbol]
+        return w.order, w.remaining
+
+    def open_orders(self) -> list[tuple[SimOrder, float]]:
+        """Every working order with its unfilled rest, by symbol then submission."""
+        return [(w.order, w.remaining) for sym in sorted(self._book.by_symbol)
+                for w in self._book.by_symbol[sym].values()]
+
+    def __len__(self) -> int:
+        return len(self._book.ids)
+
+    # ------------------------------------------------------------- observations
+    def on_quote(self, quote: Quote) -> Worked:
+        """Work the symbol's orders against one observation."""
+        orders = self._book.by_symbol.get(quote.symbol)
+        fills: list[SimFill] = []
+        cancelled: list[tuple[SimOrder, float]] = []
+        if not orders:
+            return Worked(fills, cancelled)
+        capacity = self.model.capacity(quote.volume)
+        taken = 0.0
+        finished: list[str] = []
+        latency_ns = self.model.latency_ns
+        for coid, w in orders.items():
+            o = w.order
+            if quote.timestamp_ns < o.submitted_ns:
+                continue  # an observation from before the order
+            if w.wait > 0:
+                w.wait -= 1
+                continue
+            if quote.timestamp_ns - o.submitted_ns < latency_ns:
+                continue
+            fill = self._fill(w, quote, capacity - taken)
+            if fill is not None:
+                taken += fill.quantity
+                fills.append(fill)
+                if fill.done:
+                    finished.append(coid)
+                    continue
+            if o.time_in_force is TimeInForce.IOC:
+                finished.append(coid)
+                cancelled.append((o, w.remaining))
+        for coid in finished:
+            del orders[coid]
+            del self._book.ids[coid]
+        if not orders:
+            del self._book.by_symbol[quote.symbol]
+        return Worked(fills, cancelled)
+
+    def _fill(self, w: _Working, quote: Quote, capacity: float) -> SimFill | None:
+        o, model = w.order, self.model
+        q = min(w.remaining, capacity)
+        step = self.lot_step(o.symbol)
+        if step > 0.0:
+            q = math.floor(q / step + 1e-9) * step
+        if not q > 0.0:
+            return None
+        slip = model.slippage_bps(q, quote.volume, o.client_order_id, w.fills)
+        sign = o.side.sign
+        price = model.fill_price(sign, quote.price, slip)
+        limit = o.limit_price
+        if limit is not None and (price > limit if sign > 0 else price < limit):
+            return None
+        w.fills += 1
+        w.remaining -= q
+        rest = w.remaining
+        done = (rest <= _DUST * o.quantity or (step > 0.0 and rest < step * (1 - 1e-9))
+                or o.time_in_force is TimeInForce.IOC)
+        if rest <= _DUST * o.quantity:
+            w.remaining = rest = 0.0
+        return SimFill(o.client_order_id, o.symbol, o.side, q, price, model.fee(q, price),
+                       quote.price, slip, quote.timestamp_ns, rest, done, o.reduce_only)
+
+    # -------------------------------------------------------------- persistence
+    def export_state(self) -> dict[str, Any]:
+        """The working orders, in the order they were submitted per symbol."""
+        return {"version": _EXPORT_VERSION, "orders": [
+            {"order": w.order.to_dict(), "remaining": w.remaining, "wait": w.wait,
+             "fills": w.fills}
+            for sym in sorted(self._book.by_symbol)
+            for w in self._book.by_symbol[sym].values()]}
+
+    def restore_state(self, data: dict[str, Any]) -> None:
+        """Restore `export_state` output; `StateRestoreError` (nothing changed) if malformed."""
+        book = _Book()
+        try:
+            if data["version"] != _EXPORT_VERSION:
+                raise ValueError(f"version {data['version']!r} != {_EXPORT_VERSION}")
+            for d in data["orders"]:
+                order = SimOrder.from_dict(d["order"])
+                remaining = float(d["remaining"])
+                if not 0.0 <= remaining <= order.quantity:
+                    raise ValueError(f"remaining {remaining!r} outside [0, quantity]")
+                book.ids[order.client_order_id] = order.symbol
+                book.by_symbol.setdefault(order.symbol, {})[order.client_order_id] = _Working(
+                    order, remaining, int(d["wait"]), int(d["fills"]))
+        except (KeyError, TypeError, ValueError) as err:
+            raise StateRestoreError(f"fill simulator: cannot restore: {err!r}") from None
+        self._book = book
+
+
+def side_of(signed_quantity: float) -> OrderSide:
+    """The side of a signed order quantity (positive: buy)."""
+    return OrderSide.BUY if signed_quantity > 0 else OrderSide.SELL
