@@ -36,10 +36,12 @@ class OrderSide(enum.StrEnum):
 
 class TimeInForce(enum.StrEnum):
     """GTC: the unfilled rest waits for the next observations; IOC: it is cancelled after
-    the first observation at which the order could trade."""
+    the first observation at which the order could trade; FOK: that observation fills all
+    of it or none of it (then it is cancelled)."""
 
     GTC = "GTC"
     IOC = "IOC"
+    FOK = "FOK"
 
     @classmethod
     def _missing_(cls, value: object) -> TimeInForce | None:
@@ -64,7 +66,8 @@ def _key(name: str, value: object) -> str:
 @dataclass(frozen=True, slots=True)
 class SimOrder:
     """An order the fill model works: ``quantity`` > 0 in base units, submitted at
-    ``submitted_ns`` (the decision's time); ``limit_price`` None for a market order."""
+    ``submitted_ns`` (the decision's time); ``limit_price`` None for a market order;
+    ``expires_ns``: not worked at or after this time (None: until filled or cancelled)."""
 
     client_order_id: str
     symbol: str
@@ -74,6 +77,7 @@ class SimOrder:
     limit_price: float | None = None
     reduce_only: bool = False
     time_in_force: TimeInForce = TimeInForce.GTC
+    expires_ns: int | None = None
 
     def __post_init__(self) -> None:
         _key("client_order_id", self.client_order_id)
@@ -83,20 +87,24 @@ class SimOrder:
         object.__setattr__(self, "time_in_force", TimeInForce(self.time_in_force))
         if self.limit_price is not None:
             object.__setattr__(self, "limit_price", _positive("limit_price", self.limit_price))
-        if isinstance(self.submitted_ns, bool) or not isinstance(self.submitted_ns, int):
-            raise ValidationError("submitted_ns", self.submitted_ns, "an integer")
+        for name in ("submitted_ns", "expires_ns"):
+            value = getattr(self, name)
+            if (value is not None or name == "submitted_ns") and (
+                    isinstance(value, bool) or not isinstance(value, int)):
+                raise ValidationError(name, value, "an integer (nanoseconds)")
 
     def to_dict(self) -> dict[str, Any]:
         return {"client_order_id": self.client_order_id, "symbol": self.symbol,
                 "side": self.side.value, "quantity": self.quantity,
                 "submitted_ns": self.submitted_ns, "limit_price": self.limit_price,
-                "reduce_only": self.reduce_only, "time_in_force": self.time_in_force.value}
+                "reduce_only": self.reduce_only, "time_in_force": self.time_in_force.value,
+                "expires_ns": self.expires_ns}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SimOrder:
         return cls(d["client_order_id"], d["symbol"], OrderSide(d["side"]), d["quantity"],
                    int(d["submitted_ns"]), d["limit_price"], bool(d["reduce_only"]),
-                   TimeInForce(d["time_in_force"]))
+                   TimeInForce(d["time_in_force"]), d.get("expires_ns"))
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,14 +7,15 @@ An order submitted at :math:`t_s` is *eligible* at an observation of its symbol 
 :math:`t - t_s \\ge` ``latency_sec`` (0 and 0: the observation the order was decided on fills
 it — the backtest's "trade at the close"; 1 bar: the next bar's close). Eligible orders fill
 in submission order, sharing the observation's capacity (the participation cap); what the
-capacity or the lot step leaves waits for the next observation (GTC) or is cancelled (IOC).
+capacity or the venue's quantity grid leaves waits for the next observation (GTC) or is
+cancelled (IOC); a FOK order fills whole at its first eligible observation or is cancelled.
 A limit order fills only at an execution price (slippage included) at or better than its
-limit. A rest smaller than one lot step cannot trade and finishes the order.
+limit. A rest that rounds down to nothing on the grid cannot trade and finishes the order;
+an order past its ``expires_ns`` is cancelled at the next observation of its symbol.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -51,20 +52,22 @@ class _Book:
     ids: dict[str, str] = field(default_factory=dict)  # client_order_id -> symbol
 
 
-def _no_step(_: str) -> float:
-    return 0.0
+def _any_quantity(_: str, quantity: float) -> float:
+    return quantity
 
 
 class FillSimulator:
     """Pending orders and the observations that fill them (module docstring).
 
-    ``lot_step(symbol)``: the venue's quantity step for a symbol (0: any quantity).
+    ``round_down(symbol, quantity)``: ``quantity`` rounded toward zero to the venue's
+    quantity grid for ``symbol`` (default: any quantity trades; the service and the
+    backtest pass the markets file's rules, ``MarketRules.floor_quantity``).
     """
 
     def __init__(self, model: FillModel | None = None, *,
-                 lot_step: Callable[[str], float] | None = None) -> None:
+                 round_down: Callable[[str, float], float] | None = None) -> None:
         self.model = model if model is not None else FillModel()
-        self.lot_step = lot_step if lot_step is not None else _no_step
+        self.round_down = round_down if round_down is not None else _any_quantity
         self._book = _Book()
 
     # ------------------------------------------------------------------ orders
@@ -113,6 +116,10 @@ class FillSimulator:
             o = w.order
             if quote.timestamp_ns < o.submitted_ns:
                 continue  # an observation from before the order
+            if o.expires_ns is not None and quote.timestamp_ns >= o.expires_ns:
+                finished.append(coid)
+                cancelled.append((o, w.remaining))
+                continue
             if w.wait > 0:
                 w.wait -= 1
                 continue
@@ -125,7 +132,7 @@ class FillSimulator:
                 if fill.done:
                     finished.append(coid)
                     continue
-            if o.time_in_force is TimeInForce.IOC:
+            if o.time_in_force is not TimeInForce.GTC:
                 finished.append(coid)
                 cancelled.append((o, w.remaining))
         for coid in finished:
@@ -137,11 +144,8 @@ class FillSimulator:
 
     def _fill(self, w: _Working, quote: Quote, capacity: float) -> SimFill | None:
         o, model = w.order, self.model
-        q = min(w.remaining, capacity)
-        step = self.lot_step(o.symbol)
-        if step > 0.0:
-            q = math.floor(q / step + 1e-9) * step
-        if not q > 0.0:
+        q = w.remaining if capacity >= w.remaining else self.round_down(o.symbol, capacity)
+        if not q > 0.0 or (o.time_in_force is TimeInForce.FOK and q < w.remaining):
             return None
         slip = model.slippage_bps(q, quote.volume, o.client_order_id, w.fills)
         sign = o.side.sign
@@ -152,10 +156,10 @@ class FillSimulator:
         w.fills += 1
         w.remaining -= q
         rest = w.remaining
-        done = (rest <= _DUST * o.quantity or (step > 0.0 and rest < step * (1 - 1e-9))
-                or o.time_in_force is TimeInForce.IOC)
         if rest <= _DUST * o.quantity:
             w.remaining = rest = 0.0
+        done = (rest == 0.0 or not self.round_down(o.symbol, rest) > 0.0
+                or o.time_in_force is not TimeInForce.GTC)
         return SimFill(o.client_order_id, o.symbol, o.side, q, price, model.fee(q, price),
                        quote.price, slip, quote.timestamp_ns, rest, done, o.reduce_only)
 

@@ -3,6 +3,7 @@ participation cap, lot steps, time in force, limits, idempotent submission, expo
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import pytest
@@ -23,10 +24,15 @@ T0 = 1_700_000_000 * 10**9
 SEC = 10**9
 
 
+def floor_to(step: float) -> Any:
+    """A venue grid of ``step`` (0: any quantity), rounding toward zero."""
+    return lambda _, qty: math.floor(qty / step + 1e-9) * step if step else qty
+
+
 def sim(step: float = 0.0, **cfg: Any) -> FillSimulator:
     """A simulator with config overrides (no impact, so prices are easy to check)."""
     cfg.setdefault("impact_bps", 0.0)
-    return FillSimulator(FillModel(FillModelConfig(**cfg)), lot_step=lambda _: step)
+    return FillSimulator(FillModel(FillModelConfig(**cfg)), round_down=floor_to(step))
 
 
 def order(coid: str = "o1", qty: float = 10.0, side: str = "buy", **kw: Any) -> SimOrder:
@@ -118,13 +124,13 @@ def test_zero_volume_fills_nothing() -> None:
     assert s.on_quote(q(volume=0.0)).fills == [] and len(s) == 1
 
 
-def test_lot_step_floors_each_fill_and_a_sub_step_rest_finishes() -> None:
+def test_the_grid_floors_each_partial_fill_and_a_sub_step_rest_finishes() -> None:
     """Step 0.5, capacity 1.7: fills of 1.5; a rest under one step ends the order."""
     s = sim(step=0.5)
-    s.submit(order(qty=3.2))
+    s.submit(order(qty=3.3))
     a, b = (s.on_quote(q(at=T0 + i * SEC, volume=17.0)).fills[0] for i in range(2))
     assert (a.quantity, b.quantity) == (1.5, 1.5)
-    assert b.done and b.remaining == pytest.approx(0.2) and len(s) == 0
+    assert b.done and b.remaining == pytest.approx(0.3) and len(s) == 0
 
 
 def test_ioc_cancels_the_rest() -> None:
@@ -142,6 +148,35 @@ def test_ioc_that_cannot_fill_is_cancelled_whole() -> None:
     s.submit(order(limit_price=99.0, time_in_force="IOC"))
     fills, cancelled = s.on_quote(q(100.0))
     assert fills == [] and [(o.client_order_id, r) for o, r in cancelled] == [("o1", 10.0)]
+
+
+def test_a_whole_rest_fills_off_grid() -> None:
+    """Capacity enough for the whole rest: it fills as is (a close of an off-grid position
+    takes the whole position)."""
+    s = sim(step=0.5)
+    s.submit(order(qty=0.3))
+    (f,), _ = s.on_quote(q(volume=100.0))
+    assert (f.quantity, f.done) == (0.3, True)
+
+
+def test_fok_fills_whole_or_is_cancelled() -> None:
+    """FOK: capacity 4 of 10 cancels it unfilled; with enough capacity it fills whole."""
+    s = sim()
+    s.submit(order(time_in_force="FOK"))
+    fills, cancelled = s.on_quote(q(volume=40.0))
+    assert fills == [] and [(o.client_order_id, r) for o, r in cancelled] == [("o1", 10.0)]
+    s.submit(order("o2", time_in_force="FOK"))
+    (f,), _ = s.on_quote(q(volume=100.0))
+    assert (f.quantity, f.done) == (10.0, True)
+
+
+def test_expired_orders_are_cancelled_at_the_next_observation() -> None:
+    """Past expires_ns an order is cancelled, not filled."""
+    s = sim(latency_bars=1)
+    s.submit(order(expires_ns=T0 + 60 * SEC))
+    s.on_quote(q(at=T0))
+    fills, cancelled = s.on_quote(q(at=T0 + 60 * SEC))
+    assert fills == [] and [r for _, r in cancelled] == [10.0] and len(s) == 0
 
 
 def test_limit_orders_fill_only_at_or_better_than_the_limit() -> None:
