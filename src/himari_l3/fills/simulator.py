@@ -16,7 +16,7 @@ an order past its ``expires_ns`` is cancelled at the next observation of its sym
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -101,8 +101,14 @@ class FillSimulator:
         return len(self._book.ids)
 
     # ------------------------------------------------------------- observations
-    def on_quote(self, quote: Quote) -> Worked:
-        """Work the symbol's orders against one observation."""
+    def on_quote(self, quote: Quote,
+                 recorded: Mapping[str, SimFill] | None = None) -> Worked:
+        """Work the symbol's orders against one observation.
+
+        ``recorded`` (replay): the fills this observation produced when it was first
+        worked, by ``client_order_id``; they are applied instead of simulated (eligibility,
+        latency and time in force are worked as live), so a replay reproduces the journaled
+        fills even if the fill model changed since."""
         orders = self._book.by_symbol.get(quote.symbol)
         fills: list[SimFill] = []
         cancelled: list[tuple[SimOrder, float]] = []
@@ -125,7 +131,8 @@ class FillSimulator:
                 continue
             if quote.timestamp_ns - o.submitted_ns < latency_ns:
                 continue
-            fill = self._fill(w, quote, capacity - taken)
+            fill = (self._fill(w, quote, capacity - taken) if recorded is None
+                    else self._replay(w, recorded.get(coid)))
             if fill is not None:
                 taken += fill.quantity
                 fills.append(fill)
@@ -162,6 +169,13 @@ class FillSimulator:
                 or o.time_in_force is not TimeInForce.GTC)
         return SimFill(o.client_order_id, o.symbol, o.side, q, price, model.fee(q, price),
                        quote.price, slip, quote.timestamp_ns, rest, done, o.reduce_only)
+
+    @staticmethod
+    def _replay(w: _Working, fill: SimFill | None) -> SimFill | None:
+        if fill is not None:
+            w.fills += 1
+            w.remaining = fill.remaining
+        return fill
 
     # -------------------------------------------------------------- persistence
     def export_state(self) -> dict[str, Any]:

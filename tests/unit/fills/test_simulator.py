@@ -241,6 +241,23 @@ def test_export_restore_round_trips_working_orders() -> None:
     assert twin.on_quote(nxt) == s.on_quote(nxt)
 
 
+def test_recorded_fills_replay_even_under_another_model() -> None:
+    """Replaying the recorded fills through a simulator with another fill model gives the
+    recorded fills and the same working orders afterwards."""
+    live = sim(slippage_noise_bps=2.0)
+    replayed = sim(fee_bps=50.0, slippage_bps=30.0)
+    obs = [q(at=T0 + i * SEC, volume=30.0) for i in range(4)]
+    for s in (live, replayed):
+        s.submit(order("a"))
+        s.submit(order("b", time_in_force="IOC"))
+    for quote in obs[:2]:
+        got = live.on_quote(quote)
+        tape = {f.client_order_id: f for f in got.fills}
+        assert replayed.on_quote(quote, recorded=tape) == got
+    assert replayed.open_orders() == live.open_orders()
+    assert replayed.export_state() == live.export_state()
+
+
 def test_restore_refuses_malformed_state() -> None:
     """Bad version, bad order, remaining beyond the quantity: StateRestoreError."""
     s = sim()
