@@ -145,6 +145,16 @@ class TradingStateMachine:
         self._equity: float | None = None  # the latest observed equity
         self._sod: float | None = None  # start-of-day equity (re-based by an operator)
         self._peak: float | None = None  # highest equity (re-based by an operator)
+        self._derive()
+
+    def _derive(self) -> None:
+        """Numbers the hot path needs from the config (the day's offset, the equity
+        fractions at which a loss or a drawdown starts to matter)."""
+        cfg = self.config
+        hours, minutes = cfg.day_start_utc.split(":")
+        self._day_offset_ns = (int(hours) * 3600 + int(minutes) * 60) * 1_000_000_000
+        self._calm_sod = 1.0 - cfg.reduce_at_fraction * cfg.daily_loss_limit_pct
+        self._calm_peak = 1.0 - cfg.reduce_at_fraction * cfg.max_drawdown_pct
 
     # ------------------------------------------------------------------ queries
     @property
@@ -202,23 +212,36 @@ class TradingStateMachine:
     def observe_equity(self, equity: float) -> TradingState:
         """Mark the portfolio's equity now: rolls the day, moves the peak, judges the daily
         loss and the drawdown, expires cool-downs. Returns the portfolio's state."""
-        if isinstance(equity, bool) or not isinstance(equity, (int, float)) or not math.isfinite(
-                equity):
-            raise ValidationError("equity", equity, "a finite number")
+        if type(equity) is not float or equity - equity != 0.0:  # the cheap common check
+            if isinstance(equity, bool) or not isinstance(equity, (int, float)) or (
+                    not math.isfinite(equity)):
+                raise ValidationError("equity", equity, "a finite number")
+            equity = float(equity)
         with self._lock:
             now = self._clock.time_ns()
-            day = day_index(now, self.config.day_start_utc)
+            day = (now - self._day_offset_ns) // _DAY_NS
             if self._day != day:
                 # Start of day: the equity last observed before the boundary (or this one).
-                self._sod = self._equity if self._equity is not None else float(equity)
+                self._sod = self._equity if self._equity is not None else equity
                 self._day = day
-            self._equity = float(equity)
-            self._peak = float(equity) if self._peak is None else max(self._peak, equity)
-            level, reason, detail = self._loss_level()
+            self._equity = equity
+            peak = self._peak
+            if peak is None or equity > peak:
+                self._peak = peak = equity
             b = self._book
-            if level.code > b.trip.code:
-                b.trip, b.trip_reason, b.trip_detail, b.trip_at_ns = level, reason, detail, now
-            self._settle(None, b, now, self._expire_locked(now))
+            sod = self._sod
+            assert sod is not None
+            # Calm (the common case): above both REDUCING thresholds, nothing to judge.
+            if (equity <= sod * self._calm_sod or equity <= peak * self._calm_peak
+                    or sod <= 0.0):
+                level, reason, detail = self._loss_level()
+                if level.code > b.trip.code:
+                    b.trip, b.trip_reason, b.trip_detail = level, reason, detail
+                    b.trip_at_ns = now
+            cause = (None if self.config.cooldown_sec is None
+                     else self._expire_locked(now))
+            if b.trip is not b.state or cause is not None:
+                self._settle(None, b, now, cause)
             return b.state
 
     def observe_data(self, symbol: str, *, signal_ns: int | None = None,
@@ -296,6 +319,7 @@ class TradingStateMachine:
         The new limits are judged at the next observation."""
         with self._lock:
             self.config = config
+            self._derive()
 
     def announce(self) -> None:
         """Emit the current state of the portfolio and of every symbol with a state of its
