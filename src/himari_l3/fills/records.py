@@ -82,9 +82,13 @@ class SimOrder:
     def __post_init__(self) -> None:
         _key("client_order_id", self.client_order_id)
         _key("symbol", self.symbol)
-        object.__setattr__(self, "side", OrderSide(self.side))
-        object.__setattr__(self, "quantity", _positive("quantity", self.quantity))
-        object.__setattr__(self, "time_in_force", TimeInForce(self.time_in_force))
+        if type(self.side) is not OrderSide:
+            object.__setattr__(self, "side", OrderSide(self.side))
+        q = self.quantity
+        if type(q) is not float or not 0.0 < q < math.inf:
+            object.__setattr__(self, "quantity", _positive("quantity", q))
+        if type(self.time_in_force) is not TimeInForce:
+            object.__setattr__(self, "time_in_force", TimeInForce(self.time_in_force))
         if self.limit_price is not None:
             object.__setattr__(self, "limit_price", _positive("limit_price", self.limit_price))
         for name in ("submitted_ns", "expires_ns"):
