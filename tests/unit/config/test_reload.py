@@ -75,8 +75,10 @@ def setup(tmp_path: Path) -> Any:
 
 
 def _allocate(h: Layer3Phase3Hybrid) -> float:
-    """Net USD on SYM for two strong same-direction strategies (sum well above any cap)."""
-    sigs = [make_signal(strategy_id=s, confidence=0.9, risk_score=0.0, expected_return=0.05)
+    """Net USD on SYM for two strong same-direction strategies (sum well above any cap:
+    a claimed Sharpe of 5 asks for the cap even under the sceptical prior)."""
+    sigs = [make_signal(strategy_id=s, confidence=0.9, risk_score=0.0, expected_return=0.05,
+                        predicted_volatility=0.01)
             for s in ("momentum", "breakout")]
     return h.process_signals(sigs, make_cascade(), PRICES).allocations[SYM]
 
