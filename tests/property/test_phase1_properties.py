@@ -189,19 +189,19 @@ def test_more_prior_uncertainty_never_increases_size(sig: TacticalSignal,
     assert size(z_hi, n_lo) <= min(size(z_hi, n_hi), size(z_lo, n_lo)) * ulp
 
 
-@given(sig=ordinary_signals(), ind=calm_cascades(), t1=st.floats(0.01, 10.0),
-       t2=st.floats(0.01, 10.0), r1=st.floats(0.0, 1e3), r2=st.floats(0.0, 1e3))
+@given(sig=ordinary_signals(), ind=calm_cascades(), t1=st.floats(0.01, 100.0),
+       t2=st.floats(0.01, 100.0), r1=st.floats(0.0, 1e3), r2=st.floats(0.0, 1e3))
 @settings(PROFILE, max_examples=200)
 def test_more_prior_scepticism_never_increases_size(sig: TacticalSignal,
                                                     ind: CascadeIndicators, t1: float,
                                                     t2: float, r1: float, r2: float) -> None:
-    """Predictive model: a tighter prior on the edge (smaller edge_prior_sharpe) or a weaker
+    """Predictive model: a tighter prior on the edge (smaller edge_prior_kelly) or a weaker
     report (smaller report_strength) never increases the final size."""
     t_lo, t_hi = sorted((t1, t2))
     r_lo, r_hi = sorted((r1, r2))
 
     def size(tau: float, n_r: float) -> float:
-        cfg = SizingConfig(kelly=KellyConfig(edge_prior_sharpe=tau, report_strength=n_r))
+        cfg = SizingConfig(kelly=KellyConfig(edge_prior_kelly=tau, report_strength=n_r))
         return make_engine(config=cfg).calculate_position(sig, ind, 100.0).position_size_usd
 
     ulp = 1 + 1e-12

@@ -110,8 +110,9 @@ def test_trace_contents() -> None:
     assert set(t["cascade"]["components"]) == {"funding_rate", "oi_drop", "volume_ratio",
                                                "whale_pressure", "netflow_zscore"}
     assert t["cap_usd"] == 15_000.0 and t["binding_limit"] == "none"
-    # no outcomes: the report's 0.02, worth c = 0.7 pseudo-trades against 100 of zero edge
-    assert t["kelly"]["edge"] == pytest.approx(0.7 * 0.02 / 100.7)
+    # no outcomes: the report's 0.02, worth c = 0.7 pseudo-trades against 1/(kappa sigma)^2 =
+    # 400 of zero edge
+    assert t["kelly"]["edge"] == pytest.approx(0.7 * 0.02 / 400.7)
     assert (t["kelly"]["exploring"], t["kelly"]["bound"]) == (False, "none")
     assert t["conformal"]["quantile"] is None  # cold start
     json.dumps(d.to_dict(), allow_nan=False)
@@ -182,19 +183,19 @@ def test_below_min_notional_rejects() -> None:
 
 def test_position_cap_binds_and_warns() -> None:
     """A size above max_position_pct is cut to the cap: POSITION_CAP, WARN."""
-    e = make_engine(max_position_pct=0.005)  # the default signal sizes ~0.9 % before outcomes
+    e = make_engine(max_position_pct=0.001)  # the default signal sizes ~0.24 % before outcomes
     d = e.calculate_position(make_signal(), CALM, 100.0)
-    assert d.position_size_usd == pytest.approx(0.005 * PORTFOLIO)
+    assert d.position_size_usd == pytest.approx(0.001 * PORTFOLIO)
     assert d.cascade_size_usd > d.capped_size_usd
     assert "POSITION_CAP" in d.reason_codes and d.validation_status is ValidationStatus.WARN
 
 
 def test_max_notional_binds() -> None:
     """max_position_usd below the percentage cap binds as max_notional."""
-    cfg = SizingConfig(limits=LimitsConfig(max_position_usd=500.0))
+    cfg = SizingConfig(limits=LimitsConfig(max_position_usd=100.0))
     d = make_engine(config=cfg).calculate_position(make_signal(), CALM, 100.0)
-    assert d.position_size_usd == 500.0 and "MAX_NOTIONAL" in d.reason_codes
-    assert d.diagnostics["cap_usd"] == 500.0
+    assert d.position_size_usd == 100.0 and "MAX_NOTIONAL" in d.reason_codes
+    assert d.diagnostics["cap_usd"] == 100.0
 
 
 def test_portfolio_value_per_call() -> None:

@@ -243,12 +243,12 @@ def test_strategy_budget_scales_proportionally() -> None:
 
 def test_portfolio_budget_scales_everything() -> None:
     """Gross over the portfolio budget scales every symbol by one factor ('portfolio')."""
-    p = portfolio(max_portfolio_pct=0.01)  # ordinary signals size ~0.75 % each before outcomes
+    p = portfolio(max_portfolio_pct=0.005)  # ordinary signals size ~0.24 % each before outcomes
     sigs = [make_signal(strategy_id=f"s{i}", symbol=s) for i, s in enumerate(PRICES)]
     alloc = p.process_multi_strategy_signals(sigs, calm(), PRICES)
-    assert alloc.total_allocated_usd == pytest.approx(0.01 * PV, rel=1e-9)
+    assert alloc.total_allocated_usd == pytest.approx(0.005 * PV, rel=1e-9)
     assert set(alloc.binding_limits.values()) == {"portfolio"}
-    check_invariants(alloc, 0.15, 0.40, 0.01)
+    check_invariants(alloc, 0.15, 0.40, 0.005)
 
 
 def test_cascade_exit_batch_allocates_zero() -> None:

@@ -61,10 +61,10 @@ class KellyConfig(_Strict):
     payoff_prior_strength: float = Field(20.0, gt=0.0, le=1e6)
     risk_weight: float = Field(0.5, ge=0.0, le=1.0)
     # predictive model (docs/sizing-math.md §2.1-2.3)
-    edge_prior_sharpe: float = Field(0.1, gt=0.0, le=10.0)
+    edge_prior_kelly: float = Field(1.0, gt=0.0, le=100.0)
     report_strength: float = Field(1.0, ge=0.0, le=1e6)
     exploration_fraction: float = Field(0.0005, ge=0.0, le=0.05)
-    exploration_z: float = Field(2.0, ge=0.0, le=5.0)
+    exploration_z: float = Field(2.5, ge=0.0, le=5.0)
     volatility_target: float | None = Field(None, gt=0.0, le=1.0)
 
 

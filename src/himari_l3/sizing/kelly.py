@@ -3,9 +3,10 @@ r"""Bayesian Kelly base size, learned per strategy x symbol (docs/sizing-math.md
 **predictive** (default): the size is ``fraction`` times the *notional* Kelly optimum of the
 posterior predictive distribution of the key's next trade return.
 
-* Edge: a sceptical Normal prior puts the per-trade Sharpe ratio at
-  :math:`N(0, \tau^2)` (``edge_prior_sharpe`` :math:`\tau`, i.e. :math:`n_z = 1/\tau^2`
-  pseudo-trades of zero edge); the signal's expected return :math:`\mu_r` counts as
+* Edge: a sceptical Normal prior puts the full-Kelly leverage :math:`\mu/\sigma^2` at
+  :math:`N(0, \kappa^2)` (``edge_prior_kelly`` :math:`\kappa`), i.e. the per-trade Sharpe at
+  :math:`N(0, (\kappa\sigma)^2)`: :math:`n_z = 1/(\kappa\sigma)^2` pseudo-trades of zero
+  edge; the signal's expected return :math:`\mu_r` counts as
   :math:`w_r = c \cdot n_r` pseudo-trades (confidence :math:`c`, ``report_strength``
   :math:`n_r`); the key's :math:`n` realised returns count one each. With the signal's
   volatility :math:`\sigma` as the per-trade noise,
@@ -190,7 +191,11 @@ class BayesianKelly:
         report = (2.0 * confidence - 1.0) * volatility if expected_return is None \
             else expected_return
         w_report = confidence * cfg.report_strength
-        big_n = 1.0 / (cfg.edge_prior_sharpe * cfg.edge_prior_sharpe) + w_report + n
+        # Prior N(0, kappa^2) on the full-Kelly leverage mu/sigma^2 = N(0, (kappa sigma)^2) on
+        # the per-trade Sharpe: 1/(kappa sigma)^2 pseudo-trades of zero edge. Leverage, unlike
+        # a per-trade Sharpe, does not depend on the trade's horizon.
+        prior_var = (cfg.edge_prior_kelly * volatility) ** 2  # 0 if it underflows: no bet
+        big_n = (1.0 / prior_var if prior_var > 0.0 else math.inf) + w_report + n
         edge = (w_report * report + stats.sum_return) / big_n
         edge_std = volatility / math.sqrt(big_n)
         std = volatility * math.sqrt(1.0 + 1.0 / big_n)

@@ -107,9 +107,11 @@ def standalone_phase1(**sig: Any) -> Scenario:
     return run
 
 
-# A claimed Sharpe of 5 asks for the caps even under the sceptical prior (no outcomes yet).
 STRONG = {"confidence": 0.9, "risk_score": 0.0, "expected_return": 0.05,
           "predicted_volatility": 0.01}
+# Before outcomes the sceptical Kelly prior sizes a report at about fraction x c x mu of
+# equity; a desk that counts Layer 2's forecasts as 10,000 trades lets STRONG reach the caps.
+TRUSTED = {"sizing.kelly.report_strength": 10_000.0}
 ORDINARY = {**STRONG, "predicted_volatility": 0.05}  # sized well under every cap
 
 
@@ -223,14 +225,14 @@ TABLE: dict[str, Case] = {
     # --- sizing.kelly
     "sizing.kelly.model": Case("gaussian", decide()),
     "sizing.kelly.fraction": Case(0.1, decide()),
-    "sizing.kelly.max_fraction": Case(0.01, decide()),
+    "sizing.kelly.max_fraction": Case(0.001, decide()),
     "sizing.kelly.prior_strength": Case(5.0, after_outcomes([0.05, -0.01, 0.06])),
     "sizing.kelly.uncertainty_z": Case(3.0, decide(), context=BINARY),
     "sizing.kelly.default_payoff_ratio": Case(2.0, decide(**NO_VOL)),
     "sizing.kelly.payoff_prior_strength": Case(2.0, after_outcomes([0.05, -0.01, 0.06]),
                                                context=BINARY),
     "sizing.kelly.risk_weight": Case(0.0, decide()),
-    "sizing.kelly.edge_prior_sharpe": Case(0.5, decide()),
+    "sizing.kelly.edge_prior_kelly": Case(3.0, decide()),
     "sizing.kelly.report_strength": Case(5.0, decide()),
     # three losses put the posterior edge below 0: the key is being explored
     "sizing.kelly.exploration_fraction": Case(0.001, after_outcomes([-0.05] * 3)),
@@ -271,17 +273,17 @@ TABLE: dict[str, Case] = {
     "sizing.limits.allow_short": Case(True, decide(action=TacticalAction.SELL)),
     # Phase 2/3 give Phase 1 the portfolio's cap (the schema keeps the two equal), so this key
     # is read by a Phase 1 built from SizingConfig; `also` changes a key Phase 1 never reads.
-    "sizing.limits.max_position_pct": Case(0.005, standalone_phase1(),
-                                           also={"portfolio.max_position_pct": 0.005}),
-    "sizing.limits.max_position_usd": Case(500.0, decide()),
+    "sizing.limits.max_position_pct": Case(0.001, standalone_phase1(),
+                                           also={"portfolio.max_position_pct": 0.001}),
+    "sizing.limits.max_position_usd": Case(100.0, decide()),
     "sizing.limits.min_position_usd": Case(50_000.0, decide()),
     "sizing.execution.stop_loss_sigma": Case(1.0, decide()),
     "sizing.execution.take_profit_sigma": Case(5.0, decide()),
     # --- portfolio
-    "portfolio.max_position_pct": Case(0.05, phase2(TWO_ON_BTC),
+    "portfolio.max_position_pct": Case(0.05, phase2(TWO_ON_BTC), context=TRUSTED,
                                        also={"sizing.limits.max_position_pct": 0.05}),
-    "portfolio.max_strategy_pct": Case(0.05, phase2(BTC_AND_ETH)),
-    "portfolio.max_portfolio_pct": Case(0.1, phase2(BTC_AND_ETH)),
+    "portfolio.max_strategy_pct": Case(0.05, phase2(BTC_AND_ETH), context=TRUSTED),
+    "portfolio.max_portfolio_pct": Case(0.1, phase2(BTC_AND_ETH), context=TRUSTED),
     "portfolio.drift_threshold": Case(0.01, phase2(  # sizes under the caps: weights move
         [("momentum", SYM, ORDINARY), ("breakout", SYM, ORDINARY)],
         [("momentum", SYM, ORDINARY), ("breakout", SYM, {**ORDINARY, "confidence": 0.8})])),

@@ -79,10 +79,10 @@ def test_notional_kelly_non_increasing_in_volatility(m: float, s1: float, s2: fl
 
 # ------------------------------------------------------------ exact posterior
 def test_fresh_estimate_matches_the_posterior_formula() -> None:
-    """N = 1/tau^2 + c n_r, edge = c n_r mu / N, std = sigma sqrt(1 + 1/N), p = 1/2;
-    fraction = fraction x full x (1 - w rho)."""
+    """N = 1/(kappa sigma)^2 + c n_r, edge = c n_r mu / N, std = sigma sqrt(1 + 1/N),
+    p = 1/2; fraction = fraction x full x (1 - w rho)."""
     k = BayesianKelly(CFG).estimate("s", "X", 0.7, 0.4, 0.02, 0.05)
-    big_n = 100.0 + 0.7
+    big_n = 1 / 0.05**2 + 0.7
     edge = 0.7 * 0.02 / big_n
     full = two_point_notional_kelly(edge, 0.05 * math.sqrt(1 + 1 / big_n), 0.5)
     assert k.edge == pytest.approx(edge, rel=1e-12)
@@ -93,13 +93,13 @@ def test_fresh_estimate_matches_the_posterior_formula() -> None:
 
 
 def test_learned_estimate_matches_the_posterior_formula() -> None:
-    """With outcomes: edge = (c n_r mu + sum r)/(1/tau^2 + c n_r + n) and
+    """With outcomes: edge = (c n_r mu + sum r)/(1/(kappa sigma)^2 + c n_r + n) and
     p = (n0/2 + wins)/(n0 + n)."""
     kelly = BayesianKelly(CFG)
     rets = [0.05, -0.02, 0.03, 0.04, -0.01]
     _learn(kelly, rets)
     k = kelly.estimate("s", "X", 0.6, 0.0, 0.01, 0.04)
-    big_n = 100.0 + 0.6 + 5
+    big_n = 1 / 0.04**2 + 0.6 + 5
     edge = (0.6 * 0.01 + sum(rets)) / big_n
     p = (25.0 + 3) / 55.0
     assert k.edge == pytest.approx(edge, rel=1e-12) and k.win_prob == pytest.approx(p)
@@ -137,10 +137,11 @@ def test_learned_full_kelly_approaches_the_planted_optimum(p: float, up: float,
 
 
 def test_sceptical_prior_keeps_fresh_sizes_small() -> None:
-    """Before outcomes a Sharpe-0.4 claim gets about 1 % of its quarter-Kelly size."""
+    """Before outcomes the size is about fraction x c mu / (1 + c sigma^2) (kappa = n_r = 1):
+    a Sharpe-0.4 claim (quarter Kelly 200 % of equity) gets 0.4 %."""
     k = BayesianKelly(CFG).estimate("s", "X", 0.8, 0.0, 0.02, 0.05)
-    claimed = 0.25 * 0.02 / 0.05**2
-    assert 0.005 * claimed < k.fraction < 0.02 * claimed
+    assert k.fraction == pytest.approx(0.25 * 0.8 * 0.02 / (1 + 0.8 * 0.05**2), rel=0.01)
+    assert k.fraction < 0.01 * 0.25 * 0.02 / 0.05**2
 
 
 @pytest.mark.parametrize("overstate", [2.0, 5.0])
@@ -165,12 +166,12 @@ def test_dipped_key_is_explored_at_a_bounded_size() -> None:
     assert k.fraction == CFG.exploration_fraction <= CFG.fraction * k.full_kelly
     upper = k.edge + CFG.exploration_z * k.edge_std
     assert k.full_kelly == pytest.approx(
-        two_point_notional_kelly(upper, 0.2 * math.sqrt(1 + 1 / 103.55), k.win_prob))
+        two_point_notional_kelly(upper, 0.2 * math.sqrt(1 + 1 / 28.55), k.win_prob))
 
 
 def test_exploration_stops_once_the_edge_is_ruled_out() -> None:
     """A planted loser (Sharpe -0.1) is explored, then dropped for good once
-    edge + z sd(edge) <= 0 (about (z / 0.1)^2 trades)."""
+    edge + z sd(edge) <= 0 (about (z / 0.1)^2 - 1/(kappa sigma)^2 = 600 trades)."""
     kelly = BayesianKelly(CFG)
     rets = _planted(0.45, 0.2, 0.2, 3_000, seed=4)
     sizes = []
@@ -210,7 +211,7 @@ def test_volatility_target_bounds_the_equity_volatility_of_a_trade() -> None:
     kelly = BayesianKelly(CFG.model_copy(update={"volatility_target": 0.001}))
     _learn(kelly, _planted(0.6, 0.02, 0.02, 500))
     k = kelly.estimate("s", "X", 0.6, 0.0, 0.004, 0.02)
-    sd = 0.02 * math.sqrt(1 + 1 / (100.6 + 500))
+    sd = 0.02 * math.sqrt(1 + 1 / (2500 + 0.6 + 500))
     assert k.bound == "volatility_target" and k.capped
     assert k.fraction == pytest.approx(0.001 / sd, rel=1e-12)
 
@@ -230,16 +231,16 @@ returns = st.lists(st.floats(-1.0, 10.0), max_size=40)
 @given(rets=returns, conf=st.floats(0.0, 1.0), risk=st.floats(0.0, 1.0),
        er=st.none() | st.floats(-1.0, 1.0), vol=st.none() | st.floats(1e-300, 5.0),
        vt=st.none() | st.floats(1e-4, 1.0), n0=st.floats(1e-300, 1e6),
-       tau=st.floats(1e-3, 10.0))
+       kappa=st.floats(1e-3, 100.0))
 @settings(max_examples=500, deadline=None)
 def test_size_finite_bounded_and_never_above_full_kelly(rets: list[float], conf: float,
                                                         risk: float, er: float | None,
                                                         vol: float | None, vt: float | None,
-                                                        n0: float, tau: float) -> None:
+                                                        n0: float, kappa: float) -> None:
     """For any learned history, prior and signal: finite, in [0, max_fraction], at most
     fraction x full Kelly, and while exploring at most exploration_fraction."""
     kelly = BayesianKelly(CFG.model_copy(update={
-        "volatility_target": vt, "prior_strength": n0, "edge_prior_sharpe": tau}))
+        "volatility_target": vt, "prior_strength": n0, "edge_prior_kelly": kappa}))
     _learn(kelly, rets)
     k = kelly.estimate("s", "X", conf, risk, er, vol)
     assert math.isfinite(k.fraction) and math.isfinite(k.full_kelly)
@@ -266,15 +267,15 @@ def test_weaker_report_never_increases_fresh_size(a: float, b: float, conf: floa
         "s", "X", conf, 0.0, er, vol).fraction * (1 + 1e-12)
 
 
-@given(a=st.floats(0.01, 10.0), b=st.floats(0.01, 10.0), conf=st.floats(0.0, 1.0),
+@given(a=st.floats(0.01, 100.0), b=st.floats(0.01, 100.0), conf=st.floats(0.0, 1.0),
        er=st.floats(1e-4, 0.5), vol=st.floats(1e-3, 2.0))
 @settings(max_examples=200, deadline=None)
 def test_more_sceptical_prior_never_increases_fresh_size(a: float, b: float, conf: float,
                                                          er: float, vol: float) -> None:
-    """A tighter prior on the Sharpe ratio (smaller edge_prior_sharpe) never sizes up."""
+    """A tighter prior on the Kelly leverage (smaller edge_prior_kelly) never sizes up."""
     lo, hi = sorted((a, b))
-    tight = BayesianKelly(CFG.model_copy(update={"edge_prior_sharpe": lo}))
-    loose = BayesianKelly(CFG.model_copy(update={"edge_prior_sharpe": hi}))
+    tight = BayesianKelly(CFG.model_copy(update={"edge_prior_kelly": lo}))
+    loose = BayesianKelly(CFG.model_copy(update={"edge_prior_kelly": hi}))
     assert tight.estimate("s", "X", conf, 0.0, er, vol).fraction <= loose.estimate(
         "s", "X", conf, 0.0, er, vol).fraction * (1 + 1e-12)
 
