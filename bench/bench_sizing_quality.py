@@ -13,7 +13,8 @@ draws the outcome, compounds the equity and feeds the outcome back through
 target is ``g(min(fraction·f*, caps))``; the report compares realised log growth with it.
 
 Run ``.venv/bin/python bench/bench_sizing_quality.py [--quick]``: it prints the tables that
-docs/sizing-math.md §2.4 records and writes ``bench/results/sizing_quality.json``.
+docs/sizing-math.md §2.3-2.4 records and writes ``bench/results/sizing_quality.json``
+(``--lockout SEEDS`` and ``--cost`` run the two side measurements that section cites).
 ``simulate`` and ``summarise`` are imported by ``tests/property/test_sizing_quality.py``.
 """
 
@@ -37,6 +38,7 @@ from himari_l3 import CascadeIndicators, ManualClock, MarketRegime, TacticalActi
 from himari_l3.config.schema import KellyConfig, SizingConfig
 from himari_l3.contracts import TacticalSignal
 from himari_l3.phase1 import Layer3Phase1
+from himari_l3.sizing.kelly import BayesianKelly
 
 RESULTS = Path(__file__).resolve().parent / "results" / "sizing_quality.json"
 START_EQUITY = 100_000.0
@@ -172,7 +174,7 @@ def _settle(sizes: list[float], target: float) -> int | None:
 
 def summarise(strategy: Strategy, scale: float, runs: list[Run],
               config: SizingConfig) -> dict[str, Any]:
-    """Per-cell statistics over seeds (see module docstring and docs/sizing-math.md §2.4)."""
+    """Per-cell statistics over seeds (see module docstring and docs/sizing-math.md §2.3)."""
     late = min(LATE, len(runs[0].sizes))
     finals = sorted(r.final_equity / START_EQUITY for r in runs)
     out: dict[str, Any] = {
@@ -243,7 +245,7 @@ def _cells(config: SizingConfig, strategies: tuple[Strategy, ...], variants: tup
 
 
 def run(seeds: int = 20, trades: int = 5_000) -> dict[str, Any]:
-    """Every table of docs/sizing-math.md §2.4-2.5; returns the results dict."""
+    """Every table of docs/sizing-math.md §2.3-2.4; returns the results dict."""
     t0 = time.perf_counter()
     models = {m: _cells(_config(model=m), STRATEGIES, VARIANTS, FEEDBACK, seeds, trades)
               for m in MODELS}
@@ -336,6 +338,43 @@ def _tradeoff_table(tradeoff: dict[str, Any]) -> list[str]:
     return lines
 
 
+def lockout(seeds: int = 100, trades: int = 1_500,
+            z_values: tuple[float, ...] = (2.0, 2.5)) -> dict[str, Any]:
+    """Seeds (of ``seeds``) in which an edge strategy no longer bets after ``trades`` trades
+    with traded-only feedback, per exploration_z: the tail behind docs/sizing-math.md §2.2."""
+    out: dict[str, Any] = {}
+    for z in z_values:
+        config = _config(exploration_z=z)
+        for scale in SCALES:
+            for s in EDGE:
+                runs = [simulate(s, scale, "calibrated", "traded", seed, trades, config)
+                        for seed in range(seeds)]
+                out[f"z={z}/{scale}/{s.name}"] = sum(r.sizes[-1] == 0.0 for r in runs)
+    return {"seeds": seeds, "trades": trades, "locked_out": out}
+
+
+def kelly_cost(rounds: int = 6, calls: int = 10_000) -> dict[str, float]:
+    """Median µs per ``BayesianKelly.estimate`` call of each model, rounds interleaved in one
+    process (absolute times across runs are not comparable on a shared machine)."""
+    rng = random.Random(42)
+    signals = [(f"s{rng.randrange(3)}", f"SYM{rng.randrange(20):02d}", rng.uniform(0.3, 0.95),
+                rng.uniform(0.0, 1.0), rng.uniform(0.002, 0.06), rng.uniform(0.01, 0.25))
+               for _ in range(calls)]
+    engines = {m: BayesianKelly(KellyConfig(model=m)) for m in MODELS}
+    for engine in engines.values():  # some learned history, as in production
+        for i in range(600):
+            engine.update(f"s{i % 3}", f"SYM{i % 20:02d}", rng.uniform(-0.05, 0.06))
+    times: dict[str, list[float]] = {m: [] for m in engines}
+    for _ in range(rounds):
+        for model, engine in engines.items():
+            estimate = engine.estimate
+            t0 = time.perf_counter_ns()
+            for sig in signals:
+                estimate(*sig)
+            times[model].append((time.perf_counter_ns() - t0) / calls / 1e3)
+    return {m: round(statistics.median(t), 2) for m, t in times.items()}
+
+
 def _print(result: dict[str, Any]) -> None:
     print(f"Sizing quality: {result['seeds']} seeds x {result['trades']} trades per cell, "
           f"last {result['late']} trades = after learning ({result['seconds']} s)")
@@ -355,7 +394,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=None)
     parser.add_argument("--trades", type=int, default=None)
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--lockout", type=int, metavar="SEEDS", default=0,
+                        help="only count lock-outs (traded-only feedback) over SEEDS seeds "
+                             "for exploration_z 2.0 and 2.5")
+    parser.add_argument("--cost", action="store_true",
+                        help="only time BayesianKelly.estimate per model (interleaved)")
     args = parser.parse_args(argv)
+    if args.cost:
+        print(f"BayesianKelly.estimate, median us per call: {kelly_cost()}")
+        return 0
+    if args.lockout:
+        counts = lockout(seeds=args.lockout)
+        for key, n in counts["locked_out"].items():
+            print(f"{key}: locked out in {n} of {counts['seeds']} seeds")
+        return 0
     seeds = args.seeds or (5 if args.quick else 20)
     trades = args.trades or (2_000 if args.quick else 5_000)
     result = run(seeds=seeds, trades=trades)
