@@ -274,6 +274,13 @@ def _settle_text(cell: dict[str, Any]) -> str:
     return "never" if cell["settle_median"] is None else str(int(cell["settle_median"]))
 
 
+def _outcome_columns(every: dict[str, Any], traded: dict[str, Any], settle: str) -> str:
+    """The columns every row of the quality table shares (final equity to exploring)."""
+    return (f"{every['final_equity_median']:.3g} ({every['final_equity_p5']:.3g}) | "
+            f"{_pct(every['max_drawdown_median'])} | {settle} | "
+            f"{_pct(traded['betting_at_end'])} | {_pct(traded['exploring_share'])} |")
+
+
 def _quality_table(cells: dict[str, Any]) -> list[str]:
     lines = ["| strategy | move | f* | target | growth ratio every / traded | expected-growth "
              "ratio | final equity × median (p5) | max DD median | settle (trades) | "
@@ -286,19 +293,15 @@ def _quality_table(cells: dict[str, Any]) -> list[str]:
             lines.append(
                 f"| {s.name} | {_pct(scale)} | {e['f_star']:.3g} | {_pct(e['target'])} | "
                 f"{e['growth_ratio']:.2f} / {t['growth_ratio']:.2f} | "
-                f"{e['expected_growth_ratio']:.2f} | {e['final_equity_median']:.3g} "
-                f"({e['final_equity_p5']:.3g}) | {_pct(e['max_drawdown_median'])} | "
-                f"{_settle_text(e)} | {_pct(t['betting_at_end'])} | {_pct(t['exploring_share'])} |")
+                f"{e['expected_growth_ratio']:.2f} | " + _outcome_columns(e, t, _settle_text(e)))
     for scale in SCALES:
         e = cells[f"calibrated/every/{scale}/{LOSER.name}"]
         t = cells[f"calibrated/traded/{scale}/{LOSER.name}"]
         lines.append(
             f"| loser | {_pct(scale)} | < 0 | 0 | size after 1,000 trades: mean "
             f"{_pct(e['size_after_1000_mean'])} / {_pct(t['size_after_1000_mean'])}, max "
-            f"{_pct(max(e['size_after_1000_max'], t['size_after_1000_max']))} | | "
-            f"{e['final_equity_median']:.3g} ({e['final_equity_p5']:.3g}) | "
-            f"{_pct(e['max_drawdown_median'])} | | {_pct(t['betting_at_end'])} | "
-            f"{_pct(t['exploring_share'])} |")
+            f"{_pct(max(e['size_after_1000_max'], t['size_after_1000_max']))} | – | "
+            + _outcome_columns(e, t, "–"))
     return lines
 
 
@@ -313,14 +316,10 @@ def _reports_table(cells: dict[str, Any]) -> list[str]:
                 base = cells[f"calibrated/{feedback}/{scale}/{s.name}"][key]
                 got = cells[f"{variant}/{feedback}/{scale}/{s.name}"][key]
                 return f"{got / base:.2f}" if base > 0 else "n/a (calibrated at 0)"
-            lines.append(
-                f"| {s.name} | {_pct(scale)} | "
-                f"{ratio('overconfident', 'every', 'size_early_mean')} / "
-                f"{ratio('overstated', 'every', 'size_early_mean')} | "
-                f"{ratio('overconfident', 'every', 'size_late_mean')} / "
-                f"{ratio('overstated', 'every', 'size_late_mean')} | "
-                f"{ratio('overconfident', 'traded', 'size_late_mean')} / "
-                f"{ratio('overstated', 'traded', 'size_late_mean')} |")
+            pairs = (f"{ratio('overconfident', fb, key)} / {ratio('overstated', fb, key)}"
+                     for fb, key in (("every", "size_early_mean"), ("every", "size_late_mean"),
+                                     ("traded", "size_late_mean")))
+            lines.append(f"| {s.name} | {_pct(scale)} | " + " | ".join(pairs) + " |")
     return lines
 
 

@@ -7,6 +7,7 @@ import itertools
 import math
 import random
 import statistics
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -166,6 +167,20 @@ def test_size_non_decreasing_in_edge(sig: TacticalSignal, ind: CascadeIndicators
     assert s_hi.position_size_usd >= s_lo.position_size_usd
 
 
+def _never_grows_with_uncertainty(size: Callable[[float, float], float],
+                                  a: tuple[float, float], b: tuple[float, float]) -> None:
+    """``a`` and ``b`` are (more certain, less certain) values of two prior knobs and
+    ``size(a_value, b_value)`` the final size: moving either knob, or both, toward less
+    certainty never increases it."""
+    ulp = 1 + 1e-12  # (n0 c) / n0 may differ from c in the last bit
+    (a_sure, a_unsure), (b_sure, b_unsure) = a, b
+    certain = size(a_sure, b_sure) * ulp
+    assert size(a_unsure, b_sure) <= certain
+    assert size(a_sure, b_unsure) <= certain
+    assert size(a_unsure, b_unsure) <= min(size(a_unsure, b_sure),
+                                           size(a_sure, b_unsure)) * ulp
+
+
 @given(sig=ordinary_signals(), ind=calm_cascades(), z1=st.floats(0.0, 5.0),
        z2=st.floats(0.0, 5.0), n1=st.floats(1.0, 1e4), n2=st.floats(1.0, 1e4))
 @settings(PROFILE, max_examples=200)
@@ -182,11 +197,7 @@ def test_more_prior_uncertainty_never_increases_size(sig: TacticalSignal,
                                              prior_strength=n0))
         return make_engine(config=cfg).calculate_position(sig, ind, 100.0).position_size_usd
 
-    ulp = 1 + 1e-12  # (n0 c) / n0 may differ from c in the last bit
-    certain = size(z_lo, n_hi) * ulp
-    assert size(z_hi, n_hi) <= certain
-    assert size(z_lo, n_lo) <= certain
-    assert size(z_hi, n_lo) <= min(size(z_hi, n_hi), size(z_lo, n_lo)) * ulp
+    _never_grows_with_uncertainty(size, (z_lo, z_hi), (n_hi, n_lo))
 
 
 @given(sig=ordinary_signals(), ind=calm_cascades(), t1=st.floats(0.01, 100.0),
@@ -200,15 +211,11 @@ def test_more_prior_scepticism_never_increases_size(sig: TacticalSignal,
     t_lo, t_hi = sorted((t1, t2))
     r_lo, r_hi = sorted((r1, r2))
 
-    def size(tau: float, n_r: float) -> float:
-        cfg = SizingConfig(kelly=KellyConfig(edge_prior_kelly=tau, report_strength=n_r))
+    def size(kappa: float, n_r: float) -> float:
+        cfg = SizingConfig(kelly=KellyConfig(edge_prior_kelly=kappa, report_strength=n_r))
         return make_engine(config=cfg).calculate_position(sig, ind, 100.0).position_size_usd
 
-    ulp = 1 + 1e-12
-    loose = size(t_hi, r_hi) * ulp
-    assert size(t_lo, r_hi) <= loose
-    assert size(t_hi, r_lo) <= loose
-    assert size(t_lo, r_lo) <= min(size(t_lo, r_hi), size(t_hi, r_lo)) * ulp
+    _never_grows_with_uncertainty(size, (t_hi, t_lo), (r_hi, r_lo))
 
 
 @given(sig=ordinary_signals(), k1=st.integers(0, 12), k2=st.integers(0, 12))
