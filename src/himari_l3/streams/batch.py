@@ -31,9 +31,15 @@ OUTPUT_SCHEMA_VERSION = 1
 
 @dataclass(slots=True)
 class TickBatch:
-    """What one tick read: (stream id, signal) pairs in arrival order."""
+    """What one tick read: (stream id, signal) pairs in arrival order, and each message's
+    raw fields (kept to dead-letter them if the engine refuses the batch)."""
 
     signals: list[tuple[str, Layer2Signal]] = field(default_factory=list)
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    def add(self, msg_id: str, signal: Layer2Signal, fields: Any) -> None:
+        self.signals.append((msg_id, signal))
+        self.raw[msg_id] = fields
 
     @property
     def ids(self) -> list[str]:
