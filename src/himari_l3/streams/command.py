@@ -55,6 +55,7 @@ def run_main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger().setLevel(logging.INFO)  # `himari-l3` configured WARNING already
     try:
         config = load_config(args.config)
         if args.paper:

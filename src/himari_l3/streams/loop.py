@@ -94,8 +94,7 @@ class LiveLoop:
         """Tick until ``stop`` is set (the tick in progress is finished first). Raises
         `LeaseLost` when the portfolio's lease is lost."""
         while not stop.is_set():
-            if self.lease is not None and self.lease.expired():
-                raise LeaseLost(f"lease of portfolio {self.lease.portfolio!r} lost")
+            self._check_lease()
             try:
                 await self.tick()
                 self._backoff = _BACKOFF_MIN_SEC
@@ -107,6 +106,12 @@ class LiveLoop:
                     raise err.__cause__ from err
                 log.warning("store: %s (the tick's messages stay pending)", err)
                 await self._pause(stop)
+
+    def _check_lease(self) -> None:
+        """Stop acting the moment the lease may have lapsed (a pause longer than the TTL
+        ends here, before any side effect; the journal's fence covers the rest)."""
+        if self.lease is not None and self.lease.expired():
+            raise LeaseLost(f"lease of portfolio {self.lease.portfolio!r} lost")
 
     async def _pause(self, stop: asyncio.Event) -> None:
         self._recover = True
@@ -178,6 +183,7 @@ class LiveLoop:
     # ------------------------------------------------------------------- handle
     async def handle(self, entries: Sequence[Entry]) -> None:
         """Answer one tick's entries (steps 2-5 of the module docstring)."""
+        self._check_lease()
         now_ns = self.clock.time_ns()
         store = self.service.store
         done = await asyncio.to_thread(store.stream_input_seqs, self.stream,
@@ -247,6 +253,7 @@ class LiveLoop:
                 for i in batch.ids], now_ns)
             return
         out = build_output(json.loads(reply.body), inputs.request["source"])
+        self._check_lease()
         await self._guard("publish", self.publisher.publish(out, batch.ids))
         self.observer.emit(StreamMessagesHandled("processed", len(batch.ids)))
         oldest_ms = min(int(i.split("-", 1)[0]) for i in batch.ids)
