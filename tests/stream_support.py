@@ -83,6 +83,11 @@ def outputs(r: redis.Redis, config: Layer3Config) -> list[dict[str, Any]]:
     return out
 
 
+def published_ids(r: redis.Redis, config: Layer3Config) -> set[str]:
+    """Every input id some output entry answers."""
+    return {i for o in outputs(r, config) for i in o["source_ids"]}
+
+
 def dead_letters(r: redis.Redis, config: Layer3Config) -> list[dict[str, str]]:
     return [{k.decode(): v.decode() for k, v in f.items()}
             for _, f in r.xrange(config.streams.dead_letter_stream)]
