@@ -53,7 +53,7 @@ class _Strict(BaseModel):
 class KellyConfig(_Strict):
     """Bayesian Kelly base size (docs/sizing-math.md §2)."""
 
-    model: Literal["binary", "gaussian"] = "binary"
+    model: Literal["predictive", "binary", "gaussian"] = "predictive"
     fraction: float = Field(0.25, gt=0.0, le=1.0)
     max_fraction: float = Field(0.5, gt=0.0, le=1.0)
     prior_strength: float = Field(50.0, gt=0.0, le=1e6)
@@ -61,6 +61,12 @@ class KellyConfig(_Strict):
     default_payoff_ratio: float = Field(1.0, gt=0.0, le=100.0)
     payoff_prior_strength: float = Field(20.0, gt=0.0, le=1e6)
     risk_weight: float = Field(0.5, ge=0.0, le=1.0)
+    # predictive model (docs/sizing-math.md §2.1-2.4)
+    edge_prior_kelly: float = Field(1.0, gt=0.0, le=100.0)
+    report_strength: float = Field(1.0, ge=0.0, le=1e6)
+    exploration_fraction: float = Field(0.0005, ge=0.0, le=0.05)
+    exploration_z: float = Field(2.5, ge=0.0, le=5.0)
+    volatility_target: float | None = Field(None, gt=0.0, le=1.0)
 
 
 class ConformalConfig(_Strict):
