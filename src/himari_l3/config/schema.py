@@ -43,7 +43,7 @@ def _describe(model: type[BaseModel], root: str, error: Any) -> str:
     return f"{path or model.__name__}: {msg}{shown}"
 
 
-_SECRET_KEYS = frozenset({"auth_token"})
+_SECRET_KEYS = frozenset({"auth_token", "redis_url"})  # a redis URL may carry a password
 
 
 class _Strict(BaseModel):
