@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import signal
 import sys
@@ -79,4 +80,12 @@ async def _main(config: Layer3Config, path: str, registry: CollectorRegistry) ->
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await run_live(config, stop, config_path=path, registry=registry)
+    await run_live(config, stop, config_path=path, registry=registry, on_ready=_freeze_gc)
+
+
+def _freeze_gc(_: object) -> None:
+    """Everything alive once the loop owns its portfolio (modules, restored state) moves to
+    the permanent generation, so full collections scan only what ticks create (as the HTTP
+    service does: it took tens-of-ms gen-2 pauses out of the tail)."""
+    gc.collect()
+    gc.freeze()
