@@ -97,21 +97,32 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a number")
 
 
-def _present(msg: Mapping[str, Any], name: str) -> Any:
-    """The raw value of ``name``, or None when absent (or written as null)."""
+def _present(msg: Mapping[str, Any], name: str, required: bool = False) -> Any:
+    """The raw value of ``name``, or None when absent (or written as null); a required
+    field that is absent is refused."""
     value = msg.get(name)
     if isinstance(value, str) and value.strip().lower() in _ABSENT:
-        return None
+        value = None
+    if value is None and required:
+        raise MessageRejected(RejectCode.MALFORMED, name, None, "a value (it is missing)")
+    return value
+
+
+def _scalar(msg: Mapping[str, Any], name: str, required: bool, expected: str,
+            max_chars: int) -> Any:
+    """A field's raw value for a numeric read (None: absent); booleans and overlong text
+    are refused before any conversion."""
+    value = _present(msg, name, required)
+    if isinstance(value, bool) or (isinstance(value, str) and len(value) > max_chars):
+        raise MessageRejected(RejectCode.MALFORMED, name, value, expected)
     return value
 
 
 def text(msg: Mapping[str, Any], name: str, *, required: bool = False,
          max_len: int = 64) -> str | None:
     """A printable, non-blank string of at most ``max_len`` characters."""
-    value = _present(msg, name)
+    value = _present(msg, name, required)
     if value is None:
-        if required:
-            raise MessageRejected(RejectCode.MALFORMED, name, None, "a value (it is missing)")
         return None
     if not isinstance(value, str):
         raise MessageRejected(RejectCode.MALFORMED, name, value, "a string")
@@ -125,17 +136,11 @@ def text(msg: Mapping[str, Any], name: str, *, required: bool = False,
 def number(msg: Mapping[str, Any], name: str, lo: float, hi: float, *,
            required: bool = False) -> float | None:
     """A finite number with ``lo <= value <= hi`` (a JSON number or its text)."""
-    value = _present(msg, name)
-    if value is None:
-        if required:
-            raise MessageRejected(RejectCode.MALFORMED, name, None, "a value (it is missing)")
-        return None
     expected = f"a finite number with {lo:g} <= {name} <= {hi:g}"
-    if isinstance(value, bool):
-        raise MessageRejected(RejectCode.MALFORMED, name, value, expected)
+    value = _scalar(msg, name, required, expected, _MAX_FIELD_CHARS)
+    if value is None:
+        return None
     if isinstance(value, str):
-        if len(value) > _MAX_FIELD_CHARS:
-            raise MessageRejected(RejectCode.MALFORMED, name, value, expected)
         try:
             value = float(value.strip())
         except ValueError:
@@ -151,20 +156,14 @@ def number(msg: Mapping[str, Any], name: str, lo: float, hi: float, *,
 def integer(msg: Mapping[str, Any], name: str, lo: int, hi: int, *,
             required: bool = False) -> int | None:
     """A whole number with ``lo <= value <= hi`` (``3``, ``"3"``, ``3.0`` all read 3)."""
-    value = _present(msg, name)
-    if value is None:
-        if required:
-            raise MessageRejected(RejectCode.MALFORMED, name, None, "a value (it is missing)")
-        return None
     expected = f"a whole number with {lo} <= {name} <= {hi}"
-    if isinstance(value, bool):
-        raise MessageRejected(RejectCode.MALFORMED, name, value, expected)
+    value = _scalar(msg, name, required, expected, 32)
+    if value is None:
+        return None
     if isinstance(value, int):
         n = value
     elif isinstance(value, str):
         s = value.strip()
-        if len(s) > 32:
-            raise MessageRejected(RejectCode.MALFORMED, name, value, expected)
         try:
             n = int(s)
         except ValueError:
