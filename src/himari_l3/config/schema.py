@@ -339,7 +339,7 @@ class StreamsConfig(_Strict):
     dead_letter_maxlen: int = Field(100_000, ge=100, le=100_000_000)
     prices_key: str = Field("l1:prices", min_length=1, max_length=200)
     cascade_key: str = Field("l1:cascade:{symbol}", min_length=1, max_length=200)
-    tick_ms: int = Field(20, ge=1, le=60_000)
+    tick_ms: int = Field(5, ge=1, le=60_000)
     tick_max_messages: int = Field(500, ge=1, le=10_000)
     symbol_map: dict[str, str] = Field(default_factory=dict)
     default_strategy_id: str = Field("layer2", min_length=1, max_length=64)
