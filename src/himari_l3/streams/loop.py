@@ -85,6 +85,7 @@ class LiveLoop:
         self.market = MarketReader(redis)
         self.observer = service.observer
         self._recover = True  # read our own pending entries first
+        self._group_ready = False
         self._next_claim = 0.0
         self._next_backlog = 0.0
         self._backoff = _BACKOFF_MIN_SEC
@@ -120,11 +121,15 @@ class LiveLoop:
         self._backoff = min(_BACKOFF_MAX_SEC, self._backoff * 2)
 
     async def start(self) -> None:
-        """Create the consumer group if needed."""
+        """Create the consumer group if needed (`tick` does it too, retried with the rest,
+        so a loop started while Redis is down waits for it)."""
         await self.consumer.ensure_group()
+        self._group_ready = True
 
     async def tick(self) -> int:
         """One tick (see the module docstring); returns the number of messages handled."""
+        if not self._group_ready:
+            await self._guard("read", self.start())
         cfg = self.service.config.streams  # the live keys, read per tick
         entries = await self._guard("read", self._collect(cfg.tick_ms,
                                                           cfg.tick_max_messages))

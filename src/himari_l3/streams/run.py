@@ -79,7 +79,6 @@ async def run_live(config: Layer3Config, stop: asyncio.Event, *,
         try:
             await svc.start()
             loop = LiveLoop(svc, redis, clock=clock, consumer_name=owner, lease=lease)
-            await loop.start()
             renewer = asyncio.create_task(_keep_lease(lease, observer, stop))
             if on_ready is not None:
                 on_ready(loop)

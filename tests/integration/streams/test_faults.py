@@ -240,3 +240,34 @@ def _now_ms() -> int:
     import time
 
     return time.time_ns() // 1_000_000
+
+
+async def test_loop_started_while_redis_is_down_waits_for_it(tmp_path: Path,
+                                                            own_redis: Any) -> None:
+    """Redis unreachable at start-up: the loop retries instead of dying, then decides."""
+    cfg = parse_config(Layer3Config, stream_settings(tmp_path, own_redis.url))
+    own_redis.stop()
+    clock = ManualClock()
+    registry = CollectorRegistry()
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_live(cfg, stop, clock=clock, registry=registry))
+
+    async def until(cond: Any, what: str) -> None:
+        for _ in range(3000):  # bounded: 3000 x 10 ms
+            if cond():
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError(f"timed out waiting for {what}")
+
+    await until(lambda: any(s.value > 0 for f in registry.collect() for s in f.samples
+                            if s.name == "himari_l3_stream_redis_errors_total"),
+                "a failed read")
+    assert not task.done()
+    own_redis.start()
+    r = redis.Redis.from_url(own_redis.url)
+    now_ms = clock.time_ns() // 1_000_000
+    write_market(r, cfg, now_ms)
+    i = r.xadd(cfg.streams.input_stream, l2(now_ms)).decode()
+    await until(lambda: i in published(r, cfg), "the message decided")
+    stop.set()
+    await asyncio.wait_for(task, 30)
