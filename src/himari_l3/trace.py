@@ -97,6 +97,12 @@ class ReasonCode(enum.StrEnum):
     INVALID_PRICE = "INVALID_PRICE"
     MISSING_CASCADE = "MISSING_CASCADE"
     DUPLICATE_SUPERSEDED = "DUPLICATE_SUPERSEDED"
+    # The stream consumer: why a symbol's Layer 1 readings were replaced by the configured
+    # policy's (the decision's trace, ``inputs``).
+    LAYER1_MISSING = "LAYER1_MISSING"
+    LAYER1_STALE = "LAYER1_STALE"
+    LAYER1_INVALID = "LAYER1_INVALID"
+    LAYER1_INVALID_PRICE = "LAYER1_INVALID_PRICE"
 
 
 # A cap that bound is also reported as a reason (in this order of precedence).
