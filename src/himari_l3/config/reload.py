@@ -85,6 +85,9 @@ LIVE_KEYS: Mapping[str, str] = {
     "portfolio.max_position_pct": "per-symbol net cap (also Phase 1's per-signal cap)",
     "portfolio.max_strategy_pct": "per-strategy gross budget",
     "portfolio.max_portfolio_pct": "portfolio gross budget",
+    "portfolio.max_net_pct": "net exposure cap (standing targets that no longer fit are "
+                             "scaled at the book's next step, and every portfolio re-planned)",
+    "portfolio.max_leverage": "leverage cap (as max_net_pct)",
     "portfolio.drift_threshold": "weight-drift flag threshold",
     "portfolio.correlation.min_observations": "aligned rows needed before correlation counts",
     "portfolio.correlation.max_correlation": "pairwise penalty threshold",
@@ -129,6 +132,8 @@ LIMIT_KEYS: Mapping[str, str] = {
     "portfolio.max_position_pct": "net cap per symbol",
     "portfolio.max_strategy_pct": "gross budget per strategy",
     "portfolio.max_portfolio_pct": "gross budget of the portfolio",
+    "portfolio.max_net_pct": "net exposure cap of the book",
+    "portfolio.max_leverage": "leverage cap of the book",
     "rl.max_rl_weight": "largest weight of the RL target in the blend",
 }
 

@@ -203,11 +203,13 @@ class CorrelationConfig(_Strict):
 
 
 class PortfolioConfig(_Strict):
-    """Phase 2 hierarchical budgets and drift tracking."""
+    """Phase 2 hierarchical budgets, the book's net and leverage caps, drift tracking."""
 
     max_position_pct: float = Field(0.15, gt=0.0, le=1.0)
     max_strategy_pct: float = Field(0.40, gt=0.0, le=1.0)
     max_portfolio_pct: float = Field(0.80, gt=0.0, le=1.0)
+    max_net_pct: float = Field(0.80, gt=0.0, le=1.0)
+    max_leverage: float = Field(1.0, gt=0.0, le=10.0)
     drift_threshold: float = Field(0.20, gt=0.0, le=10.0)
     weight_history_size: int = Field(10_000, ge=10, le=10_000_000)
     correlation: CorrelationConfig = CorrelationConfig()

@@ -271,6 +271,8 @@ TABLE: dict[str, Case] = {
                                        also={"sizing.limits.max_position_pct": 0.05}),
     "portfolio.max_strategy_pct": Case(0.05, phase2(BTC_AND_ETH)),
     "portfolio.max_portfolio_pct": Case(0.1, phase2(BTC_AND_ETH)),
+    "portfolio.max_net_pct": Case(0.05, phase2(BTC_AND_ETH)),
+    "portfolio.max_leverage": Case(0.05, phase2(BTC_AND_ETH)),
     "portfolio.drift_threshold": Case(0.01, phase2(
         TWO_ON_BTC, [("momentum", SYM, STRONG), ("breakout", SYM, {**STRONG,
                                                                    "confidence": 0.8})])),
