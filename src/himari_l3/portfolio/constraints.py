@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 from ..contracts import CascadeRecommendation
 from ..trace import LimitName
 from .budgets import BudgetResult, Contrib, correlation_multipliers, nets
-from .headroom import gross_room, linear_room
+from .headroom import CRUMB, gross_room, linear_room
 
 if TYPE_CHECKING:
     from ..config.schema import PortfolioConfig
@@ -226,7 +226,8 @@ class StrategyBudget:
                     ctx.scale_committed(self.name, strat, cap / held * _SAFETY, strategy=strat)
                     held = cap
             if held + gross > cap:
-                f = max(0.0, (cap - held) / gross * _SAFETY)
+                room = cap - held
+                f = 0.0 if room <= CRUMB * cap else room / gross * _SAFETY
                 factors[strat] = f
                 for sym in row:
                     row[sym] *= f

@@ -14,6 +14,10 @@ holds, given that the commitments alone fit (the caller scales them first when t
   by walking the kinks in order and interpolating on the segment where :math:`g` crosses
   the cap.
 
+Room smaller than ``CRUMB`` x cap is no room: scaling commitments by a factor a few ulps
+below 1 (so that a total never lands a hair above its cap) must not leave a batch a
+1e-8 USD position.
+
 Pure functions over floats (no state, no I/O); ``constraints.py`` applies them.
 """
 
@@ -21,7 +25,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-__all__ = ["gross_room", "linear_room"]
+__all__ = ["CRUMB", "gross_room", "linear_room"]
+
+CRUMB = 1e-9
 
 
 def linear_room(committed: float, batch: float, cap: float) -> float:
@@ -31,6 +37,8 @@ def linear_room(committed: float, batch: float, cap: float) -> float:
     if batch == 0.0:
         return 1.0
     room = (cap - committed) / batch if batch > 0.0 else (cap + committed) / -batch
+    if room * abs(batch) <= CRUMB * cap:
+        return 0.0
     return min(1.0, max(0.0, room))
 
 
@@ -46,6 +54,7 @@ def gross_room(committed: Sequence[float], batch: Sequence[float], cap: float) -
     for f in (*kinks, 1.0):
         g = sum(abs(c + f * b) for c, b in pairs)
         if g > cap:  # g(prev_f) <= cap < g(f): g is linear in between
-            return min(1.0, max(0.0, prev_f + (cap - prev_g) / (g - prev_g) * (f - prev_f)))
+            room = min(1.0, max(0.0, prev_f + (cap - prev_g) / (g - prev_g) * (f - prev_f)))
+            return 0.0 if room * sum(abs(b) for b in batch) <= CRUMB * cap else room
         prev_f, prev_g = f, g
     return 1.0
