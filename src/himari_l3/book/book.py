@@ -186,9 +186,12 @@ class Book:
         return pb
 
     def _decision_id(self, given: int | None) -> int:
-        did = self.next_id if given is None else given
-        self.next_id = max(self.next_id, did + 1)
-        return did
+        """The id intents are stamped with: the caller's (the service's journal seq), or
+        the book's own counter (library use)."""
+        if given is not None:
+            return given
+        self.next_id += 1
+        return self.next_id - 1
 
     def find_intent(self, client_order_id: str) -> tuple[PortfolioBook, IntentState] | None:
         for pb in self.portfolios.values():
