@@ -165,6 +165,8 @@ async def test_positions_snapshot_reconciles_and_reports(client: httpx.AsyncClie
     assert {i["symbol"] for i in res["intents"]} == {"AAA-USD", "BBB-USD"}
     view = (await client.get("/v1/positions")).json()
     assert view["cash"] == 90_000.0 and view["positions"]["BBB-USD"]["quantity"] == -2.0
+    metrics = (await client.get("/metrics")).text
+    assert 'himari_l3_reconcile_differences_total{field="quantity"} 2.0' in metrics
 
 
 @pytest.mark.parametrize(("body", "loc"), [
