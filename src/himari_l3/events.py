@@ -156,22 +156,6 @@ class PathOutcomeRecorded(NamedTuple):
 
 
 # ---------------------------------------------------------------------- the book
-class BookStepped(NamedTuple):
-    """A portfolio's book changed (``cause``: allocation, fill, reconcile, mark, config)
-    and was re-planned: intents issued and dropped per reason (sorted), intents superseded
-    and expired, the repair stage if the plan needed one, the limits that scaled standing
-    targets down (sorted)."""
-
-    portfolio: str
-    cause: str
-    issued: tuple[tuple[str, int], ...]
-    dropped: tuple[tuple[str, int], ...]
-    superseded: int
-    expired: int
-    repair: str | None
-    target_scaledowns: tuple[str, ...]
-
-
 class BookMarked(NamedTuple):
     """A portfolio's book after a change: equity, exposures over equity, PnL, open
     intents."""
@@ -184,6 +168,24 @@ class BookMarked(NamedTuple):
     unrealized_pnl: float
     fees_paid: float
     open_intents: int
+
+
+class BookStepped(NamedTuple):
+    """A portfolio's book changed (``cause``: allocation, fill, reconcile, mark, config)
+    and was re-planned: the reason of each intent issued and of each order dropped, intents
+    superseded and expired, the repair stage if the plan needed one, the limits that scaled
+    standing targets down (sorted), and the book's numbers after it (one event per step: the
+    decision path builds it cheaply, the adapter counts)."""
+
+    portfolio: str
+    cause: str
+    issued: tuple[str, ...]
+    dropped: tuple[str, ...]
+    superseded: int
+    expired: int
+    repair: str | None
+    target_scaledowns: tuple[str, ...]
+    marks: BookMarked
 
 
 class FillRecorded(NamedTuple):
@@ -250,6 +252,6 @@ class ConfigReloaded(NamedTuple):
 
 Event = (SizingDecided | InputRejected | OutcomeLearned | RegimeObserved | AllocationMade
          | CorrelationUpdated | RLRequestsCompleted | RLPredictionBlended | RLSymbolFellBack
-         | RLLimitClipped | HybridDecided | PathOutcomeRecorded | BookStepped | BookMarked
+         | RLLimitClipped | HybridDecided | PathOutcomeRecorded | BookStepped
          | FillRecorded | TradeClosed | PositionsReconciled | HttpRequestServed
          | StoreWritten | StoreFailed | ConfigReloaded | CircuitEvent)

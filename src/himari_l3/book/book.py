@@ -27,10 +27,11 @@ portfolio; the caps are fractions of the portfolio's marked equity.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from .._clock import SYSTEM_CLOCK, Clock
@@ -38,10 +39,11 @@ from .._exceptions import InvalidBookRequestException, StateRestoreError, Valida
 from .._validate import nonempty_str
 from ..config.schema import Layer3Config
 from ..contracts import EnsembleAllocation
-from ..events import BookMarked, BookStepped, FillRecorded, PositionsReconciled, TradeClosed
+from ..events import BookStepped, FillRecorded, PositionsReconciled, TradeClosed
 from ..observers import NULL_OBSERVER, Observer
 from ..portfolio.budgets import Contrib
 from ..portfolio.constraints import PortfolioLimit, declared_limits, run_limits
+from .exposure import targets_fit
 from .fills import Fill, PositionsSnapshot
 from .intents import IntentCause, IntentState
 from .markets import Markets
@@ -56,7 +58,7 @@ from .reports import (
     reconcile,
 )
 from .settings import LIMIT_HEADROOM, BookSettings
-from .views import positions_view
+from .views import book_marks, positions_view
 
 __all__ = ["DEFAULT_PORTFOLIO", "AllocationPlan", "Book", "BookStep", "FillsResult",
            "ReconcileResult"]
@@ -79,6 +81,7 @@ class AllocationPlan:
     sizing_equity: float
     committed: Contrib
     holds: Contrib
+    named: frozenset[tuple[str, str]]
     expired: int
     decayed: tuple[str, ...]
     scaled: tuple[str, ...]
@@ -97,7 +100,12 @@ class BookStep:
     decayed: tuple[str, ...]
     scaled: tuple[str, ...]
     trading_state: str
-    targets: dict[str, Any] = field(default_factory=dict)
+    standing: tuple[Contrib, dict[str, dict[str, int]]] = ({}, {})  # targets, their times
+
+    @property
+    def targets(self) -> dict[str, Any]:
+        """The standing targets after the step, per symbol (USD, strategies, times)."""
+        return _targets_view(*self.standing)
 
     def to_dict(self) -> dict[str, Any]:
         r = self.result
@@ -141,8 +149,9 @@ def _named_pairs(signals: Sequence[Any]) -> set[tuple[str, str]]:
     """The (strategy, symbol) pairs a batch's signals name (valid or not)."""
     out: set[tuple[str, str]] = set()
     for s in signals:
-        strat = s.get("strategy_id") if isinstance(s, Mapping) else getattr(s, "strategy_id", None)
-        sym = s.get("symbol") if isinstance(s, Mapping) else getattr(s, "symbol", None)
+        strat, sym = getattr(s, "strategy_id", None), getattr(s, "symbol", None)
+        if strat is None and isinstance(s, Mapping):  # a signal given as a dict
+            strat, sym = s.get("strategy_id"), s.get("symbol")
         if isinstance(strat, str) and isinstance(sym, str):
             out.add((strat, sym))
     return out
@@ -216,6 +225,15 @@ class Book:
             pb.set_targets({}, set(), now)
             return ("equity",)
         pv = equity * (1.0 - LIMIT_HEADROOM)
+        # Targets that fit at an equity fit at any larger one (the caps scale with it): the
+        # check is skipped while the same targets meet the same caps at no lower equity.
+        seen = pb.fit_checked
+        if seen is not None and seen[0] is pb.targets and seen[1] is self.settings.caps \
+                and pv >= seen[2]:
+            return ()
+        if targets_fit(pb.targets, pv, self.settings.caps):
+            pb.fit_checked = (pb.targets, self.settings.caps, pv)
+            return ()
         out = run_limits(self.limits, {}, [], pv, {}, self.settings.caps.position * pv,
                          pb.targets)
         if not out.committed_factors:
@@ -229,8 +247,9 @@ class Book:
         result = rebalance(pb, self.settings, self.markets, now, request_id, cause)
         result.superseded += superseded
         expired, decayed, scaled = refreshed
+        # The targets dicts are replaced (never edited) by set_targets: sharing them is safe.
         step = BookStep(pb.name, request_id, cause.value, result, expired, decayed, scaled,
-                        pb.trading_state.value, _targets_view(pb))
+                        pb.trading_state.value, (pb.targets, pb.updated))
         self._report(pb, step)
         return step
 
@@ -238,16 +257,10 @@ class Book:
         if self.observer is NULL_OBSERVER:
             return
         r = step.result
-        issued = Counter(i.reason.value for i in r.issued)
-        dropped = Counter(d.reason for d in r.dropped)
-        self.observer.emit(BookStepped(pb.name, step.cause, tuple(sorted(issued.items())),
-                                       tuple(sorted(dropped.items())), r.superseded,
-                                       step.expired, r.repair, step.scaled))
-        view = positions_view(pb, self.settings.capital)
-        self.observer.emit(BookMarked(pb.name, view["equity"], view["gross_exposure_pct"] / 100,
-                                      view["net_exposure_pct"] / 100, view["realized_pnl"],
-                                      view["unrealized_pnl"], view["fees_paid"],
-                                      view["open_intents"]))
+        self.observer.emit(BookStepped(
+            pb.name, step.cause, tuple([i.reason.value for i in r.issued]),
+            tuple([d.reason for d in r.dropped]), r.superseded, step.expired, r.repair,
+            step.scaled, book_marks(pb, self.settings.capital)))
 
     # ---------------------------------------------------------------- allocations
     def begin_allocation(self, portfolio: str, signals: Sequence[Any],
@@ -271,9 +284,9 @@ class Book:
                     committed[strat] = kept
         equity = pb.equity()
         sizing = equity * (1.0 - LIMIT_HEADROOM) if equity > 0.0 else pb.capital
-        return AllocationPlan(pb.name, mode, now, equity, sizing, committed,
-                              {s: dict(row) for s, row in pb.targets.items()}, expired,
-                              decayed, scaled)
+        # (holds: the targets dicts are replaced, never edited, so sharing them is safe)
+        return AllocationPlan(pb.name, mode, now, equity, sizing, committed, pb.targets,
+                              frozenset(named), expired, decayed, scaled)
 
     def finish_allocation(self, plan: AllocationPlan, allocation: EnsembleAllocation,
                           decision_id: int | None = None) -> BookStep:
@@ -282,20 +295,23 @@ class Book:
         pb = self._book(plan.portfolio)
         did = self._decision_id(decision_id)
         book = allocation.trace.get("book") or {}
-        committed = book.get("committed", plan.committed)
-        targets: Contrib = {s: dict(row) for s, row in committed.items()}
-        stamped: set[tuple[str, str]] = set()
         dust = self.config.sizing.limits.min_position_usd
-        for strat, row in allocation.breakdown.items():
-            for sym, usd in row.items():
-                # What the commitments left may be a crumb: below the minimum notional
-                # Phase 1 applies to a signal, the book keeps no target.
-                targets.setdefault(strat, {})[sym] = usd if abs(usd) >= dust else 0.0
-                stamped.add((strat, sym))
-        pb.set_targets(targets if plan.equity > 0.0 else {}, stamped, plan.now)
-        for sym in {y for _, y in stamped}:
-            b = book.get("brackets", {}).get(sym)
-            if b is not None and sym in pb.target_symbols():
+        if plan.equity <= 0.0 or plan.mode == "full":
+            pb.set_targets({}, set(), plan.now)  # a full batch is the whole portfolio
+        if plan.equity > 0.0:
+            # The commitments as the limits left them: as they stand unless a limit scaled
+            # them (the engine then says how).
+            scaled = book.get("committed") if book.get("committed_factors") else None
+            # A crumb dropped below the minimum notional may have been the short that kept
+            # the net inside its cap: then the targets are checked (and scaled) once more.
+            if pb.take_batch(plan.named, allocation.breakdown, plan.now, dust, scaled):
+                repaired = self._repair_targets(pb, plan.now)
+                if repaired:
+                    plan = dataclasses.replace(plan, scaled=(*plan.scaled, *repaired))
+        live, brackets = pb.target_nets(), book.get("brackets", {})
+        for sym in {y for row in allocation.breakdown.values() for y in row}:
+            b = brackets.get(sym)
+            if b is not None and sym in live:
                 pb.brackets[sym] = (b["stop_loss_price"], b["take_profit_price"])
             else:
                 pb.brackets.pop(sym, None)
@@ -388,7 +404,8 @@ class Book:
         portfolio that does not exist yet is shown empty (a read creates nothing)."""
         pb = self.portfolio(portfolio, create=False) or PortfolioBook(
             portfolio, self.settings.capital, 1)
-        return {**positions_view(pb, self.settings.capital), "targets": _targets_view(pb)}
+        return {**positions_view(pb, self.settings.capital),
+                "targets": _targets_view(pb.targets, pb.updated)}
 
     def intents(self, portfolio: str = DEFAULT_PORTFOLIO) -> list[dict[str, Any]]:
         """``GET /v1/intents``: the open intents with their fill progress."""
@@ -413,13 +430,13 @@ class Book:
             raise StateRestoreError(f"book state could not be restored: {err!r}") from err
 
 
-def _targets_view(pb: PortfolioBook) -> dict[str, Any]:
+def _targets_view(targets: Contrib, updated: dict[str, dict[str, int]]) -> dict[str, Any]:
     """Standing targets per symbol: USD, the strategies behind it, when each was set."""
     out: dict[str, Any] = {}
-    for strat, row in sorted(pb.targets.items()):
+    for strat, row in sorted(targets.items()):
         for sym, usd in sorted(row.items()):
             t = out.setdefault(sym, {"usd": 0.0, "strategies": {}, "updated_ns": {}})
             t["usd"] += usd
             t["strategies"][strat] = usd
-            t["updated_ns"][strat] = pb.updated[strat][sym]
+            t["updated_ns"][strat] = updated[strat][sym]
     return dict(sorted(out.items()))

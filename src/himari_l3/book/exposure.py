@@ -22,7 +22,8 @@ from collections.abc import Mapping
 from ..portfolio.budgets import Contrib
 from .settings import BookCaps
 
-__all__ = ["TOLERANCE", "attributed", "breaches", "net_per_symbol"]
+__all__ = ["TOLERANCE", "any_breach", "attributed", "breaches", "net_per_symbol",
+           "targets_fit"]
 
 TOLERANCE = 1e-9
 
@@ -73,3 +74,39 @@ def breaches(exposure: Mapping[str, float], targets: Contrib, equity: float,
     if _over(gross, caps.leverage * e):
         out.append("leverage")
     return out
+
+
+def targets_fit(targets: Contrib, pv: float, caps: BookCaps) -> bool:
+    """True when standing targets obey every cap at equity ``pv`` (strictly: no tolerance).
+    The book's quick test before it runs the limits to scale them."""
+    net: dict[str, float] = {}
+    for row in targets.values():
+        gross = 0.0
+        for sym, usd in row.items():
+            net[sym] = net.get(sym, 0.0) + usd
+            gross += abs(usd)
+        if gross > caps.strategy * pv:
+            return False
+    cap = caps.position * pv
+    total = sum(abs(x) for x in net.values())
+    return (all(abs(x) <= cap for x in net.values())
+            and total <= min(caps.gross, caps.leverage) * pv
+            and abs(sum(net.values())) <= caps.net * pv)
+
+
+def any_breach(exposure: Mapping[str, float], targets: Contrib, equity: float,
+               caps: BookCaps) -> bool:
+    """``bool(breaches(...))``, stopping at the first breach and attributing exposure to
+    strategies only when every other limit holds (the book's check after each plan)."""
+    e = max(equity, 0.0)
+    pos_cap = caps.position * e
+    gross = net = 0.0
+    for x in exposure.values():
+        if _over(abs(x), pos_cap):
+            return True
+        gross += abs(x)
+        net += x
+    if _over(gross, min(caps.gross, caps.leverage) * e) or _over(abs(net), caps.net * e):
+        return True
+    strat_cap = caps.strategy * e
+    return any(_over(x, strat_cap) for x in attributed(exposure, targets).values())

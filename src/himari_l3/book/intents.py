@@ -13,7 +13,7 @@ the target quantity ``target_usd / price``. `plan_legs` turns "from position ``q
   whatever its size, ``reduce_only``; a flip is a close leg plus an open leg;
 * legs larger than the maximum quantity are split.
 
-`client_order_id` is a hash of (portfolio, decision id, symbol, leg): the same decision
+`client_order_id` is a hash (BLAKE2b) of (portfolio, decision id, symbol, leg): the same decision
 re-sent cannot produce a second order, and an exchange accepts it (32 characters of
 ``[0-9a-z]``).
 """
@@ -23,10 +23,11 @@ from __future__ import annotations
 import enum
 import hashlib
 import math
-from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from .markets import MarketRules
+
+_new = tuple.__new__  # legs from checked numbers, without the class call (hot path)
 
 __all__ = [
     "DroppedIntent",
@@ -74,19 +75,10 @@ class IntentStatus(enum.StrEnum):
 def client_order_id(portfolio: str, decision_id: int, symbol: str, leg: int) -> str:
     """Deterministic, exchange-safe order id (see the module docstring)."""
     key = f"{portfolio}\x1f{decision_id}\x1f{symbol}\x1f{leg}".encode()
-    return "l3" + hashlib.sha256(key).hexdigest()[:30]
+    return "l3" + hashlib.blake2b(key, digest_size=15).hexdigest()
 
 
-@dataclass(frozen=True, slots=True)
-class OrderIntent:
-    """One order for Layer 4 (immutable; the book tracks fills beside it in `IntentState`).
-
-    ``quantity`` in base units (> 0, on the step grid except a close of an off-grid
-    position); ``reference_price`` the mark it was sized at and ``notional_usd`` =
-    quantity x reference_price; ``limit_price`` set for limit orders; ``expires_at_ns``:
-    Layer 4 must not work it after this time.
-    """
-
+class _IntentFields(NamedTuple):
     intent_id: str
     client_order_id: str
     portfolio: str
@@ -107,13 +99,29 @@ class OrderIntent:
     created_ns: int
     expires_at_ns: int
 
-    def __post_init__(self) -> None:
+
+class OrderIntent(_IntentFields):
+    """One order for Layer 4 (immutable; the book tracks fills beside it in `IntentState`).
+
+    ``quantity`` in base units (> 0, on the step grid except a close of an off-grid
+    position); ``reference_price`` the mark it was sized at and ``notional_usd`` =
+    quantity x reference_price; ``limit_price`` set for limit orders; ``expires_at_ns``:
+    Layer 4 must not work it after this time. A named tuple (the book makes several per
+    request): built through the constructor it checks itself; the book's planner, whose
+    numbers are checked already, builds it without the call (``_new``).
+    """
+
+    __slots__ = ()
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> OrderIntent:
+        self = super().__new__(cls, *args, **kwargs)
         if self.side not in ("buy", "sell"):
             raise ValueError(f"side was {self.side!r}, expected 'buy' or 'sell'")
         for name in ("quantity", "reference_price"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0.0):
                 raise ValueError(f"{name} was {value!r}, expected a finite number > 0")
+        return self
 
     @property
     def signed_quantity(self) -> float:
@@ -121,15 +129,10 @@ class OrderIntent:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON (the Layer 4 contract; enums as their values)."""
-        return {"intent_id": self.intent_id, "client_order_id": self.client_order_id,
-                "portfolio": self.portfolio, "symbol": self.symbol, "side": self.side,
-                "quantity": self.quantity, "order_type": self.order_type,
-                "limit_price": self.limit_price, "reduce_only": self.reduce_only,
-                "time_in_force": self.time_in_force, "stop_loss_price": self.stop_loss_price,
-                "take_profit_price": self.take_profit_price, "reason": self.reason.value,
-                "cause": self.cause.value, "decision_id": self.decision_id,
-                "reference_price": self.reference_price, "notional_usd": self.notional_usd,
-                "created_ns": self.created_ns, "expires_at_ns": self.expires_at_ns}
+        out = dict(zip(self._fields, self, strict=True))
+        out["reason"] = self.reason.value
+        out["cause"] = self.cause.value
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> OrderIntent:
@@ -205,7 +208,7 @@ def _split(side: str, qty: float, reason: IntentReason, rules: MarketRules | Non
     """A reduce-only leg, split into pieces of at most the maximum quantity."""
     cap = rules.floor_quantity(rules.max_quantity) if rules and rules.max_quantity else None
     if not cap or qty <= cap:
-        return [Leg(side, qty, True, reason)]
+        return [_new(Leg, (side, qty, True, reason))]
     n = math.floor(qty / cap)
     legs = [Leg(side, cap, True, reason)] * n
     rest = qty - n * cap
@@ -226,7 +229,7 @@ def _increase(symbol: str, delta: float, price: float, rules: MarketRules | None
            "below_min_notional" if qty * price < rules.min_notional else None)
     if why is not None:
         return [], [DroppedIntent(symbol, side, abs(delta), why)]
-    return [Leg(side, qty, False, reason)], []
+    return [_new(Leg, (side, qty, False, reason))], []
 
 
 def _reduce(q: float, need: float, price: float, rules: MarketRules | None) -> list[Leg]:
@@ -234,8 +237,9 @@ def _reduce(q: float, need: float, price: float, rules: MarketRules | None) -> l
     a close when that reaches the whole position."""
     side = _side(-q)
     if rules is not None:
-        need = max(rules.ceil_quantity(need), rules.min_quantity,
-                   rules.ceil_quantity(rules.min_notional / price))
+        need = max(rules.ceil_quantity(need), rules.min_quantity)
+        if rules.min_notional > 0.0:
+            need = max(need, rules.ceil_quantity(rules.min_notional / price))
     if need >= abs(q):
         return _split(side, abs(q), IntentReason.CLOSE, rules)
     return _split(side, need, IntentReason.REDUCE, rules)

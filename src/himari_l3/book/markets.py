@@ -23,6 +23,7 @@ one asked for, so rounding can never push a position past a cap.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -38,10 +39,36 @@ _FLAT_KEYS = frozenset({"step_size", "tick_size", "min_quantity", "max_quantity"
                         "min_notional"})
 
 
+@functools.lru_cache(maxsize=1024)
+def _decimals(step: float) -> int:
+    """Decimal places of a step as written (0.001 -> 3, 0.25 -> 2, 25.0 -> 0)."""
+    exponent = Decimal(repr(step)).normalize().as_tuple().exponent
+    return max(0, -exponent) if isinstance(exponent, int) else 0
+
+
 def _grid(x: float, step: float, rounding: str) -> float:
-    """``x`` (>= 0) on the grid of ``step``, rounded down (``ROUND_FLOOR``) or up."""
-    units = (Decimal(repr(x)) / Decimal(repr(step))).to_integral_value(rounding=rounding)
-    return float(units * Decimal(repr(step)))
+    """``x`` (>= 0) on the grid of ``step``, rounded down (``ROUND_FLOOR``) or up: the same
+    number the decimal computation gives. The float path keeps the multiple ``n * step``
+    rounded to the step's decimals (so 3 x 0.1 is 0.3) and corrects ``n`` by one where the
+    binary quotient fell on the wrong side; huge multiples take the decimal path."""
+    ratio = x / step
+    if ratio > 1e15:
+        units = (Decimal(repr(x)) / Decimal(repr(step))).to_integral_value(rounding=rounding)
+        return float(units * Decimal(repr(step)))
+    k = _decimals(step)
+    if rounding == ROUND_FLOOR:
+        n = math.floor(ratio)
+        if round(n * step, k) > x:
+            n -= 1
+        elif round((n + 1) * step, k) <= x:
+            n += 1
+    else:
+        n = math.ceil(ratio)
+        if round(n * step, k) < x:
+            n += 1
+        elif n > 0 and round((n - 1) * step, k) >= x:
+            n -= 1
+    return round(n * step, k)
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +125,7 @@ class Markets:
     def __init__(self, rules: Mapping[str, MarketRules] | None = None) -> None:
         self.configured = rules is not None
         self._rules = dict(rules or {})
+        self._free: dict[str, MarketRules] = {}  # unconstrained rules, one per symbol seen
 
     def rules(self, symbol: str) -> MarketRules | None:
         """The symbol's rules; unconstrained ones without a file; None if the file does not
@@ -105,7 +133,12 @@ class Markets:
         found = self._rules.get(symbol)
         if found is not None or self.configured:
             return found
-        return MarketRules(symbol)
+        free = self._free.get(symbol)
+        if free is None:
+            if len(self._free) >= 4096:  # bounded: symbols come from requests
+                self._free.clear()
+            free = self._free[symbol] = MarketRules(symbol)
+        return free
 
     def __len__(self) -> int:
         return len(self._rules)

@@ -47,8 +47,12 @@ class PortfolioBook:
         self.cash = capital
         self.marks: dict[str, float] = {}
         self.positions: dict[str, Position] = {}
-        self.targets: Contrib = {}
+        self.targets: Contrib = {}  # replaced only through set_targets (keeps _nets true)
         self.updated: dict[str, dict[str, int]] = {}
+        self._nets: dict[str, float] | None = None
+        # (targets, caps, equity) of the last check that the targets fit (Book._repair_targets)
+        self.fit_checked: tuple[Contrib, object, float] | None = None
+        self._oldest = 0  # the earliest time in `updated` (decay is skipped before it ages)
         self.brackets: dict[str, tuple[float | None, float | None]] = {}
         self.live: dict[str, list[IntentState]] = {}
         self.closed: deque[IntentState] = deque()
@@ -78,7 +82,10 @@ class PortfolioBook:
 
     def live_qty(self, symbol: str) -> float:
         """Signed remaining quantity of the symbol's open intents."""
-        return sum(s.signed_remaining for s in self.live.get(symbol, ()))
+        states = self.live.get(symbol)
+        if not states:
+            return 0.0
+        return sum(s.signed_remaining for s in states)
 
     def projected(self) -> dict[str, float]:
         """Signed USD per symbol of position plus open intents, at the marks."""
@@ -95,11 +102,22 @@ class PortfolioBook:
         self.cash += delta
 
     # ------------------------------------------------------------------ targets
+    def target_nets(self) -> dict[str, float]:
+        """Signed USD target per symbol (strategies summed in sorted order; cached until
+        the targets change). Every symbol with a standing target is a key."""
+        if self._nets is None:
+            nets: dict[str, float] = {}
+            for strat in sorted(self.targets):
+                for sym, usd in self.targets[strat].items():
+                    nets[sym] = nets.get(sym, 0.0) + usd
+            self._nets = nets
+        return self._nets
+
     def target_usd(self, symbol: str) -> float:
-        return sum(row.get(symbol, 0.0) for _, row in sorted(self.targets.items()))
+        return self.target_nets().get(symbol, 0.0)
 
     def target_symbols(self) -> set[str]:
-        return {y for row in self.targets.values() for y, usd in row.items() if usd != 0.0}
+        return set(self.target_nets())
 
     def strategy_shares(self, symbol: str) -> dict[str, float]:
         """Each strategy's share of the symbol's target gross (empty without a target)."""
@@ -113,23 +131,64 @@ class PortfolioBook:
         their time. Zero targets are dropped, and so are brackets of symbols without one."""
         updated: dict[str, dict[str, int]] = {}
         kept: Contrib = {}
-        for strat in sorted(targets):
-            for sym, usd in sorted(targets[strat].items()):
+        before = self.updated
+        for strat, row in targets.items():
+            for sym, usd in row.items():
                 if usd == 0.0:
                     continue
                 kept.setdefault(strat, {})[sym] = usd
-                when = now if (strat, sym) in stamped else self.updated[strat][sym]
+                when = now if (strat, sym) in stamped else before[strat][sym]
                 updated.setdefault(strat, {})[sym] = when
-        self.targets, self.updated = kept, updated
-        live = self.target_symbols()
-        self.brackets = {s: b for s, b in self.brackets.items() if s in live}
+        self.targets, self.updated, self._nets = kept, updated, None
+        live = self.target_nets()
+        if any(s not in live for s in self.brackets):
+            self.brackets = {s: b for s, b in self.brackets.items() if s in live}
+
+    def take_batch(self, named: frozenset[tuple[str, str]], batch: Contrib, now: int,
+                   dust: float, committed: Contrib | None = None) -> bool:
+        """The targets after an incremental allocation: every pair the batch named is
+        replaced by the batch's value (set now; below ``dust`` USD, or rejected: 0); the
+        others stand with their times — as they are, or as ``committed`` says when the
+        limits scaled them. `set_targets` for a batch, without rebuilding what stands.
+        Returns whether a non-zero batch pair was dropped as below ``dust``."""
+        crumbs = False
+        targets = {s: dict(r) for s, r in self.targets.items()}
+        updated = {s: dict(r) for s, r in self.updated.items()}
+        if committed is not None:
+            for strat, row in committed.items():
+                targets[strat].update(row)
+        for strat, sym in named:
+            if strat in targets and targets[strat].pop(sym, None) is not None:
+                del updated[strat][sym]
+        for strat, row in batch.items():
+            for sym, usd in row.items():
+                if usd != 0.0 and abs(usd) >= dust:
+                    targets.setdefault(strat, {})[sym] = usd
+                    updated.setdefault(strat, {})[sym] = now
+                elif usd != 0.0:
+                    crumbs = True
+        for strat in [s for s, r in targets.items() if not r or 0.0 in r.values()]:
+            row = targets[strat]
+            for sym in [y for y, u in row.items() if u == 0.0]:
+                del row[sym], updated[strat][sym]
+            if not row:
+                del targets[strat], updated[strat]
+        self.targets, self.updated, self._nets = targets, updated, None
+        live = self.target_nets()
+        if any(s not in live for s in self.brackets):
+            self.brackets = {s: b for s, b in self.brackets.items() if s in live}
+        return crumbs
 
     def decay_targets(self, now: int, ttl_ns: int) -> list[str]:
         """Drop targets set more than ``ttl_ns`` ago; returns the symbols that lost one."""
-        stale = [(s, y) for s, row in sorted(self.updated.items())
-                 for y, t in sorted(row.items()) if now - t > ttl_ns]
-        if not stale:
+        if not self.updated or now - self._oldest <= ttl_ns:
             return []
+        stale = [(s, y) for s, row in self.updated.items() for y, t in row.items()
+                 if now - t > ttl_ns]
+        if not stale:
+            self._oldest = min(t for row in self.updated.values() for t in row.values())
+            return []
+        stale.sort()
         targets = {s: dict(row) for s, row in self.targets.items()}
         for s, y in stale:
             targets[s].pop(y, None)
@@ -156,15 +215,24 @@ class PortfolioBook:
             self.by_cid.pop(gone.intent.client_order_id, None)
 
     def close_symbol(self, symbol: str, status: IntentStatus, now: int) -> int:
-        states = list(self.live.get(symbol, ()))
+        """Close every open intent of the symbol; returns how many."""
+        states = self.live.pop(symbol, None)
+        if not states:
+            return 0
         for state in states:
-            self.close_intent(state, status, now)
+            state.status, state.closed_ns = status, now
+            self.closed.append(state)
+        while len(self.closed) > self.closed_kept:
+            self.by_cid.pop(self.closed.popleft().intent.client_order_id, None)
         return len(states)
 
     def expire_intents(self, now: int) -> int:
         """Close the open intents past their ``expires_at_ns``; returns how many."""
-        late = [s for sym in sorted(self.live) for s in self.live[sym]
+        late = [s for states in self.live.values() for s in states
                 if now >= s.intent.expires_at_ns]
+        if not late:
+            return 0
+        late.sort(key=lambda s: (s.intent.symbol, s.intent.client_order_id))
         for state in late:
             self.close_intent(state, IntentStatus.EXPIRED, now)
         return len(late)

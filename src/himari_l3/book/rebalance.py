@@ -32,7 +32,7 @@ from decimal import Decimal
 from typing import NamedTuple
 
 from ..portfolio.headroom import linear_room
-from .exposure import breaches
+from .exposure import TOLERANCE, any_breach
 from .intents import (
     DroppedIntent,
     IntentCause,
@@ -49,6 +49,8 @@ from .settings import BookSettings
 
 __all__ = ["StepResult", "rebalance"]
 
+_new = tuple.__new__  # intents from checked numbers, without the constructor's checks
+
 
 class _SymbolPlan(NamedTuple):
     legs: tuple[Leg, ...]
@@ -61,6 +63,9 @@ class _Plan:
     symbols: dict[str, _SymbolPlan] = field(default_factory=dict)  # replanned ones only
     kept_dropped: list[DroppedIntent] = field(default_factory=list)
     projected: dict[str, float] = field(default_factory=dict)  # signed USD
+    # Every symbol's projected quantity is within its target (same side, no larger): then
+    # every limit the targets obey holds but the net, and only the net needs checking.
+    all_within: bool = True
 
 
 @dataclass
@@ -88,27 +93,32 @@ def _plan(pb: PortfolioBook, settings: BookSettings, markets: Markets, equity: f
           force: bool, taus: dict[str, float] | None = None) -> _Plan:
     band = settings.band(equity)
     plan = _Plan()
+    nets, marks, positions, live_states = pb.target_nets(), pb.marks, pb.positions, pb.live
     for sym in _symbols(pb):
-        price = pb.marks[sym]
-        q, live = pb.position_qty(sym), pb.live_qty(sym)
-        tau = taus[sym] if taus is not None and sym in taus else pb.target_usd(sym) / price
-        change = tau - (q + live)
-        exit_ = tau == 0.0 and q + live != 0.0
-        keep = change == 0.0 or (abs(change) * price < band and not exit_)
-        if keep and force and not _within(q + live, tau):
+        price = marks[sym]
+        pos = positions.get(sym)
+        q = pos.quantity if pos is not None else 0.0
+        now_qty = q + pb.live_qty(sym) if sym in live_states else q
+        tau = taus[sym] if taus is not None and sym in taus else nets.get(sym, 0.0) / price
+        change = tau - now_qty
+        keep = change == 0.0 or (abs(change) * price < band and not (tau == 0.0 and now_qty))
+        if keep and force and not _within(now_qty, tau):
             keep = False  # forced: the band may not leave it beyond its target
         if keep:
-            if change != 0.0 and sym not in pb.live:
+            if change != 0.0 and sym not in live_states:
                 plan.kept_dropped.append(DroppedIntent(sym, "buy" if change > 0 else "sell",
                                                        abs(change), "no_trade_band"))
-            if q + live != 0.0:
-                plan.projected[sym] = (q + live) * price
-            continue
-        legs, dropped = plan_legs(sym, q, tau, price, markets.rules(sym))
-        after = q + sum(leg.quantity if leg.side == "buy" else -leg.quantity for leg in legs)
-        plan.symbols[sym] = _SymbolPlan(tuple(legs), tuple(dropped), after)
+            after = now_qty
+        else:
+            legs, dropped = plan_legs(sym, q, tau, price, markets.rules(sym))
+            after = q
+            for leg in legs:
+                after += leg.quantity if leg.side == "buy" else -leg.quantity
+            plan.symbols[sym] = _SymbolPlan(tuple(legs), tuple(dropped), after)
         if after != 0.0:
             plan.projected[sym] = after * price
+            if plan.all_within and not (after * tau > 0.0 and abs(after) <= abs(tau)):
+                plan.all_within = False
     return plan
 
 
@@ -129,7 +139,10 @@ def _net_taus(pb: PortfolioBook, plan: _Plan, equity: float,
 
 
 def _breached(pb: PortfolioBook, plan: _Plan, equity: float, settings: BookSettings) -> bool:
-    return bool(breaches(plan.projected, pb.targets, equity, settings.caps))
+    if plan.all_within and equity > 0.0:  # the targets obey the caps: only the net to check
+        net = abs(sum(plan.projected.values()))
+        return net > settings.caps.net * equity * (1.0 + TOLERANCE) + TOLERANCE
+    return any_breach(plan.projected, pb.targets, equity, settings.caps)
 
 
 def _choose(pb: PortfolioBook, settings: BookSettings, markets: Markets,
@@ -154,6 +167,8 @@ def _prices(rules: MarketRules | None, pb: PortfolioBook, sym: str, leg: Leg,
     """(limit price, stop-loss, take-profit) of a leg, on the tick grid. Brackets go on
     orders that open or add (an exit needs none); each rounds toward the entry, so it
     never sits further away than the decision asked."""
+    if leg.reduce_only and settings.order_type == "market":
+        return None, None, None  # an exit: no limit price, no brackets
     price = pb.marks[sym]
     buy = leg.side == "buy"
     limit = None
@@ -169,20 +184,20 @@ def _prices(rules: MarketRules | None, pb: PortfolioBook, sym: str, leg: Leg,
     return limit, sl, tp
 
 
-def _issue(pb: PortfolioBook, sym: str, legs: tuple[Leg, ...], *, settings: BookSettings,
-           markets: Markets, decision_id: int, cause: IntentCause,
+def _issue(pb: PortfolioBook, sym: str, plan: tuple[tuple[Leg, ...], list[str]], *,
+           settings: BookSettings, markets: Markets, decision_id: int, cause: IntentCause,
            now: int) -> list[OrderIntent]:
+    legs, cids = plan
     out = []
     rules = markets.rules(sym)
     price = pb.marks[sym]
-    for i, leg in enumerate(legs):
-        cid = client_order_id(pb.name, decision_id, sym, i)
+    expires = now + settings.intent_ttl_ns
+    for i, (leg, cid) in enumerate(zip(legs, cids, strict=True)):
         limit, sl, tp = _prices(rules, pb, sym, leg, settings)
-        intent = OrderIntent(
+        intent = _new(OrderIntent, (
             f"{pb.name}|{decision_id}|{sym}|{i}", cid, pb.name, sym, leg.side, leg.quantity,
             settings.order_type, limit, leg.reduce_only, settings.time_in_force, sl, tp,
-            leg.reason, cause, decision_id, price, leg.quantity * price, now,
-            now + settings.intent_ttl_ns)
+            leg.reason, cause, decision_id, price, leg.quantity * price, now, expires))
         pb.add_intent(IntentState(intent))
         out.append(intent)
     return out
@@ -193,17 +208,19 @@ def rebalance(pb: PortfolioBook, settings: BookSettings, markets: Markets, now: 
     """Plan, check and repair (module docstring), then supersede and issue."""
     equity = pb.equity()
     plan, repair = _choose(pb, settings, markets, equity)
-    for sym, sp in plan.symbols.items():  # refuse before anything changes
-        for i in range(len(sp.legs)):
-            if client_order_id(pb.name, decision_id, sym, i) in pb.by_cid:
-                raise ValueError(f"decision_id {decision_id} was already used for {sym} in "
-                                 f"portfolio {pb.name!r}: decision ids must be unique")
+    cids = {sym: [client_order_id(pb.name, decision_id, sym, i) for i in range(len(sp.legs))]
+            for sym, sp in plan.symbols.items()}
+    for sym, ids in cids.items():  # refuse before anything changes
+        if any(cid in pb.by_cid for cid in ids):
+            raise ValueError(f"decision_id {decision_id} was already used for {sym} in "
+                             f"portfolio {pb.name!r}: decision ids must be unique")
     result = StepResult(dropped=list(plan.kept_dropped), repair=repair)
     if repair is not None:
         cause = IntentCause.LIMIT_REPAIR
     for sym, sp in plan.symbols.items():
         result.superseded += pb.close_symbol(sym, IntentStatus.SUPERSEDED, now)
         result.dropped.extend(sp.dropped)
-        result.issued.extend(_issue(pb, sym, sp.legs, settings=settings, markets=markets,
-                                    decision_id=decision_id, cause=cause, now=now))
+        result.issued.extend(_issue(pb, sym, (sp.legs, cids[sym]), settings=settings,
+                                    markets=markets, decision_id=decision_id, cause=cause,
+                                    now=now))
     return result

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..events import BookMarked
 from .portfolio import PortfolioBook
 
-__all__ = ["positions_view"]
+__all__ = ["book_marks", "positions_view"]
 
 
 def positions_view(pb: PortfolioBook, capital: float) -> dict[str, Any]:
@@ -50,3 +51,21 @@ def positions_view(pb: PortfolioBook, capital: float) -> dict[str, Any]:
         "open_intents": sum(len(v) for v in pb.live.values()),
         "last_reconcile_ns": pb.last_reconcile_ns if pb.last_reconcile_ns >= 0 else None,
     }
+
+
+def book_marks(pb: PortfolioBook, capital: float) -> BookMarked:
+    """The numbers the metrics follow, in one pass (the same as `positions_view`'s)."""
+    equity = pb.cash
+    gross = net = unrealized = realized = fees = 0.0
+    for sym, pos in pb.positions.items():
+        mark = pb.marks[sym]
+        value = pos.quantity * mark
+        equity += value
+        gross += abs(value)
+        net += value
+        unrealized += pos.unrealized_pnl(mark)
+        realized += pos.realized_pnl
+        fees += pos.fees_paid
+    base = equity if equity > 0.0 else max(pb.capital, capital)
+    return BookMarked(pb.name, equity, gross / base, net / base, realized, unrealized, fees,
+                      sum(len(v) for v in pb.live.values()))

@@ -90,7 +90,7 @@ class PrometheusObserver(Observer):
             RLPredictionBlended: self._write_rl_blend, RLSymbolFellBack: self._write_rl_fallback,
             RLLimitClipped: self._write_rl_clip, HybridDecided: self._write_hybrid,
             PathOutcomeRecorded: self._write_path_outcome, CircuitEvent: self._write_breaker,
-            BookStepped: self._write_book_step, BookMarked: self._write_book_marks,
+            BookStepped: self._write_book_step,
             FillRecorded: self._write_fill, TradeClosed: self._write_trade,
             PositionsReconciled: self._write_reconcile,
             HttpRequestServed: self._write_http, StoreWritten: self._write_store,
@@ -312,10 +312,10 @@ class PrometheusObserver(Observer):
     def _write_book_step(self, event: BookStepped) -> None:
         m = self.metrics
         self._child(m.book_steps, event.cause).inc()
-        for reason, n in event.issued:
-            self._child(m.book_intents, reason).inc(n)
-        for reason, n in event.dropped:
-            self._child(m.book_intents_dropped, reason).inc(n)
+        for reason in event.issued:
+            self._child(m.book_intents, reason).inc()
+        for reason in event.dropped:
+            self._child(m.book_intents_dropped, reason).inc()
         if event.superseded:
             self._child(m.book_intents_closed, "superseded").inc(event.superseded)
         if event.expired:
@@ -324,6 +324,7 @@ class PrometheusObserver(Observer):
             self._child(m.book_repairs, event.repair).inc()
         for limit in event.target_scaledowns:
             self._child(m.book_target_scaledowns, limit).inc()
+        self._write_book_marks(event.marks)
 
     def _write_book_marks(self, event: BookMarked) -> None:
         m = self.metrics

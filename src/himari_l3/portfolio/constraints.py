@@ -120,8 +120,8 @@ class LimitContext:
     commitments ``committed`` (standing targets the batch does not touch; empty for Phase 2
     alone). ``committed_factors[limit][key]`` records how a limit scaled commitments."""
 
-    __slots__ = ("bounds", "committed", "committed_factors", "contrib", "position_cap_usd",
-                 "pv", "symbols", "tight")
+    __slots__ = ("_all", "_held", "bounds", "committed", "committed_factors", "contrib",
+                 "position_cap_usd", "pv", "symbols", "tight")
 
     def __init__(self, contrib: Contrib, symbols: list[str], pv: float,
                  bounds: dict[str, SymbolBounds], position_cap_usd: float,
@@ -135,6 +135,8 @@ class LimitContext:
         self.committed: Contrib = ({s: dict(row) for s, row in committed.items() if row}
                                    if committed else {})
         self.committed_factors: dict[str, dict[str, float]] = {}
+        self._all: list[str] | None = None
+        self._held: dict[str, float] | None = None
 
     def bind(self, symbol: str, limit: LimitName, factor: float) -> None:
         """Record that ``limit`` cut ``symbol`` by ``factor`` (the tightest one is named)."""
@@ -143,12 +145,22 @@ class LimitContext:
 
     def all_symbols(self) -> list[str]:
         """The batch's symbols and the commitments' (sorted: deterministic)."""
-        return sorted({*self.symbols, *(y for row in self.committed.values() for y in row)})
+        if self._all is None:
+            self._all = sorted({*self.symbols,
+                                *(y for row in self.committed.values() for y in row)})
+        return self._all
+
+    def held_nets(self) -> dict[str, float]:
+        """The commitments' net per symbol (of `all_symbols`; kept until they are scaled)."""
+        if self._held is None:
+            self._held = nets(self.committed, self.all_symbols())
+        return self._held
 
     def scale_committed(self, limit: LimitName, key: str, factor: float,
                         strategy: str | None = None, symbol: str | None = None) -> None:
         """Scale commitments (of one strategy, one symbol, or all) by ``factor``."""
         self.committed_factors.setdefault(limit.value, {})[key] = factor
+        self._held = None
         for strat, row in self.committed.items():
             if strategy is not None and strat != strategy:
                 continue
@@ -265,7 +277,7 @@ class PositionBudget:
     def _beside_commitments(self, ctx: LimitContext, cap: float) -> ConstraintResult:
         factors: dict[str, float] = {}
         symbols = ctx.all_symbols()
-        held = nets(ctx.committed, symbols)
+        held = dict(ctx.held_nets())
         batch = nets(ctx.contrib, symbols)
         for sym in symbols:
             h = held[sym]
@@ -311,12 +323,14 @@ class PortfolioBudget:
 
     def _beside_commitments(self, ctx: LimitContext, cap: float) -> ConstraintResult:
         symbols = ctx.all_symbols()
-        held = nets(ctx.committed, symbols)
+        held = ctx.held_nets()
         held_gross = sum(abs(x) for x in held.values())
         if held_gross > cap:
             ctx.scale_committed(self.name, "all", cap / held_gross * _SAFETY)
-            held = nets(ctx.committed, symbols)
+            held = ctx.held_nets()
         batch = nets(ctx.contrib, symbols)
+        if sum(abs(held[s] + batch[s]) for s in symbols) <= cap:
+            return _new(ConstraintResult, (self.name, {}, ()))
         f = gross_room([held[s] for s in symbols], [batch[s] for s in symbols], cap)
         if f >= 1.0:
             return _new(ConstraintResult, (self.name, {}, ()))
@@ -325,17 +339,23 @@ class PortfolioBudget:
 
 class NetBudget:
     """If the net of all symbols (longs minus shorts, commitments included) exceeds
-    ``max_net_pct`` x PV in either direction, the batch is scaled by one factor."""
+    ``max_net_pct`` x PV in either direction, the batch is scaled by one factor.
+
+    ``gross_cap_pct``: the tightest gross cap applied before it. The net never exceeds the
+    gross, so a net cap at or above it cannot bind, and the pass is skipped."""
 
     name = LimitName.NET
 
-    def __init__(self, max_net_pct: float) -> None:
+    def __init__(self, max_net_pct: float, gross_cap_pct: float = 1.0) -> None:
         self.max_net_pct = max_net_pct
+        self.inert = max_net_pct >= gross_cap_pct
 
     def apply(self, ctx: LimitContext) -> ConstraintResult:
+        if self.inert:
+            return _new(ConstraintResult, (self.name, {}, ()))
         cap = self.max_net_pct * ctx.pv
         symbols = ctx.all_symbols() if ctx.committed else ctx.symbols
-        held = sum(nets(ctx.committed, symbols).values()) if ctx.committed else 0.0
+        held = sum(ctx.held_nets().values()) if ctx.committed else 0.0
         if abs(held) > cap:
             ctx.scale_committed(self.name, "all", cap / abs(held) * _SAFETY)
             held *= cap / abs(held) * _SAFETY
@@ -348,13 +368,20 @@ class NetBudget:
 
 class LeverageBudget(PortfolioBudget):
     """Gross exposure over equity at most ``max_leverage`` (the book's hard cap; it binds
-    only where it is tighter than the gross budget ``max_portfolio_pct``)."""
+    only where it is tighter than the gross budget ``max_portfolio_pct``, applied before
+    it: otherwise the pass is skipped)."""
 
     name = LimitName.LEVERAGE
 
-    def __init__(self, max_leverage: float) -> None:
+    def __init__(self, max_leverage: float, gross_cap_pct: float = math.inf) -> None:
         super().__init__(max_leverage)
         self.max_leverage = max_leverage
+        self.inert = max_leverage >= gross_cap_pct
+
+    def apply(self, ctx: LimitContext) -> ConstraintResult:
+        if self.inert:
+            return _new(ConstraintResult, (self.name, {}, ()))
+        return super().apply(ctx)
 
 
 def _scale_batch(ctx: LimitContext, name: LimitName, f: float,
@@ -371,9 +398,11 @@ def _scale_batch(ctx: LimitContext, name: LimitName, f: float,
 
 def declared_limits(cfg: PortfolioConfig) -> list[PortfolioLimit]:
     """The limits in the order they apply (Phase 2, Phase 3 after a blend, and the book)."""
+    gross = min(cfg.max_portfolio_pct, cfg.max_leverage)
     return [SymbolBoundLimit(), StrategyBudget(cfg.max_strategy_pct),
             PositionBudget(cfg.max_position_pct), PortfolioBudget(cfg.max_portfolio_pct),
-            NetBudget(cfg.max_net_pct), LeverageBudget(cfg.max_leverage)]
+            LeverageBudget(cfg.max_leverage, cfg.max_portfolio_pct),
+            NetBudget(cfg.max_net_pct, gross)]
 
 
 _BUDGETS = frozenset({LimitName.STRATEGY, LimitName.POSITION, LimitName.PORTFOLIO})

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import dataclasses
+import json
 
 import pytest
 
@@ -98,7 +98,10 @@ def test_intent_record_is_frozen_json_and_self_validating() -> None:
                          IntentCause.ALLOCATION, 1, 100.0, 50.0, 10, 20)
     assert OrderIntent.from_dict(intent.to_dict()) == intent
     assert intent.to_dict()["reason"] == "open" and intent.signed_quantity == 0.5
-    with pytest.raises(dataclasses.FrozenInstanceError):
+    assert json.loads(json.dumps(intent.to_dict())) == intent.to_dict()
+    with pytest.raises(AttributeError):
         intent.quantity = 1.0  # type: ignore[misc]
     with pytest.raises(ValueError, match="quantity"):
-        dataclasses.replace(intent, quantity=0.0)
+        OrderIntent(**{**intent._asdict(), "quantity": 0.0})
+    with pytest.raises(ValueError, match="side"):
+        OrderIntent(**{**intent._asdict(), "side": "hold"})
