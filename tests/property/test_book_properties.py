@@ -58,7 +58,8 @@ cap_values = st.fixed_dictionaries({
 
 def _config(caps: dict[str, float]) -> Layer3Config:
     return parse_config(Layer3Config, {
-        "sizing": {"kelly": {"fraction": 1.0, "max_fraction": 1.0},
+        "sizing": {"kelly": {"fraction": 1.0, "max_fraction": 1.0,
+                             "report_strength": 10_000.0},
                    "limits": {"allow_short": True,
                               "max_position_pct": caps["max_position_pct"]}},
         "portfolio": caps,

@@ -23,9 +23,11 @@ STRONG = {**SIG, "confidence": 0.95, "risk_score": 0.0, "expected_return": 0.08,
 
 
 def make_config(tmp_path: Path, **over: Any) -> Layer3Config:
+    """The store in tmp_path; Kelly trusts the signals' edges (strong ones hit the caps)."""
     return parse_config(Layer3Config, {
         "persistence": {"url": f"sqlite:///{tmp_path / 'l3.sqlite'}",
-                        "snapshot_every_decisions": 5}, **over})
+                        "snapshot_every_decisions": 5},
+        "sizing": {"kelly": {"report_strength": 10_000.0}}, **over})
 
 
 @pytest.fixture
@@ -83,8 +85,8 @@ async def test_ten_batches_over_http_stay_inside_the_strategy_budget(
     for i in range(10):
         assert (await client.post("/v1/allocate", json=one(f"S{i}-USD"))).status_code == 200
     view = (await client.get("/v1/positions")).json()
-    gross = sum(abs(t["usd"]) for t in view["targets"].values())
-    assert gross <= 40_000.0 and max(abs(t["usd"]) for t in view["targets"].values()) <= 15_000
+    usd = [abs(t["usd"]) for t in view["targets"].values()]
+    assert sum(usd) <= 40_000.0 and max(usd) <= 15_000 and len(usd) == 3  # the rest: no room
     assert view["projected_gross_exposure_pct"] <= 40.0
 
 

@@ -22,8 +22,15 @@ H = 0.999  # targets are sized 0.1 % inside the caps (book.settings.LIMIT_HEADRO
 CAP = 0.15 * 100_000 * H  # a strong signal's target: the position cap
 
 
+TRUSTED = {"report_strength": 10_000.0}  # Layer 2's edges trusted: strong signals hit caps
+MILD_TRUST = {"kelly": {"report_strength": 50.0}}  # sizes under the cap, moving with confidence
+
+
 def book(markets: Markets | None = None, observer: Any = None, **cfg: Any) -> Layer3Book:
-    """A Layer3Book over a Phase 3 engine (RL off) with a manual clock."""
+    """A Layer3Book over a Phase 3 engine (RL off) with a manual clock; Kelly trusts the
+    signals' reported edges (so that a strong signal sizes to the position cap)."""
+    sizing = cfg.setdefault("sizing", {})
+    sizing["kelly"] = {**TRUSTED, **sizing.get("kelly", {})}
     config = parse_config(Layer3Config, cfg)
     clock = ManualClock()
     engine = Layer3Phase3Hybrid(enable_metrics=False, config=config, clock=clock,
@@ -123,7 +130,8 @@ def test_a_lowered_limit_scales_standing_targets_and_intents_follow() -> None:
     lb = book()
     fill_all(lb, allocate(lb, ("momentum", "BTC-USD")))
     tight = parse_config(Layer3Config, {"portfolio": {"max_position_pct": 0.05},
-                                        "sizing": {"limits": {"max_position_pct": 0.05}}})
+                                        "sizing": {"kelly": TRUSTED,
+                                                   "limits": {"max_position_pct": 0.05}}})
     (step,) = lb.apply_config(tight)
     assert target_usd(lb)["BTC-USD"] == pytest.approx(5_000.0 * H)
     assert step.scaled == ("position",)
@@ -171,13 +179,13 @@ def test_a_resent_allocation_does_not_double_count() -> None:
 
 def test_the_no_trade_band_holds_back_small_changes() -> None:
     """A change below the band is not traded (and reported), a larger one is."""
-    lb = book(execution={"no_trade_band_usd": 1_000.0})
-    mild = {"expected_return": 0.02, "predicted_volatility": 0.05}  # about 8,700 USD
+    lb = book(execution={"no_trade_band_usd": 1_000.0}, sizing=MILD_TRUST)
+    mild = {"expected_return": 0.02, "predicted_volatility": 0.05}  # about 14,500 USD
     fill_all(lb, allocate(lb, ("momentum", "BTC-USD"), confidence=0.8, **mild))
-    out = allocate(lb, ("momentum", "BTC-USD"), confidence=0.81, **mild)  # + ~250 USD
+    out = allocate(lb, ("momentum", "BTC-USD"), confidence=0.81, **mild)  # + ~165 USD
     assert out.step.result.issued == []
     assert [d.reason for d in out.step.result.dropped] == ["no_trade_band"]
-    out = allocate(lb, ("momentum", "BTC-USD"), confidence=0.5, **mild)  # - ~5,000 USD
+    out = allocate(lb, ("momentum", "BTC-USD"), confidence=0.5, **mild)  # - ~5,100 USD
     assert [i.side for i in out.step.result.issued] == ["sell"]
 
 
@@ -279,14 +287,15 @@ def test_a_resent_fill_changes_nothing() -> None:
 def test_a_fill_racing_a_cancel_is_taken_until_the_intent_is_forgotten() -> None:
     """A superseded intent still accepts its fill; once out of closed_intents_kept it does
     not (the venue must then send a positions snapshot)."""
-    lb = book(execution={"closed_intents_kept": 2})
-    (old,) = allocate(lb, ("momentum", "BTC-USD")).step.result.issued
-    allocate(lb, ("momentum", "BTC-USD"), confidence=0.6)
+    lb = book(execution={"closed_intents_kept": 2}, sizing=MILD_TRUST)
+    mild = {"expected_return": 0.02, "predicted_volatility": 0.05}  # sizes move with it
+    (old,) = allocate(lb, ("momentum", "BTC-USD"), confidence=0.5, **mild).step.result.issued
+    allocate(lb, ("momentum", "BTC-USD"), confidence=0.6, **mild)
     f = {"symbol": "BTC-USD", "side": "buy", "price": 50_000.0, "quantity": 0.01,
          "client_order_id": old.client_order_id}
     assert lb.apply_fills([f]).results == ("applied",)
     for c in (0.7, 0.8, 0.9):
-        allocate(lb, ("momentum", "BTC-USD"), confidence=c)
+        allocate(lb, ("momentum", "BTC-USD"), confidence=c, **mild)
     with pytest.raises(InvalidBookRequestException, match="client_order_id"):
         lb.apply_fills([{**f, "fill_id": "late"}])
 
