@@ -39,16 +39,18 @@ from himari_l3.book import Layer3Book, MarketRules, Markets
 from himari_l3.config.schema import Layer3Config, parse_config
 from himari_l3.observability.metrics import Layer3Metrics
 from himari_l3.observability.prometheus import PrometheusObserver
+from himari_l3.observers import NULL_OBSERVER, Observer
 from himari_l3.phase2 import Layer3Phase2Portfolio
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TARGET_RATIO = 1.25
 
 
-def _engine(cfg: Layer3Config, clock: ManualClock) -> tuple[Layer3Phase2Portfolio,
-                                                            PrometheusObserver]:
-    observer = PrometheusObserver(Layer3Metrics(CollectorRegistry()))
-    p = Layer3Phase2Portfolio(cfg.portfolio_value, enable_metrics=True, config=cfg.portfolio,
+def _engine(cfg: Layer3Config, clock: ManualClock,
+            metrics: bool = True) -> tuple[Layer3Phase2Portfolio, Observer]:
+    observer: Observer = (PrometheusObserver(Layer3Metrics(CollectorRegistry())) if metrics
+                          else NULL_OBSERVER)
+    p = Layer3Phase2Portfolio(cfg.portfolio_value, enable_metrics=False, config=cfg.portfolio,
                               sizing_config=cfg.sizing, observer=observer, clock=clock)
     rng = random.Random(1)
     for t in range(200):  # correlation history: the correlation stage does real work
@@ -104,13 +106,13 @@ def _summary(us: list[float]) -> dict[str, float]:
 
 
 def run(batches: int = 2000, seed: int = 0, warmup: int = 100, scrape_every: int = 50,
-        write: bool = True, workload: str = "stress") -> dict[str, Any]:
+        write: bool = True, workload: str = "stress", metrics: bool = True) -> dict[str, Any]:
     """Run the interleaved bench; returns (and writes) the result. Bounded: <= 20,000."""
     batches = min(batches, 20_000)
     cfg = parse_config(Layer3Config, {"sizing": {"limits": {"allow_short": True}}})
     clock_a, clock_b = ManualClock(), ManualClock()
-    alone, obs_a = _engine(cfg, clock_a)
-    inner, obs_b = _engine(cfg, clock_b)
+    alone, obs_a = _engine(cfg, clock_a, metrics)
+    inner, obs_b = _engine(cfg, clock_b, metrics)
     rules = {s: MarketRules(s, step_size=0.001, tick_size=0.01, min_notional=5.0)
              for s in bench_phase2.SYMBOLS}
     book = Layer3Book(inner, config=cfg, markets=Markets(rules), observer=obs_b, clock=clock_b)
@@ -147,7 +149,8 @@ def run(batches: int = 2000, seed: int = 0, warmup: int = 100, scrape_every: int
     result = {
         "name": "bench_book", "workload": workload, "batches": batches,
         "signals_per_batch": 10, "seed": seed,
-        "metrics": "on (isolated registries)", "python": platform.python_version(),
+        "metrics": "on (isolated registries)" if metrics else "off",
+        "python": platform.python_version(),
         "phase2_alone": a, "phase2_book_intents": b,
         "ratio_p50": b["p50_us"] / a["p50_us"], "ratio_p99": b["p99_us"] / a["p99_us"],
         "intents_per_batch": intents_issued / len(work),
@@ -162,9 +165,11 @@ def main() -> None:
     ap.add_argument("--batches", type=int, default=2000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workload", choices=("stress", "steady", "both"), default="both")
+    ap.add_argument("--metrics", choices=("on", "off"), default="on")
     args = ap.parse_args()
     names = ("stress", "steady") if args.workload == "both" else (args.workload,)
-    results = {w: run(args.batches, args.seed, workload=w, write=False) for w in names}
+    results = {w: run(args.batches, args.seed, workload=w, write=False,
+                      metrics=args.metrics == "on") for w in names}
     print(f"{'':<36}{'p50 µs':>10}{'p90 µs':>10}{'p99 µs':>10}")
     for w, r in results.items():
         for key in ("phase2_alone", "phase2_book_intents"):
@@ -175,7 +180,8 @@ def main() -> None:
               f"{r['ratio_p99']:.3f}; {r['intents_per_batch']:.2f} intents per batch; "
               f"meets: {r['meets_target']}")
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "bench_book.json").write_text(json.dumps(results, indent=2) + "\n")
+    name = "bench_book.json" if args.metrics == "on" else "bench_book_metrics_off.json"
+    (RESULTS / name).write_text(json.dumps(results, indent=2) + "\n")
 
 
 if __name__ == "__main__":

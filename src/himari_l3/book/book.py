@@ -43,7 +43,6 @@ from ..events import BookStepped, FillRecorded, PositionsReconciled, TradeClosed
 from ..observers import NULL_OBSERVER, Observer
 from ..portfolio.budgets import Contrib
 from ..portfolio.constraints import PortfolioLimit, declared_limits, run_limits
-from .exposure import targets_fit
 from .fills import Fill, PositionsSnapshot
 from .intents import IntentCause, IntentState
 from .markets import Markets
@@ -231,7 +230,7 @@ class Book:
         if seen is not None and seen[0] is pb.targets and seen[1] is self.settings.caps \
                 and pv >= seen[2]:
             return ()
-        if targets_fit(pb.targets, pv, self.settings.caps):
+        if pb.target_stats().fit(pv, self.settings.caps):
             pb.fit_checked = (pb.targets, self.settings.caps, pv)
             return ()
         out = run_limits(self.limits, {}, [], pv, {}, self.settings.caps.position * pv,

@@ -18,12 +18,13 @@ relative: float rounding of quantity x price, nothing more.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import NamedTuple
 
 from ..portfolio.budgets import Contrib
 from .settings import BookCaps
 
-__all__ = ["TOLERANCE", "any_breach", "attributed", "breaches", "net_per_symbol",
-           "targets_fit"]
+__all__ = ["TOLERANCE", "TargetStats", "any_breach", "attributed", "breaches",
+           "net_per_symbol", "targets_fit"]
 
 TOLERANCE = 1e-9
 
@@ -76,28 +77,51 @@ def breaches(exposure: Mapping[str, float], targets: Contrib, equity: float,
     return out
 
 
+class TargetStats(NamedTuple):
+    """What the caps need of a set of standing targets, computed once per set: the net and
+    the gross (strategies' absolute values summed) per symbol, the largest strategy gross,
+    the gross of the nets and the net of all."""
+
+    nets: dict[str, float]
+    gross: dict[str, float]
+    max_strategy: float
+    total_gross: float
+    total_net: float
+
+    @classmethod
+    def of(cls, targets: Contrib) -> TargetStats:
+        nets: dict[str, float] = {}
+        gross: dict[str, float] = {}
+        max_strategy = 0.0
+        for strat in sorted(targets):
+            g = 0.0
+            for sym, usd in targets[strat].items():
+                nets[sym] = nets.get(sym, 0.0) + usd
+                gross[sym] = gross.get(sym, 0.0) + abs(usd)
+                g += abs(usd)
+            max_strategy = max(max_strategy, g)
+        return cls(nets, gross, max_strategy, sum(abs(x) for x in nets.values()),
+                   sum(nets.values()))
+
+    def fit(self, pv: float, caps: BookCaps) -> bool:
+        """True when the targets obey every cap at equity ``pv`` (strictly)."""
+        return (self.max_strategy <= caps.strategy * pv
+                and all(abs(x) <= caps.position * pv for x in self.nets.values())
+                and self.total_gross <= min(caps.gross, caps.leverage) * pv
+                and abs(self.total_net) <= caps.net * pv)
+
+
 def targets_fit(targets: Contrib, pv: float, caps: BookCaps) -> bool:
     """True when standing targets obey every cap at equity ``pv`` (strictly: no tolerance).
     The book's quick test before it runs the limits to scale them."""
-    net: dict[str, float] = {}
-    for row in targets.values():
-        gross = 0.0
-        for sym, usd in row.items():
-            net[sym] = net.get(sym, 0.0) + usd
-            gross += abs(usd)
-        if gross > caps.strategy * pv:
-            return False
-    cap = caps.position * pv
-    total = sum(abs(x) for x in net.values())
-    return (all(abs(x) <= cap for x in net.values())
-            and total <= min(caps.gross, caps.leverage) * pv
-            and abs(sum(net.values())) <= caps.net * pv)
+    return TargetStats.of(targets).fit(pv, caps)
 
 
 def any_breach(exposure: Mapping[str, float], targets: Contrib, equity: float,
-               caps: BookCaps) -> bool:
-    """``bool(breaches(...))``, stopping at the first breach and attributing exposure to
-    strategies only when every other limit holds (the book's check after each plan)."""
+               caps: BookCaps, stats: TargetStats | None = None) -> bool:
+    """``bool(breaches(...))``, stopping at the first breach. The strategies are attributed
+    only when a bound cannot settle it: a strategy's share is at most its target gross
+    times the largest ratio of a symbol's exposure to its target gross."""
     e = max(equity, 0.0)
     pos_cap = caps.position * e
     gross = net = 0.0
@@ -109,4 +133,9 @@ def any_breach(exposure: Mapping[str, float], targets: Contrib, equity: float,
     if _over(gross, min(caps.gross, caps.leverage) * e) or _over(abs(net), caps.net * e):
         return True
     strat_cap = caps.strategy * e
+    if stats is not None:
+        ratio = max((abs(x) / stats.gross[s] for s, x in exposure.items()
+                     if stats.gross.get(s, 0.0) > 0.0), default=0.0)
+        if not _over(stats.max_strategy * ratio, strat_cap):
+            return False
     return any(_over(x, strat_cap) for x in attributed(exposure, targets).values())

@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..portfolio.budgets import Contrib
+from .exposure import TargetStats
 from .intents import IntentState, IntentStatus
 from .positions import Position
 
@@ -49,7 +50,7 @@ class PortfolioBook:
         self.positions: dict[str, Position] = {}
         self.targets: Contrib = {}  # replaced only through set_targets (keeps _nets true)
         self.updated: dict[str, dict[str, int]] = {}
-        self._nets: dict[str, float] | None = None
+        self._nets: TargetStats | None = None
         # (targets, caps, equity) of the last check that the targets fit (Book._repair_targets)
         self.fit_checked: tuple[Contrib, object, float] | None = None
         self._oldest = 0  # the earliest time in `updated` (decay is skipped before it ages)
@@ -102,16 +103,16 @@ class PortfolioBook:
         self.cash += delta
 
     # ------------------------------------------------------------------ targets
+    def target_stats(self) -> TargetStats:
+        """What the caps need of the standing targets (cached until they change)."""
+        if self._nets is None:
+            self._nets = TargetStats.of(self.targets)
+        return self._nets
+
     def target_nets(self) -> dict[str, float]:
         """Signed USD target per symbol (strategies summed in sorted order; cached until
         the targets change). Every symbol with a standing target is a key."""
-        if self._nets is None:
-            nets: dict[str, float] = {}
-            for strat in sorted(self.targets):
-                for sym, usd in self.targets[strat].items():
-                    nets[sym] = nets.get(sym, 0.0) + usd
-            self._nets = nets
-        return self._nets
+        return self.target_stats().nets
 
     def target_usd(self, symbol: str) -> float:
         return self.target_nets().get(symbol, 0.0)

@@ -105,7 +105,9 @@ def _plan(pb: PortfolioBook, settings: BookSettings, markets: Markets, equity: f
         if keep and force and not _within(now_qty, tau):
             keep = False  # forced: the band may not leave it beyond its target
         if keep:
-            if change != 0.0 and sym not in live_states:
+            # Reported when it is an order someone could want: a tenth of the band or more
+            # (not the float dust a fill's price leaves between a target and its position).
+            if change != 0.0 and abs(change) * price >= 0.1 * band and sym not in live_states:
                 plan.kept_dropped.append(DroppedIntent(sym, "buy" if change > 0 else "sell",
                                                        abs(change), "no_trade_band"))
             after = now_qty
@@ -142,7 +144,7 @@ def _breached(pb: PortfolioBook, plan: _Plan, equity: float, settings: BookSetti
     if plan.all_within and equity > 0.0:  # the targets obey the caps: only the net to check
         net = abs(sum(plan.projected.values()))
         return net > settings.caps.net * equity * (1.0 + TOLERANCE) + TOLERANCE
-    return any_breach(plan.projected, pb.targets, equity, settings.caps)
+    return any_breach(plan.projected, pb.targets, equity, settings.caps, pb.target_stats())
 
 
 def _choose(pb: PortfolioBook, settings: BookSettings, markets: Markets,

@@ -6,7 +6,13 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from himari_l3.book.exposure import any_breach, attributed, breaches, targets_fit
+from himari_l3.book.exposure import (
+    TargetStats,
+    any_breach,
+    attributed,
+    breaches,
+    targets_fit,
+)
 from himari_l3.book.settings import BookCaps
 
 CAPS = BookCaps(position=0.15, strategy=0.4, gross=0.8, net=0.5, leverage=1.0)
@@ -50,6 +56,8 @@ books = st.dictionaries(st.sampled_from(["a", "b"]),
 def test_the_quick_check_agrees_with_the_full_one(exposure: dict[str, float],
                                                  targets: dict[str, dict[str, float]],
                                                  equity: float) -> None:
-    """any_breach is exactly bool(breaches(...))."""
-    assert any_breach(exposure, targets, equity, CAPS) == bool(
-        breaches(exposure, targets, equity, CAPS))
+    """any_breach is exactly bool(breaches(...)), with or without the targets' bound."""
+    full = bool(breaches(exposure, targets, equity, CAPS))
+    assert any_breach(exposure, targets, equity, CAPS) == full
+    assert any_breach(exposure, targets, equity, CAPS, TargetStats.of(targets)) == full
+    assert targets_fit(targets, equity, CAPS) == TargetStats.of(targets).fit(equity, CAPS)
