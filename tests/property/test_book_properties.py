@@ -17,14 +17,13 @@ and every number ``GET /v1/positions`` would show is finite.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from conftest import make_cascade, make_signal
+from conftest import all_finite, make_cascade, make_signal
 from himari_l3 import ManualClock, TacticalAction
 from himari_l3._exceptions import ValidationError
 from himari_l3.book import Layer3Book, MarketRules, Markets
@@ -72,6 +71,19 @@ def _over(value: float, cap: float) -> bool:
     return value > cap * (1.0 + TOL) + TOL
 
 
+def _symbol_breaches(what: str, per_symbol: dict[str, float], caps: Any,
+                     e: float) -> list[str]:
+    """Per-symbol, gross / leverage and net breaches of signed USD per symbol."""
+    out = [f"{what} position {s}" for s, x in per_symbol.items()
+           if _over(abs(x), caps.max_position_pct * e)]
+    gross = sum(abs(x) for x in per_symbol.values())
+    if _over(gross, min(caps.max_portfolio_pct, caps.max_leverage) * e):
+        out.append(f"{what} gross/leverage")
+    if _over(abs(sum(per_symbol.values())), caps.max_net_pct * e):
+        out.append(f"{what} net")
+    return out
+
+
 def _target_breaches(pb: PortfolioBook, caps: Any, e: float) -> list[str]:
     out = []
     net: dict[str, float] = {}
@@ -80,14 +92,7 @@ def _target_breaches(pb: PortfolioBook, caps: Any, e: float) -> list[str]:
             out.append(f"target strategy {strat}")
         for sym, usd in row.items():
             net[sym] = net.get(sym, 0.0) + usd
-    out += [f"target position {s}" for s, x in net.items()
-            if _over(abs(x), caps.max_position_pct * e)]
-    gross = sum(abs(x) for x in net.values())
-    if _over(gross, min(caps.max_portfolio_pct, caps.max_leverage) * e):
-        out.append("target gross/leverage")
-    if _over(abs(sum(net.values())), caps.max_net_pct * e):
-        out.append("target net")
-    return out
+    return out + _symbol_breaches("target", net, caps, e)
 
 
 def _projected_breaches(pb: PortfolioBook, caps: Any, e: float) -> list[str]:
@@ -98,8 +103,6 @@ def _projected_breaches(pb: PortfolioBook, caps: Any, e: float) -> list[str]:
         qty += sum((s.intent.quantity - s.filled) * (1 if s.intent.side == "buy" else -1)
                    for s in pb.live.get(sym, []))
         exposure[sym] = qty * pb.marks[sym]
-    out += [f"projected position {s}" for s, x in exposure.items()
-            if _over(abs(x), caps.max_position_pct * e)]
     gross_by_symbol: dict[str, float] = {}
     for row in pb.targets.values():
         for sym, usd in row.items():
@@ -109,22 +112,7 @@ def _projected_breaches(pb: PortfolioBook, caps: Any, e: float) -> list[str]:
                     for sym, usd in row.items() if gross_by_symbol[sym] > 0)
         if _over(share, caps.max_strategy_pct * e):
             out.append(f"projected strategy {strat}")
-    gross = sum(abs(x) for x in exposure.values())
-    if _over(gross, min(caps.max_portfolio_pct, caps.max_leverage) * e):
-        out.append("projected gross/leverage")
-    if _over(abs(sum(exposure.values())), caps.max_net_pct * e):
-        out.append("projected net")
-    return out
-
-
-def _finite(value: Any) -> bool:
-    if isinstance(value, float):
-        return math.isfinite(value)
-    if isinstance(value, dict):
-        return all(_finite(v) for v in value.values())
-    if isinstance(value, list):
-        return all(_finite(v) for v in value)
-    return True
+    return out + _symbol_breaches("projected", exposure, caps, e)
 
 
 class BookMachine(RuleBasedStateMachine):
@@ -238,7 +226,7 @@ class BookMachine(RuleBasedStateMachine):
             problems = _target_breaches(pb, caps, e) + _projected_breaches(pb, caps, e)
             assert not problems, (name, problems, e)
             view = self.book.positions(name)
-            assert _finite(view), view
+            assert all_finite(view), view
 
 
 BookMachine.TestCase.settings = settings(

@@ -4,7 +4,6 @@ writes behind the token, and a crash restored exactly."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 
+from conftest import all_finite
 from himari_l3.config.schema import Layer3Config, parse_config
 from himari_l3.persistence import Store
 from himari_l3.service import create_app
@@ -43,16 +43,6 @@ def one(symbol: str, **over: Any) -> dict[str, Any]:
     """An allocate body with one strong signal on ``symbol``."""
     return {"signals": [{**STRONG, "symbol": symbol, **over}], "cascade": {symbol: CAS},
             "prices": {symbol: 100.0}, **{k: over.pop(k) for k in ()}}
-
-
-def finite(value: Any) -> bool:
-    if isinstance(value, float):
-        return math.isfinite(value)
-    if isinstance(value, dict):
-        return all(finite(v) for v in value.values())
-    if isinstance(value, list):
-        return all(finite(v) for v in value)
-    return True
 
 
 async def digest(c: httpx.AsyncClient) -> tuple[str, int]:
@@ -109,7 +99,7 @@ async def test_fills_move_the_book_and_a_resend_changes_nothing(
     view = (await client.get("/v1/positions")).json()
     assert view["positions"]["AAA-USD"]["quantity"] == pytest.approx(
         out["intents"][0]["quantity"])
-    assert finite(view) and view["open_intents"] == 0
+    assert all_finite(view) and view["open_intents"] == 0
     before = await digest(client)
     again = (await client.post("/v1/fills", json=body)).json()
     assert again["results"] == ["duplicate"]
@@ -218,7 +208,7 @@ async def test_too_many_portfolios_is_422(tmp_path: Path) -> None:
 async def test_reads_are_finite_and_create_nothing(client: httpx.AsyncClient) -> None:
     """GET /v1/positions of a portfolio that does not exist: an empty book, not stored."""
     view = (await client.get("/v1/positions", params={"portfolio": "ghost"})).json()
-    assert view["equity"] == 100_000.0 and view["positions"] == {} and finite(view)
+    assert view["equity"] == 100_000.0 and view["positions"] == {} and all_finite(view)
     assert (await client.get("/v1/intents", params={"portfolio": "ghost"})).json() == {
         "portfolio": "ghost", "intents": []}
     r = await client.get("/v1/positions", params={"portfolio": ""})
