@@ -382,6 +382,7 @@ class SizingService:
                             "store": self.store.dialect, "degraded": self._dirty,
                             "restore": self.restore_info},
                 "hybrid": self.hybrid.get_state(),
+                "book": {name: self._summary(name) for name in sorted(self.book.book.portfolios)},
             }
             if learned:
                 out["learned_state"] = self.learned_state()

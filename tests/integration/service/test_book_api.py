@@ -64,6 +64,8 @@ async def test_allocate_answers_with_intents_targets_and_trading_state(
             "take_profit_price", "reason", "decision_id"} <= set(intent)
     assert intent["decision_id"] == out["decision_id"]
     assert out["book"]["equity"] == 100_000.0
+    state = (await client.get("/v1/state")).json()
+    assert state["book"]["main"]["open_intents"] == len(out["intents"])
     listed = (await client.get("/v1/intents", params={"portfolio": "main"})).json()
     assert [i["client_order_id"] for i in listed["intents"]] == [
         i["client_order_id"] for i in out["intents"]]
