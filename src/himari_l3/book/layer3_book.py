@@ -88,11 +88,15 @@ class Layer3Book:
 
     # ---------------------------------------------------------------- allocations
     def _begin(self, signals: Sequence[Any], prices: Mapping[str, float], portfolio: str,
-               mode: str) -> AllocationPlan:
+               mode: str) -> tuple[AllocationPlan, float]:
+        """The book's plan, with the engine set to size against the portfolio's equity and
+        hold its standing targets; returns the engine's equity to put back afterwards (a
+        ``POST /v1/size`` or a Phase 2 caller without the book sees the configured one)."""
         plan = self.book.begin_allocation(portfolio, signals, prices, mode)
+        configured = self.phase2.portfolio_value
         self.phase2.set_portfolio_value(plan.sizing_equity)
         self.phase2.hold(plan.holds)
-        return plan
+        return plan, configured
 
     def allocate(self, signals: Sequence[Any],
                  cascade_indicators: Mapping[str, CascadeIndicators] | CascadeIndicators,
@@ -100,12 +104,15 @@ class Layer3Book:
                  mode: str = "incremental", decision_id: int | None = None) -> BookAllocation:
         """Allocate a batch through the book (blocking). ``mode``: "incremental" (symbols
         not in the batch keep their targets) or "full" (they go to 0)."""
-        plan = self._begin(signals, current_prices, portfolio, mode)
+        plan, configured = self._begin(signals, current_prices, portfolio, mode)
         args = (list(signals), cascade_indicators, dict(current_prices))
         e = self.engine
-        alloc = (e.process_signals(*args, committed=plan.committed)  # type: ignore[arg-type]
-                 if isinstance(e, Layer3Phase3Hybrid)
-                 else e.process_multi_strategy_signals(*args, committed=plan.committed))  # type: ignore[arg-type]
+        try:
+            alloc = (e.process_signals(*args, committed=plan.committed)  # type: ignore[arg-type]
+                     if isinstance(e, Layer3Phase3Hybrid)
+                     else e.process_multi_strategy_signals(*args, committed=plan.committed))  # type: ignore[arg-type]
+        finally:
+            self.phase2.set_portfolio_value(configured)
         return BookAllocation(alloc, self.book.finish_allocation(plan, alloc, decision_id))
 
     async def allocate_async(self, signals: Sequence[Any],
@@ -119,9 +126,12 @@ class Layer3Book:
         if not isinstance(e, Layer3Phase3Hybrid):
             return self.allocate(signals, cascade_indicators, current_prices,
                                  portfolio=portfolio, mode=mode, decision_id=decision_id)
-        plan = self._begin(signals, current_prices, portfolio, mode)
-        alloc = await e.process_signals_async(list(signals), cascade_indicators,  # type: ignore[arg-type]
-                                              dict(current_prices), committed=plan.committed)
+        plan, configured = self._begin(signals, current_prices, portfolio, mode)
+        try:
+            alloc = await e.process_signals_async(list(signals), cascade_indicators,  # type: ignore[arg-type]
+                                                  dict(current_prices), committed=plan.committed)
+        finally:
+            self.phase2.set_portfolio_value(configured)
         return BookAllocation(alloc, self.book.finish_allocation(plan, alloc, decision_id))
 
     # ---------------------------------------------------------------- reports

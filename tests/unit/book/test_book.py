@@ -392,3 +392,15 @@ def test_export_and_restore_round_trip_exactly() -> None:
     for d in (a, b):
         d.pop("trace", None)
     assert a == b
+
+
+def test_the_engine_sizes_against_the_books_equity_and_keeps_its_own() -> None:
+    """A batch is sized against the portfolio's marked equity (x 0.999 headroom); the
+    engine's own portfolio value (what POST /v1/size uses) is put back afterwards."""
+    lb = book()
+    fill_all(lb, allocate(lb, ("momentum", "BTC-USD")))
+    lb.mark({"BTC-USD": 40_000.0})  # the long loses 20 %: equity ~97,000
+    out = allocate(lb, ("momentum", "ETH-USD"))
+    equity = lb.positions()["equity"]
+    assert out.allocation.portfolio_value == pytest.approx(equity * H)
+    assert lb.phase2.portfolio_value == 100_000.0
