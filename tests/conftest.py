@@ -12,6 +12,7 @@ Generic on purpose so Phase 2/3, service and backtest tests can reuse them:
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -67,6 +68,17 @@ def make_signal(**kw: Any) -> TacticalSignal:
 def make_cascade(**kw: Any) -> CascadeIndicators:
     """Calm cascade indicators (score 0.02, MONITOR) with overrides."""
     return CascadeIndicators(**{**CASCADE_DEFAULTS, **kw})
+
+
+def all_finite(value: Any) -> bool:
+    """Every float anywhere in a JSON-like value is finite (no NaN, no infinity)."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, dict):
+        return all(all_finite(v) for v in value.values())
+    if isinstance(value, list):
+        return all(all_finite(v) for v in value)
+    return True
 
 
 def make_engine(**kw: Any) -> Layer3Phase1:

@@ -24,8 +24,9 @@ class FieldError(Exception):
     @classmethod
     def from_validation(cls, prefix: tuple[str | int, ...], err: ValidationError,
                         rename: dict[str, str] | None = None) -> FieldError:
-        """Map a core `ValidationError` (``field``/``value``/``expected``) under ``prefix``."""
-        loc = field_loc(err.field, rename)
+        """Map a core `ValidationError` (``field``/``value``/``expected``) under ``prefix``
+        (at its ``path`` when it carries one: a field inside a list or a mapping)."""
+        loc = err.path if err.path is not None else field_loc(err.field, rename)
         name = ".".join(str(p) for p in loc)
         return cls((*prefix, *loc), f"{name} was {err.value!r}, expected {err.expected}",
                    err.value)
