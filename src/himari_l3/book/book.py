@@ -19,8 +19,10 @@ A signal that Phase 2 rejects takes its pair's target to 0 (the book keeps no ri
 whose latest signal was unusable).
 
 Each request is one step: refresh (expire intents, decay targets, repair targets), the
-request's own change, then `rebalance.rebalance` issues the intents that take the projected
-book to the targets and checks every limit on it. The same steps replayed in the same order
+request's own change, the equity marked for the portfolio's trading state (``trading.py``:
+daily loss, drawdown, cool-downs), then `rebalance.rebalance` issues the intents that take
+the projected book to the targets — as far as the trading states allow — and checks every
+limit on it. The same steps replayed in the same order
 give the same state (the service journals each one). Equity, marks and limits are per
 portfolio; the caps are fractions of the portfolio's marked equity.
 """
@@ -43,8 +45,9 @@ from ..events import BookStepped, FillRecorded, PositionsReconciled, TradeClosed
 from ..observers import NULL_OBSERVER, Observer
 from ..portfolio.budgets import Contrib
 from ..portfolio.constraints import PortfolioLimit, declared_limits, run_limits
+from ..trading import TradingBrief, TradingState, TradingStateMachine
 from .fills import Fill, PositionsSnapshot
-from .intents import IntentCause, IntentState
+from .intents import IntentCause, IntentState, IntentStatus
 from .markets import Markets
 from .portfolio import PortfolioBook
 from .positions import ClosedTrade
@@ -57,6 +60,7 @@ from .reports import (
     reconcile,
 )
 from .settings import LIMIT_HEADROOM, BookSettings
+from .trading import observe_batch, observe_exits
 from .views import book_marks, positions_view
 
 __all__ = ["DEFAULT_PORTFOLIO", "AllocationPlan", "Book", "BookStep", "FillsResult",
@@ -98,8 +102,13 @@ class BookStep:
     expired: int
     decayed: tuple[str, ...]
     scaled: tuple[str, ...]
-    trading_state: str
+    trading: TradingBrief
     standing: tuple[Contrib, dict[str, dict[str, int]]] = ({}, {})  # targets, their times
+
+    @property
+    def trading_state(self) -> str:
+        """The portfolio's trading state after the step (ACTIVE, REDUCING or HALTED)."""
+        return self.trading.state.value
 
     @property
     def targets(self) -> dict[str, Any]:
@@ -109,7 +118,7 @@ class BookStep:
     def to_dict(self) -> dict[str, Any]:
         r = self.result
         return {"portfolio": self.portfolio, "cause": self.cause,
-                "trading_state": self.trading_state,
+                "trading_state": self.trading.to_dict(),
                 "intents": [i.to_dict() for i in r.issued],
                 "dropped_intents": [d.to_dict() for d in r.dropped],
                 "superseded_intents": r.superseded, "expired_intents": self.expired,
@@ -185,8 +194,14 @@ class Book:
                 "portfolio", name, f"one of the {len(self.portfolios)} existing portfolios "
                 f"(book.max_portfolios is {self.settings.max_portfolios})", path=("portfolio",))
         pb = self.portfolios[name] = PortfolioBook(name, self.settings.capital,
-                                                   self.settings.closed_intents_kept)
+                                                   self.settings.closed_intents_kept,
+                                                   self._machine(name))
         return pb
+
+    def _machine(self, name: str) -> TradingStateMachine:
+        """A portfolio's trading-state machine on the book's clock and observer."""
+        return TradingStateMachine(self.config.trading_state, portfolio=name,
+                                   clock=self.clock, observer=self.observer)
 
     def _book(self, name: str) -> PortfolioBook:
         pb = self.portfolio(name)
@@ -243,12 +258,13 @@ class Book:
     def _finish(self, pb: PortfolioBook, now: int, request_id: int, cause: IntentCause,
                 refreshed: tuple[int, tuple[str, ...], tuple[str, ...]],
                 superseded: int = 0) -> BookStep:
+        pb.trading.observe_equity(pb.equity())
         result = rebalance(pb, self.settings, self.markets, now, request_id, cause)
         result.superseded += superseded
         expired, decayed, scaled = refreshed
         # The targets dicts are replaced (never edited) by set_targets: sharing them is safe.
         step = BookStep(pb.name, request_id, cause.value, result, expired, decayed, scaled,
-                        pb.trading_state.value, (pb.targets, pb.updated))
+                        pb.trading.brief(), (pb.targets, pb.updated))
         self._report(pb, step)
         return step
 
@@ -263,16 +279,20 @@ class Book:
 
     # ---------------------------------------------------------------- allocations
     def begin_allocation(self, portfolio: str, signals: Sequence[Any],
-                         prices: Mapping[str, float], mode: str = "incremental") -> AllocationPlan:
-        """Mark the batch's prices, refresh, and work out the commitments (module
-        docstring). The engine then sizes the batch with ``committed`` against
-        ``sizing_equity``; `finish_allocation` takes its allocation."""
+                         prices: Mapping[str, float], mode: str = "incremental", *,
+                         price_times: Mapping[str, int] | None = None) -> AllocationPlan:
+        """Mark the batch's prices, judge the age of its data (``price_times``: when each
+        price was observed, if the caller knows; a request's own prices are fresh),
+        refresh, and work out the commitments (module docstring). The engine then sizes the
+        batch with ``committed`` against ``sizing_equity``; `finish_allocation` takes its
+        allocation."""
         if mode not in ("incremental", "full"):
             raise InvalidBookRequestException("mode", mode, "'incremental' or 'full'",
                                               path=("mode",))
         pb = self._book(portfolio)
         now = self.clock.time_ns()
         pb.mark(prices)
+        observe_batch(pb.trading, signals, price_times)
         expired, decayed, scaled = self._refresh(pb, now)
         named = _named_pairs(signals)
         committed: Contrib = {}
@@ -293,6 +313,9 @@ class Book:
         pairs), then the step's intents."""
         pb = self._book(plan.portfolio)
         did = self._decision_id(decision_id)
+        observe_exits(pb.trading, allocation)
+        for sym, prov in allocation.provenance.items():
+            pb.paths[sym] = "rl" if prov.get("path") == "rl" else "baseline"
         book = allocation.trace.get("book") or {}
         dust = self.config.sizing.limits.min_position_usd
         if plan.equity <= 0.0 or plan.mode == "full":
@@ -376,6 +399,51 @@ class Book:
         rid = self._decision_id(request_id)
         return self._finish(pb, now, rid, IntentCause.MARK, self._refresh(pb, now))
 
+    # ---------------------------------------------------------------- trading states
+    def set_trading_state(self, portfolio: str, state: TradingState | str, reason: str,
+                          symbol: str | None = None,
+                          request_id: int | None = None) -> BookStep:
+        """An operator command: the kill switch (HALTED), reduce-only (REDUCING) or a
+        resume (ACTIVE), for the portfolio or one ``symbol``; the book re-plans at once (a
+        halt that flattens issues its closes now). Raises ``ValidationError`` naming
+        ``state`` / ``reason`` / ``symbol`` (nothing changed)."""
+        if symbol is not None:
+            nonempty_str(InvalidBookRequestException, "symbol", symbol)
+        pb = self._book(portfolio)
+        now = self.clock.time_ns()
+        pb.trading.command(state, reason, symbol)
+        rid = self._decision_id(request_id)
+        return self._finish(pb, now, rid, IntentCause.TRADING_STATE, self._refresh(pb, now))
+
+    def close_cancelled(self, client_order_ids: Sequence[str]) -> list[str]:
+        """The executor cancelled these open intents (an IOC or FOK rest, a rest below one
+        lot): each is closed as cancelled. Returns the portfolios touched (sorted), which
+        the caller re-plans (`replan`, or the step of the same request's fills); unknown or
+        already closed ids are ignored."""
+        now = self.clock.time_ns()
+        touched: set[str] = set()
+        for cid in client_order_ids:
+            found = self.find_intent(cid)
+            if found is not None and found[1].status is IntentStatus.OPEN:
+                found[0].close_intent(found[1], IntentStatus.CANCELLED, now)
+                touched.add(found[0].name)
+        return sorted(touched)
+
+    def replan(self, portfolio: str, request_id: int | None = None,
+               cause: IntentCause = IntentCause.CANCEL) -> BookStep:
+        """Refresh and re-plan one portfolio (after intents were closed outside a step)."""
+        pb = self._book(portfolio)
+        now = self.clock.time_ns()
+        rid = self._decision_id(request_id)
+        return self._finish(pb, now, rid, cause, self._refresh(pb, now))
+
+    def trading_status(self, portfolio: str = DEFAULT_PORTFOLIO) -> dict[str, Any]:
+        """``GET /v1/trading-state``: the portfolio's state, reason and since, the symbols
+        with a state of their own, the triggers' levels (a read creates nothing)."""
+        pb = self.portfolio(portfolio, create=False)
+        machine = pb.trading if pb is not None else self._machine(portfolio)
+        return machine.status()
+
     # ---------------------------------------------------------------- config
     def apply_config(self, config: Layer3Config,
                      request_id: int | None = None) -> list[BookStep]:
@@ -386,6 +454,8 @@ class Book:
         self.config = config
         self.settings = BookSettings.from_config(config)
         self.limits = declared_limits(config.portfolio)
+        for pb in self.portfolios.values():
+            pb.trading.reconfigure(config.trading_state)
         if not self.portfolios:
             return []
         now = self.clock.time_ns()
@@ -422,7 +492,8 @@ class Book:
                                     f"expected {STATE_VERSION}")
         try:
             self.portfolios = {
-                str(n): PortfolioBook.from_state(str(n), s, self.settings.closed_intents_kept)
+                str(n): PortfolioBook.from_state(str(n), s, self.settings.closed_intents_kept,
+                                                 self._machine(str(n)))
                 for n, s in state["portfolios"].items()}
             self.next_id = int(state["next_id"])
         except (KeyError, TypeError, ValueError, ValidationError) as err:

@@ -1,8 +1,9 @@
 """The HTTP transport: the FastAPI routes over the service the composition root builds.
 
 Endpoints (docs/service.md has examples): ``POST /v1/size``, ``POST /v1/allocate``,
-``POST /v1/outcomes``, ``POST /v1/returns``, ``POST /v1/fills``, ``PUT /v1/positions``
-(bearer token if one is configured), ``GET /v1/positions``, ``GET /v1/intents``,
+``POST /v1/outcomes``, ``POST /v1/returns``, ``POST /v1/fills``, ``PUT /v1/positions``,
+``POST /v1/trading-state``, ``POST /v1/prices`` (bearer token if one is configured),
+``GET /v1/positions``, ``GET /v1/intents``, ``GET /v1/trading-state`` (``trading.py``),
 ``GET /v1/state``, ``GET /metrics``, ``GET /healthz``, OpenAPI at ``/openapi.json`` and
 ``/docs``. A bad request is a 4xx whose ``detail[].loc`` names the field; a 500 only ever
 means a bug (and is logged).
@@ -10,24 +11,22 @@ means a bug (and is logged).
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import hmac
 import logging
 import math
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Header, Query, Request
+from fastapi import Depends, FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.exceptions import HTTPException
 
 from .._clock import Clock
-from .._exceptions import ValidationError
 from .._version import __version__
 from ..bootstrap.service import build_service
 from ..config.schema import Layer3Config
@@ -36,7 +35,7 @@ from ..events import InputKind, InputRejected
 from ..persistence import Store
 from ..runtime.errors import PersistenceUnavailable
 from ..runtime.jsonio import dumps
-from ..runtime.service import Reply, SizingService
+from ..runtime.service import SizingService
 from .errors import FieldError
 from .middleware import EdgeMiddleware, utf8_safe
 from .models import (
@@ -49,26 +48,18 @@ from .models import (
     to_cascade,
     to_signal,
 )
+from .rendering import JSON as _JSON
+from .rendering import DigestHeader as _Digest
+from .rendering import PortfolioQuery as _Portfolio
+from .rendering import field_errors as _fields
+from .rendering import render
+from .trading import trading_routes
 
 __all__ = ["AUTH_TOKEN_ENV", "create_app"]
 
 log = logging.getLogger(__name__)
 
 AUTH_TOKEN_ENV = "HIMARI_L3_AUTH_TOKEN"
-_JSON = "application/json"
-_Digest = Annotated[str | None, Header(alias="X-State-Digest",
-                                       description="1: add the learned-state digest")]
-_Portfolio = Annotated[str, Query(min_length=1, max_length=64,
-                                  description="the portfolio's book")]
-
-
-def render(reply: Reply) -> Response:
-    """A service reply as the HTTP response: the journaled JSON body, with the decision's
-    trace (if any) under its key."""
-    body = reply.body
-    if reply.trace_key is not None and reply.trace is not None:
-        body = body[:-1] + f',"{reply.trace_key}":' + reply.trace + "}"
-    return Response(body, media_type=_JSON)
 
 
 def create_app(config: Layer3Config, *, config_path: str | None = None,
@@ -127,6 +118,7 @@ def create_app(config: Layer3Config, *, config_path: str | None = None,
     _sizing_routes(app, svc, auth, config.service.max_signals_per_request)
     _book_routes(app, svc, auth)
     _learning_routes(app, svc, auth)
+    trading_routes(app, svc, auth)
     _operations_routes(app, svc, config, registry)
     return app
 
@@ -272,15 +264,6 @@ def _operations_routes(app: FastAPI, svc: SizingService, config: Layer3Config,
 # The core names a field by its parameter name; the request names some differently.
 _SIZE_FIELDS = {"signal": "signal", "cascade_indicators": "cascade", "current_price": "price"}
 _OUTCOME_FIELDS = {"actual_return": "realized_return"}
-
-
-@contextlib.contextmanager
-def _fields(rename: dict[str, str]) -> Iterator[None]:
-    """A core `ValidationError` raised by the service is a 422 naming the request field."""
-    try:
-        yield
-    except ValidationError as err:
-        raise FieldError.from_validation(("body",), err, rename) from None
 
 
 _INPUT_KINDS = {"signal": "signal", "signals": "signal", "cascade": "cascade",

@@ -18,6 +18,7 @@ from .errors import FieldError
 
 __all__ = [
     "AllocateRequest",
+    "Body",
     "CascadeIn",
     "FillIn",
     "FillsRequest",
@@ -27,6 +28,7 @@ __all__ = [
     "ReturnsRequest",
     "SignalIn",
     "SizeRequest",
+    "portfolio_field",
     "to_cascade",
     "to_signal",
 ]
@@ -200,3 +202,8 @@ def to_cascade(c: CascadeIn, loc: tuple[str | int, ...]) -> CascadeIndicators:
         return CascadeIndicators(**c.model_dump())
     except ValidationError as err:
         raise FieldError.from_validation(loc, err) from None
+
+
+# For the other route modules (``trading.py``): the strict body base and the portfolio field.
+Body = _Body
+portfolio_field = _portfolio

@@ -3,11 +3,12 @@ the triggers that move them, and the gate that keeps a non-ACTIVE state from add
 """
 
 from .gate import allowed_delta, allowed_target, increases_exposure
-from .machine import TradingStateMachine, day_index
+from .machine import TradingBrief, TradingStateMachine, day_index
 from .states import HaltAction, TradingState, TradingStateChanged, TransitionReason, most_severe
 
 __all__ = [
     "HaltAction",
+    "TradingBrief",
     "TradingState",
     "TradingStateChanged",
     "TradingStateMachine",

@@ -42,7 +42,7 @@ import math
 import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from .._clock import SYSTEM_CLOCK, Clock
 from .._exceptions import StateRestoreError, ValidationError
@@ -56,7 +56,7 @@ from .states import (
     most_severe,
 )
 
-__all__ = ["TradingStateMachine", "day_index"]
+__all__ = ["TradingBrief", "TradingStateMachine", "day_index"]
 
 _ACTIVE, _REDUCING, _HALTED = TradingState.ACTIVE, TradingState.REDUCING, TradingState.HALTED
 _R = TransitionReason
@@ -70,6 +70,22 @@ def day_index(ts_ns: int, day_start_utc: str) -> int:
     ``day_start_utc`` ("HH:MM", UTC)."""
     hours, minutes = day_start_utc.split(":")
     return (ts_ns - (int(hours) * 3600 + int(minutes) * 60) * 1_000_000_000) // _DAY_NS
+
+
+class TradingBrief(NamedTuple):
+    """A portfolio's trading state as a decision reports it: its state, why and since
+    when, and every symbol whose own state is not ACTIVE."""
+
+    state: TradingState
+    reason: TransitionReason
+    detail: str
+    since_ns: int
+    symbols: tuple[tuple[str, TradingState], ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"state": self.state.value, "reason": self.reason.value,
+                "detail": self.detail, "since": _iso(self.since_ns),
+                "since_ns": self.since_ns, "symbols": {s: st.value for s, st in self.symbols}}
 
 
 @dataclass(slots=True)
@@ -181,6 +197,14 @@ class TradingStateMachine:
         with self._lock:
             return {s: sc.state for s, sc in sorted(self._symbols.items())
                     if sc.state is not _ACTIVE}
+
+    def brief(self) -> TradingBrief:
+        """The portfolio's state, reason, since, and the symbols not ACTIVE (cheap)."""
+        b = self._book
+        symbols = (() if not self._symbols else tuple(
+            (s, sc.state) for s, sc in sorted(self._symbols.items())
+            if sc.state is not _ACTIVE))
+        return TradingBrief(b.state, b.reason, b.detail, b.since_ns, symbols)
 
     def status(self) -> dict[str, Any]:
         """A JSON-ready view: the portfolio's state, reason and since, every symbol with a

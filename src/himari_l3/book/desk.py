@@ -1,0 +1,133 @@
+"""The execution desk: the book filling its own intents through an executor that executes by
+itself (the paper executor, ``executors/paper.py``) — the one entry point a service, a live
+loop or a backtest calls to close the loop.
+
+* `sync` (after every change to the book): the executor drops the intents the book no longer
+  has open (superseded, expired, filled elsewhere) and takes the ones issued since the last
+  sync (their ``decision_id`` is above the desk's high-water mark);
+* `observe` (at every price observation): the executor works its orders against the prices;
+  its fills go to the book as fills (``fill_id`` ``paper:<request id>:<n>``, so a re-sent
+  one is recognised), the trades they close teach the learners (``Layer3Book.apply_fills``),
+  the rests it gave up are closed as cancelled, each portfolio touched is re-planned once,
+  and the intents that re-plan issues are taken at once (they fill from the next
+  observation on).
+
+With ``recorded`` (a replay) the executor applies the fills it made the first time instead
+of simulating them; everything else runs as live, so the book, the learners and the
+executor end exactly where they were.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .._exceptions import StateRestoreError
+from ..executor_port import Executor
+from ..fills import SimFill
+from .book import BookStep, FillsResult
+from .fills import Fill
+from .intents import IntentCause
+from .layer3_book import Layer3Book
+
+__all__ = ["DeskStep", "ExecutionDesk", "book_fill", "settle"]
+
+_EXPORT_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class DeskStep:
+    """One observation: the executor's fills (with their slippage and fees), the intents it
+    cancelled, what the book did with the fills, and the re-plans of the portfolios that
+    only had cancellations."""
+
+    fills: tuple[SimFill, ...]
+    cancelled: tuple[str, ...]
+    fills_result: FillsResult | None
+    replans: tuple[BookStep, ...] = field(default_factory=tuple)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"fills": [f.to_dict() for f in self.fills],
+                               "cancelled": list(self.cancelled)}
+        if self.fills_result is not None:
+            out["closed_trades"] = [t.to_dict() for t in self.fills_result.closed_trades]
+        steps = [*(self.fills_result.steps if self.fills_result else ()), *self.replans]
+        out["portfolios"] = {s.portfolio: s.to_dict() for s in steps}
+        return out
+
+
+def book_fill(f: SimFill, request_id: int, n: int) -> Fill:
+    """The book's record of an executor's fill (``n``: its place in the observation)."""
+    return Fill(f.symbol, f.side.value, f.quantity, f.price, f.client_order_id, f.fee,
+                f.timestamp_ns, f"paper:{request_id}:{n}", n)
+
+
+def settle(book: Layer3Book, fills: Sequence[SimFill], cancelled: Sequence[str],
+           request_id: int) -> DeskStep:
+    """Apply an observation's fills and cancellations to the book: cancelled rests closed,
+    fills applied (their closed trades teach the learners), each portfolio touched re-planned
+    once. Also how journaled paper fills are replayed into a service that no longer runs
+    the paper executor (they are facts)."""
+    closed = book.book.close_cancelled(cancelled)
+    result = None
+    if fills:
+        result = book.apply_fills(
+            [book_fill(f, request_id, n) for n, f in enumerate(fills)], request_id)
+    filled = {s.portfolio for s in result.steps} if result is not None else set()
+    replans = tuple(book.book.replan(p, request_id, IntentCause.CANCEL)
+                    for p in closed if p not in filled)
+    return DeskStep(tuple(fills), tuple(cancelled), result, replans)
+
+
+class ExecutionDesk:
+    """The book and an executor that fills its intents (module docstring)."""
+
+    def __init__(self, book: Layer3Book, executor: Executor) -> None:
+        self.book = book
+        self.executor = executor
+        self.high_water = 0  # the highest decision id whose intents the executor has
+
+    def sync(self) -> None:
+        """Cancel what the book no longer has open; submit what it issued since."""
+        portfolios = self.book.book.portfolios
+        open_ids = {s.intent.client_order_id for pb in portfolios.values()
+                    for s in pb.open_intents()}
+        gone = [cid for cid in self.executor.working() if cid not in open_ids]
+        if gone:
+            self.executor.cancel(gone)
+        fresh = [s.intent for _, pb in sorted(portfolios.items()) for s in pb.open_intents()
+                 if s.intent.decision_id > self.high_water]
+        if fresh:
+            self.executor.submit(fresh)
+            self.high_water = max(i.decision_id for i in fresh)
+
+    def observe(self, prices: Mapping[str, float], timestamp_ns: int, request_id: int, *,
+                volumes: Mapping[str, float] | None = None,
+                recorded: Sequence[SimFill] | None = None) -> DeskStep:
+        """One price observation (module docstring); ``request_id`` stamps the re-plans'
+        intents (unique per request, like any decision id)."""
+        worked = self.executor.observe(prices, timestamp_ns, volumes=volumes,
+                                       recorded=recorded)
+        # A fill that finished its order with a rest (IOC, FOK, a rest below one lot) gives
+        # the rest up: the book closes that intent too.
+        cancelled = [o.client_order_id for o, _ in worked.cancelled] + [
+            f.client_order_id for f in worked.fills if f.done and f.remaining > 0.0]
+        step = settle(self.book, worked.fills, cancelled, request_id)
+        self.sync()
+        return step
+
+    def export_state(self) -> dict[str, Any]:
+        return {"version": _EXPORT_VERSION, "high_water": self.high_water,
+                "executor": self.executor.export_state()}
+
+    def restore_state(self, state: dict[str, Any]) -> None:
+        try:
+            if state["version"] != _EXPORT_VERSION:
+                raise ValueError(f"version {state['version']!r} != {_EXPORT_VERSION}")
+            high_water = int(state["high_water"])
+            executor_state = state["executor"]
+        except (KeyError, TypeError, ValueError) as err:
+            raise StateRestoreError(f"execution desk: cannot restore: {err!r}") from None
+        self.executor.restore_state(executor_state)
+        self.high_water = high_water
