@@ -35,10 +35,12 @@ __all__ = [
     "HybridDecided",
     "InputKind",
     "InputRejected",
+    "IntentsCancelled",
     "Layer1Substituted",
     "LeaseChanged",
     "MessageDeadLettered",
     "OutcomeLearned",
+    "PaperFilled",
     "PathOutcomeRecorded",
     "PositionsReconciled",
     "RLLimitClipped",
@@ -222,6 +224,25 @@ class TradeClosed(NamedTuple):
     realized_return: float
 
 
+class PaperFilled(NamedTuple):
+    """The paper executor filled (part of) an intent: its side, notional and fee in USD,
+    the adverse slippage in bps, and whether the order still has a rest after it."""
+
+    side: str
+    notional_usd: float
+    fee_usd: float
+    slippage_bps: float
+    partial: bool
+
+
+class IntentsCancelled(NamedTuple):
+    """The executor gave up the rests of ``intents`` open intents (IOC / FOK rests, rests
+    below one lot): the book closed them as cancelled."""
+
+    portfolio: str
+    intents: int
+
+
 class PositionsReconciled(NamedTuple):
     """An authoritative snapshot reconciled a portfolio: differences counted per field
     (quantity, avg_price, cash; sorted) and their absolute USD value at the marks."""
@@ -324,7 +345,8 @@ class LeaseChanged(NamedTuple):
 Event = (SizingDecided | InputRejected | OutcomeLearned | RegimeObserved | AllocationMade
          | CorrelationUpdated | RLRequestsCompleted | RLPredictionBlended | RLSymbolFellBack
          | RLLimitClipped | HybridDecided | PathOutcomeRecorded | BookStepped
-         | FillRecorded | TradeClosed | PositionsReconciled | HttpRequestServed
+         | FillRecorded | TradeClosed | PaperFilled | IntentsCancelled
+         | PositionsReconciled | HttpRequestServed
          | StoreWritten | StoreFailed | ConfigReloaded | CircuitEvent | StreamTicked
          | StreamMessagesHandled | MessageDeadLettered | StreamBacklog | StreamRedisFailed
          | StreamDelivered | Layer1Substituted | LeaseChanged

@@ -41,7 +41,13 @@ from .._exceptions import InvalidBookRequestException, StateRestoreError, Valida
 from .._validate import nonempty_str
 from ..config.schema import Layer3Config
 from ..contracts import EnsembleAllocation
-from ..events import BookStepped, FillRecorded, PositionsReconciled, TradeClosed
+from ..events import (
+    BookStepped,
+    FillRecorded,
+    IntentsCancelled,
+    PositionsReconciled,
+    TradeClosed,
+)
 from ..observers import NULL_OBSERVER, Observer
 from ..portfolio.budgets import Contrib
 from ..portfolio.constraints import PortfolioLimit, declared_limits, run_limits
@@ -421,12 +427,14 @@ class Book:
         the caller re-plans (`replan`, or the step of the same request's fills); unknown or
         already closed ids are ignored."""
         now = self.clock.time_ns()
-        touched: set[str] = set()
+        touched: Counter[str] = Counter()
         for cid in client_order_ids:
             found = self.find_intent(cid)
             if found is not None and found[1].status is IntentStatus.OPEN:
                 found[0].close_intent(found[1], IntentStatus.CANCELLED, now)
-                touched.add(found[0].name)
+                touched[found[0].name] += 1
+        for name, count in sorted(touched.items()):
+            self.observer.emit(IntentsCancelled(name, count))
         return sorted(touched)
 
     def replan(self, portfolio: str, request_id: int | None = None,

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .._exceptions import StateRestoreError
+from ..events import PaperFilled
 from ..executor_port import Executor
 from ..fills import SimFill
 from .book import BookStep, FillsResult
@@ -109,6 +110,10 @@ class ExecutionDesk:
         intents (unique per request, like any decision id)."""
         worked = self.executor.observe(prices, timestamp_ns, volumes=volumes,
                                        recorded=recorded)
+        observer = self.book.book.observer
+        for f in worked.fills:
+            observer.emit(PaperFilled(f.side.value, f.notional, f.fee, f.slippage_bps,
+                                      not f.done))
         # A fill that finished its order with a rest (IOC, FOK, a rest below one lot) gives
         # the rest up: the book closes that intent too.
         cancelled = [o.client_order_id for o, _ in worked.cancelled] + [

@@ -154,6 +154,8 @@ class SizingService:
         async with self._lock:
             result = await self.restorer.restore(self.config, startup=True)
             await self._adopt(result, startup=True)
+            for _, pb in sorted(self.book.book.portfolios.items()):
+                pb.trading.announce()  # the gauges learn the restored states
             await self._snapshot_locked_then_write("startup")
         self._ticker = asyncio.create_task(self._tick())
         if self.reloader is not None:
