@@ -33,7 +33,6 @@ import dataclasses
 import logging
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from .._clock import SYSTEM_CLOCK, Clock
@@ -51,20 +50,20 @@ from ..events import (
 from ..observers import NULL_OBSERVER, Observer
 from ..portfolio.budgets import Contrib
 from ..portfolio.constraints import PortfolioLimit, declared_limits, run_limits
-from ..trading import TradingBrief, TradingState, TradingStateMachine
+from ..trading import TradingState, TradingStateMachine
 from .fills import Fill, PositionsSnapshot
 from .intents import IntentCause, IntentState, IntentStatus
 from .markets import Markets
 from .portfolio import PortfolioBook
 from .positions import ClosedTrade
-from .rebalance import StepResult, rebalance
+from .rebalance import rebalance
 from .reports import (
-    PositionDifference,
     apply_fill,
     check_fills,
     check_snapshot,
     reconcile,
 )
+from .results import AllocationPlan, BookStep, FillsResult, ReconcileResult, targets_view
 from .settings import LIMIT_HEADROOM, BookSettings
 from .trading import observe_batch, observe_exits
 from .views import book_marks, positions_view
@@ -76,87 +75,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PORTFOLIO = "default"
 STATE_VERSION = 1
-
-
-@dataclass(frozen=True, slots=True)
-class AllocationPlan:
-    """What the book hands the engine for one batch: the commitments, the equity to size
-    against (``sizing_equity``), and what the refresh did."""
-
-    portfolio: str
-    mode: str
-    now: int
-    equity: float
-    sizing_equity: float
-    committed: Contrib
-    holds: Contrib
-    named: frozenset[tuple[str, str]]
-    expired: int
-    decayed: tuple[str, ...]
-    scaled: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class BookStep:
-    """One portfolio's step: the intents issued (and dropped, with why), what was closed or
-    decayed on the way, the repair stage if one was needed, the standing targets after."""
-
-    portfolio: str
-    request_id: int
-    cause: str
-    result: StepResult
-    expired: int
-    decayed: tuple[str, ...]
-    scaled: tuple[str, ...]
-    trading: TradingBrief
-    standing: tuple[Contrib, dict[str, dict[str, int]]] = ({}, {})  # targets, their times
-
-    @property
-    def trading_state(self) -> str:
-        """The portfolio's trading state after the step (ACTIVE, REDUCING or HALTED)."""
-        return self.trading.state.value
-
-    @property
-    def targets(self) -> dict[str, Any]:
-        """The standing targets after the step, per symbol (USD, strategies, times)."""
-        return _targets_view(*self.standing)
-
-    def to_dict(self) -> dict[str, Any]:
-        r = self.result
-        return {"portfolio": self.portfolio, "cause": self.cause,
-                "trading_state": self.trading.to_dict(),
-                "intents": [i.to_dict() for i in r.issued],
-                "dropped_intents": [d.to_dict() for d in r.dropped],
-                "superseded_intents": r.superseded, "expired_intents": self.expired,
-                "decayed_targets": list(self.decayed), "scaled_targets": list(self.scaled),
-                "limit_repair": r.repair, "targets": self.targets}
-
-
-@dataclass(frozen=True, slots=True)
-class FillsResult:
-    """A fills request: per fill "applied" / "duplicate" / "before_reconcile", the closed
-    trades, and the step of each portfolio it touched."""
-
-    results: tuple[str, ...]
-    closed_trades: tuple[ClosedTrade, ...]
-    steps: tuple[BookStep, ...]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"results": list(self.results),
-                "applied": sum(r == "applied" for r in self.results),
-                "closed_trades": [t.to_dict() for t in self.closed_trades],
-                "portfolios": {s.portfolio: s.to_dict() for s in self.steps}}
-
-
-@dataclass(frozen=True, slots=True)
-class ReconcileResult:
-    """A positions snapshot: the differences found and the step that followed."""
-
-    differences: tuple[PositionDifference, ...]
-    step: BookStep
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"differences": [d.to_dict() for d in self.differences], **self.step.to_dict()}
 
 
 def _named_pairs(signals: Sequence[Any]) -> set[tuple[str, str]]:
@@ -177,7 +95,11 @@ class Book:
     targets and intents (the service pins it to each request's journaled time)."""
 
     def __init__(self, config: Layer3Config | None = None, *, markets: Markets | None = None,
-                 observer: Observer | None = None, clock: Clock | None = None) -> None:
+                 observer: Observer | None = None, clock: Clock | None = None,
+                 trading_states: bool = True) -> None:
+        """``trading_states`` False: no trigger is judged and nothing is gated (the
+        benchmark's "before"; every state stays ACTIVE)."""
+        self.trading_states = trading_states
         self.config = config or Layer3Config()
         self.settings = BookSettings.from_config(self.config)
         self.limits: list[PortfolioLimit] = declared_limits(self.config.portfolio)
@@ -264,8 +186,10 @@ class Book:
     def _finish(self, pb: PortfolioBook, now: int, request_id: int, cause: IntentCause,
                 refreshed: tuple[int, tuple[str, ...], tuple[str, ...]],
                 superseded: int = 0) -> BookStep:
-        pb.trading.observe_equity(pb.equity())
-        result = rebalance(pb, self.settings, self.markets, now, request_id, cause)
+        if self.trading_states:
+            pb.trading.observe_equity(pb.equity())
+        result = rebalance(pb, self.settings, self.markets, now, request_id, cause,
+                           gated=self.trading_states)
         result.superseded += superseded
         expired, decayed, scaled = refreshed
         # The targets dicts are replaced (never edited) by set_targets: sharing them is safe.
@@ -298,7 +222,8 @@ class Book:
         pb = self._book(portfolio)
         now = self.clock.time_ns()
         pb.mark(prices)
-        observe_batch(pb.trading, signals, price_times)
+        if self.trading_states:
+            observe_batch(pb.trading, signals, price_times)
         expired, decayed, scaled = self._refresh(pb, now)
         named = _named_pairs(signals)
         committed: Contrib = {}
@@ -319,7 +244,8 @@ class Book:
         pairs), then the step's intents."""
         pb = self._book(plan.portfolio)
         did = self._decision_id(decision_id)
-        observe_exits(pb.trading, allocation)
+        if self.trading_states:
+            observe_exits(pb.trading, allocation)
         for sym, prov in allocation.provenance.items():
             pb.paths[sym] = "rl" if prov.get("path") == "rl" else "baseline"
         book = allocation.trace.get("book") or {}
@@ -437,6 +363,20 @@ class Book:
             self.observer.emit(IntentsCancelled(name, count))
         return sorted(touched)
 
+    def set_symbol_targets(self, portfolio: str, targets: Mapping[str, float],
+                           prices: Mapping[str, float], request_id: int | None = None,
+                           strategy: str = "policy") -> BookStep:
+        """Mark ``prices``, make ``targets`` (signed USD per symbol) the portfolio's standing
+        targets, all held by ``strategy`` and set now, fit them to the limits, and re-plan:
+        the backtest's way to run any sizing policy through the book."""
+        pb = self._book(portfolio)
+        now = self.clock.time_ns()
+        pb.mark(prices)
+        stamped = {(strategy, sym) for sym in targets}
+        pb.set_targets({strategy: dict(targets)}, stamped, now)
+        rid = self._decision_id(request_id)
+        return self._finish(pb, now, rid, IntentCause.ALLOCATION, self._refresh(pb, now))
+
     def replan(self, portfolio: str, request_id: int | None = None,
                cause: IntentCause = IntentCause.CANCEL) -> BookStep:
         """Refresh and re-plan one portfolio (after intents were closed outside a step)."""
@@ -482,7 +422,7 @@ class Book:
         pb = self.portfolio(portfolio, create=False) or PortfolioBook(
             portfolio, self.settings.capital, 1)
         return {**positions_view(pb, self.settings.capital),
-                "targets": _targets_view(pb.targets, pb.updated)}
+                "targets": targets_view(pb.targets, pb.updated)}
 
     def intents(self, portfolio: str = DEFAULT_PORTFOLIO) -> list[dict[str, Any]]:
         """``GET /v1/intents``: the open intents with their fill progress."""
@@ -506,15 +446,3 @@ class Book:
             self.next_id = int(state["next_id"])
         except (KeyError, TypeError, ValueError, ValidationError) as err:
             raise StateRestoreError(f"book state could not be restored: {err!r}") from err
-
-
-def _targets_view(targets: Contrib, updated: dict[str, dict[str, int]]) -> dict[str, Any]:
-    """Standing targets per symbol: USD, the strategies behind it, when each was set."""
-    out: dict[str, Any] = {}
-    for strat, row in sorted(targets.items()):
-        for sym, usd in sorted(row.items()):
-            t = out.setdefault(sym, {"usd": 0.0, "strategies": {}, "updated_ns": {}})
-            t["usd"] += usd
-            t["strategies"][strat] = usd
-            t["updated_ns"][strat] = updated[strat][sym]
-    return dict(sorted(out.items()))

@@ -19,7 +19,7 @@ executor end exactly where they were.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,12 +27,15 @@ from .._exceptions import StateRestoreError
 from ..events import PaperFilled
 from ..executor_port import Executor
 from ..fills import SimFill
-from .book import BookStep, FillsResult
+from .book import Book, BookStep, FillsResult
 from .fills import Fill
 from .intents import IntentCause
-from .layer3_book import Layer3Book
 
-__all__ = ["DeskStep", "ExecutionDesk", "book_fill", "settle"]
+__all__ = ["ApplyFills", "DeskStep", "ExecutionDesk", "book_fill", "settle"]
+
+# How the desk applies fills to the book: ``Book.apply_fills``, or ``Layer3Book.apply_fills``
+# (which also teaches the engine's learners from the trades they close).
+ApplyFills = Callable[[Sequence[Fill], int], FillsResult]
 
 _EXPORT_VERSION = 1
 
@@ -64,19 +67,19 @@ def book_fill(f: SimFill, request_id: int, n: int) -> Fill:
                 f.timestamp_ns, f"paper:{request_id}:{n}", n)
 
 
-def settle(book: Layer3Book, fills: Sequence[SimFill], cancelled: Sequence[str],
-           request_id: int) -> DeskStep:
+def settle(book: Book, apply_fills: ApplyFills, fills: Sequence[SimFill],
+           cancelled: Sequence[str], request_id: int) -> DeskStep:
     """Apply an observation's fills and cancellations to the book: cancelled rests closed,
-    fills applied (their closed trades teach the learners), each portfolio touched re-planned
-    once. Also how journaled paper fills are replayed into a service that no longer runs
-    the paper executor (they are facts)."""
-    closed = book.book.close_cancelled(cancelled)
+    fills applied (through ``apply_fills``: their closed trades teach the learners), each
+    portfolio touched re-planned once. Also how journaled paper fills are replayed into a
+    service that no longer runs the paper executor (they are facts)."""
+    closed = book.close_cancelled(cancelled)
     result = None
     if fills:
-        result = book.apply_fills(
-            [book_fill(f, request_id, n) for n, f in enumerate(fills)], request_id)
+        result = apply_fills([book_fill(f, request_id, n) for n, f in enumerate(fills)],
+                             request_id)
     filled = {s.portfolio for s in result.steps} if result is not None else set()
-    replans = tuple(book.book.replan(p, request_id, IntentCause.CANCEL)
+    replans = tuple(book.replan(p, request_id, IntentCause.CANCEL)
                     for p in closed if p not in filled)
     return DeskStep(tuple(fills), tuple(cancelled), result, replans)
 
@@ -84,14 +87,18 @@ def settle(book: Layer3Book, fills: Sequence[SimFill], cancelled: Sequence[str],
 class ExecutionDesk:
     """The book and an executor that fills its intents (module docstring)."""
 
-    def __init__(self, book: Layer3Book, executor: Executor) -> None:
+    def __init__(self, book: Book, executor: Executor, *,
+                 apply_fills: ApplyFills | None = None) -> None:
+        """``apply_fills``: default ``book.apply_fills`` (the service passes
+        ``Layer3Book.apply_fills``, so that closed trades teach its engine)."""
         self.book = book
         self.executor = executor
+        self.apply_fills = apply_fills if apply_fills is not None else book.apply_fills
         self.high_water = 0  # the highest decision id whose intents the executor has
 
     def sync(self) -> None:
         """Cancel what the book no longer has open; submit what it issued since."""
-        portfolios = self.book.book.portfolios
+        portfolios = self.book.portfolios
         open_ids = {s.intent.client_order_id for pb in portfolios.values()
                     for s in pb.open_intents()}
         gone = [cid for cid in self.executor.working() if cid not in open_ids]
@@ -110,7 +117,7 @@ class ExecutionDesk:
         intents (unique per request, like any decision id)."""
         worked = self.executor.observe(prices, timestamp_ns, volumes=volumes,
                                        recorded=recorded)
-        observer = self.book.book.observer
+        observer = self.book.observer
         for f in worked.fills:
             observer.emit(PaperFilled(f.side.value, f.notional, f.fee, f.slippage_bps,
                                       not f.done))
@@ -118,7 +125,7 @@ class ExecutionDesk:
         # the rest up: the book closes that intent too.
         cancelled = [o.client_order_id for o, _ in worked.cancelled] + [
             f.client_order_id for f in worked.fills if f.done and f.remaining > 0.0]
-        step = settle(self.book, worked.fills, cancelled, request_id)
+        step = settle(self.book, self.apply_fills, worked.fills, cancelled, request_id)
         self.sync()
         return step
 

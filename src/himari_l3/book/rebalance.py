@@ -168,9 +168,9 @@ def _breached(pb: PortfolioBook, plan: _Plan, equity: float, settings: BookSetti
 
 
 def _choose(pb: PortfolioBook, settings: BookSettings, markets: Markets,
-            equity: float) -> tuple[_Plan, str | None]:
-    restrictions = Restrictions(pb.trading)
-    gate = restrictions if restrictions.any else None
+            equity: float, gated: bool) -> tuple[_Plan, str | None]:
+    restrictions = Restrictions(pb.trading) if gated else None
+    gate = restrictions if restrictions is not None and restrictions.any else None
     plan = _plan(pb, settings, markets, equity, force=False, gate=gate)
     if not _breached(pb, plan, equity, settings):
         return plan, None
@@ -228,10 +228,11 @@ def _issue(pb: PortfolioBook, sym: str, plan: tuple[tuple[Leg, ...], list[str]],
 
 
 def rebalance(pb: PortfolioBook, settings: BookSettings, markets: Markets, now: int,
-              decision_id: int, cause: IntentCause) -> StepResult:
-    """Plan, check and repair (module docstring), then supersede and issue."""
+              decision_id: int, cause: IntentCause, *, gated: bool = True) -> StepResult:
+    """Plan, check and repair (module docstring), then supersede and issue (``gated``
+    False: the trading states are not asked)."""
     equity = pb.equity()
-    plan, repair = _choose(pb, settings, markets, equity)
+    plan, repair = _choose(pb, settings, markets, equity, gated)
     cids = {sym: [client_order_id(pb.name, decision_id, sym, i) for i in range(len(sp.legs))]
             for sym, sp in plan.symbols.items()}
     for sym, ids in cids.items():  # refuse before anything changes

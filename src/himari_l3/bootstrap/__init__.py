@@ -76,7 +76,8 @@ def build_desk(config: Layer3Config, book: Layer3Book,
     (``execution.paper``), else None (Layer 4 executes them)."""
     if not config.execution.paper:
         return None
-    return ExecutionDesk(book, paper_executor(config.execution.fill_model, markets))
+    return ExecutionDesk(book.book, paper_executor(config.execution.fill_model, markets),
+                         apply_fills=book.apply_fills)
 
 
 def build_rl_client(config: Layer3Config, breaker: CircuitBreaker,

@@ -127,8 +127,9 @@ def apply_book_entry(book: Layer3Book, desk: ExecutionDesk | None, kind: str,
         return apply_prices(book, req, request_id)
     if kind == "paper":
         if desk is None:  # paper trading switched off since: the fills still happened
-            return settle(book, [SimFill.from_dict(f) for f in req["fills"]],
-                          req["cancelled"], request_id)
+            return settle(book.book, book.apply_fills,
+                          [SimFill.from_dict(f) for f in req["fills"]], req["cancelled"],
+                          request_id)
         return apply_paper(desk, req, request_id, ts_ns, replay=True)
     raise ValueError(f"unknown book entry kind {kind!r} (seq {request_id})")
 

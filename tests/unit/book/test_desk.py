@@ -4,7 +4,7 @@ recorded fills ends in the same state, halts flatten through the same path."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 
@@ -21,22 +21,38 @@ STRONG = {"confidence": 0.95, "risk_score": 0.0, "expected_return": 0.08,
 PRICES = {"BTC-USD": 50_000.0, "ETH-USD": 2_500.0}
 
 
-def desk(**cfg: Any) -> tuple[ExecutionDesk, ManualClock]:
+class Rig(NamedTuple):
+    """A desk, the Layer3Book it fills for, and their manual clock."""
+
+    desk: ExecutionDesk
+    lb: Layer3Book
+    clock: ManualClock
+
+    def sync(self) -> None:
+        self.desk.sync()
+
+    def observe(self, *args: Any, **kw: Any) -> Any:
+        return self.desk.observe(*args, **kw)
+
+
+def desk(**cfg: Any) -> tuple[Rig, ManualClock]:
     """A desk over a Phase 3 book (RL off) and a paper executor, on a manual clock."""
     cfg.setdefault("sizing", {"kelly": {"report_strength": 10_000.0}})
     config = parse_config(Layer3Config, cfg)
     clock = ManualClock()
     engine = Layer3Phase3Hybrid(enable_metrics=False, config=config, clock=clock)
     lb = Layer3Book(engine, clock=clock)
-    return ExecutionDesk(lb, PaperExecutor(config.execution.fill_model)), clock
+    d = ExecutionDesk(lb.book, PaperExecutor(config.execution.fill_model),
+                      apply_fills=lb.apply_fills)
+    return Rig(d, lb, clock), clock
 
 
-def allocate(d: ExecutionDesk, clock: ManualClock, rid: int, *syms: str,
+def allocate(d: Rig, clock: ManualClock, rid: int, *syms: str,
              prices: dict[str, float] | None = None, **over: Any) -> Any:
     """One allocation stamped now, then the desk's sync and one observation (rid + 1)."""
     sigs = [make_signal(strategy_id="momentum", symbol=s, timestamp_ns=clock.time_ns(),
                         **{**STRONG, **over}) for s in syms]
-    out = d.book.allocate(sigs, make_cascade(), prices or PRICES, decision_id=rid)
+    out = d.lb.allocate(sigs, make_cascade(), prices or PRICES, decision_id=rid)
     d.sync()
     return out, d.observe(prices or PRICES, clock.time_ns(), rid + 1)
 
@@ -48,8 +64,8 @@ def test_the_desk_fills_its_own_intents_at_the_observation() -> None:
     out, step = allocate(d, clock, 1, "BTC-USD", "ETH-USD")
     issued = out.step.result.issued
     assert len(issued) == 2 and len(step.fills) == 2 and step.cancelled == ()
-    pos = d.book.positions()
-    assert pos["open_intents"] == 0 and d.executor.working() == []
+    pos = d.lb.positions()
+    assert pos["open_intents"] == 0 and d.desk.executor.working() == []
     for i in issued:
         held = pos["positions"][i.symbol]
         assert held["quantity"] == pytest.approx(i.quantity)
@@ -71,9 +87,9 @@ def test_closed_trades_teach_the_learners_without_hand_posted_outcomes() -> None
     assert trade.realized_return == pytest.approx(55_000 * (1 - 2e-4) / (50_000 * 1.0002) - 1,
                                                   rel=1e-9)
     assert trade.strategies == {"momentum": 1.0}
-    phase1 = d.book.phase2.phase1
+    phase1 = d.lb.phase2.phase1
     assert phase1.kelly.stats_[("momentum", "BTC-USD")].n == 1
-    engine = d.book.engine
+    engine = d.lb.engine
     assert isinstance(engine, Layer3Phase3Hybrid)
     assert list(engine.outcomes_["baseline"]) == [pytest.approx(trade.realized_return)]
 
@@ -83,7 +99,7 @@ def test_partial_fills_leave_the_intent_open_until_filled() -> None:
     observations, the book's open intent shrinking each time."""
     d, clock = desk(execution={"fill_model": {"max_participation": 0.5}})
     sigs = [make_signal(symbol="BTC-USD", timestamp_ns=clock.time_ns(), **STRONG)]
-    out = d.book.allocate(sigs, make_cascade(), PRICES, decision_id=1)
+    out = d.lb.allocate(sigs, make_cascade(), PRICES, decision_id=1)
     d.sync()
     qty = out.step.result.issued[0].quantity
     volume = qty * 0.8  # capacity 0.4 x qty per observation
@@ -93,8 +109,8 @@ def test_partial_fills_leave_the_intent_open_until_filled() -> None:
         step = d.observe(PRICES, clock.time_ns(), 2 + k, volumes={"BTC-USD": volume})
         seen.append(sum(f.quantity for f in step.fills))
     assert seen == pytest.approx([0.4 * qty, 0.4 * qty, 0.2 * qty])
-    assert d.book.positions()["positions"]["BTC-USD"]["quantity"] == pytest.approx(qty)
-    assert d.book.intents() == []
+    assert d.lb.positions()["positions"]["BTC-USD"]["quantity"] == pytest.approx(qty)
+    assert d.lb.intents() == []
 
 
 def test_ioc_rests_are_cancelled_and_replanned() -> None:
@@ -102,14 +118,14 @@ def test_ioc_rests_are_cancelled_and_replanned() -> None:
     re-plan issues the remainder as a new intent that the executor takes."""
     d, clock = desk(execution={"time_in_force": "IOC"})
     sigs = [make_signal(symbol="BTC-USD", timestamp_ns=clock.time_ns(), **STRONG)]
-    out = d.book.allocate(sigs, make_cascade(), PRICES, decision_id=1)
+    out = d.lb.allocate(sigs, make_cascade(), PRICES, decision_id=1)
     d.sync()
     qty = out.step.result.issued[0].quantity
     step = d.observe(PRICES, clock.time_ns(), 2, volumes={"BTC-USD": qty * 3})  # 30 %
     assert step.cancelled == (out.step.result.issued[0].client_order_id,)
-    (rest,) = d.book.intents()
+    (rest,) = d.lb.intents()
     assert rest["quantity"] == pytest.approx(0.7 * qty, rel=2e-3)  # re-marked at the fill
-    assert rest["decision_id"] == 2 and d.executor.working() == [rest["client_order_id"]]
+    assert rest["decision_id"] == 2 and d.desk.executor.working() == [rest["client_order_id"]]
 
 
 def test_a_halt_flattens_through_the_desk_and_a_resume_reenters() -> None:
@@ -117,13 +133,13 @@ def test_a_halt_flattens_through_the_desk_and_a_resume_reenters() -> None:
     resume lets the standing target back in."""
     d, clock = desk()
     allocate(d, clock, 1, "BTC-USD")
-    step = d.book.set_trading_state("HALTED", "kill switch", request_id=3)
+    step = d.lb.set_trading_state("HALTED", "kill switch", request_id=3)
     (close,) = step.result.issued
     assert close.reduce_only and close.side == "sell" and step.trading.state.value == "HALTED"
     d.sync()
     d.observe(PRICES, clock.time_ns(), 4)
-    assert d.book.positions()["positions"]["BTC-USD"]["quantity"] == 0.0
-    resumed = d.book.set_trading_state("ACTIVE", "all clear", request_id=5)
+    assert d.lb.positions()["positions"]["BTC-USD"]["quantity"] == 0.0
+    resumed = d.lb.set_trading_state("ACTIVE", "all clear", request_id=5)
     assert [i.side for i in resumed.result.issued] == ["buy"]
 
 
@@ -138,9 +154,9 @@ def test_replaying_the_recorded_fills_reproduces_the_state() -> None:
             c.advance(60.0)
             sigs = [make_signal(strategy_id="m", symbol=s, timestamp_ns=c.time_ns(),
                                 **{**STRONG, "confidence": 0.9 - 0.2 * k}) for s in prices]
-            dd.book.allocate(sigs, make_cascade(), prices, decision_id=rid)
+            dd.lb.allocate(sigs, make_cascade(), prices, decision_id=rid)
             dd.sync()
         first = live.observe(prices, clock.time_ns(), rid + 1)
         again.observe(prices, clock2.time_ns(), rid + 1, recorded=list(first.fills))
-    assert again.book.export_state() == live.book.export_state()
-    assert again.export_state() == live.export_state()
+    assert again.lb.export_state() == live.lb.export_state()
+    assert again.desk.export_state() == live.desk.export_state()
