@@ -73,6 +73,8 @@ def settle(book: Book, apply_fills: ApplyFills, fills: Sequence[SimFill],
     fills applied (through ``apply_fills``: their closed trades teach the learners), each
     portfolio touched re-planned once. Also how journaled paper fills are replayed into a
     service that no longer runs the paper executor (they are facts)."""
+    if not fills and not cancelled:
+        return DeskStep((), (), None)
     closed = book.close_cancelled(cancelled)
     result = None
     if fills:
@@ -99,9 +101,12 @@ class ExecutionDesk:
     def sync(self) -> None:
         """Cancel what the book no longer has open; submit what it issued since."""
         portfolios = self.book.portfolios
+        working = self.executor.working()
+        if not working and not any(pb.live for pb in portfolios.values()):
+            return  # the common case: nothing open on either side
         open_ids = {s.intent.client_order_id for pb in portfolios.values()
                     for s in pb.open_intents()}
-        gone = [cid for cid in self.executor.working() if cid not in open_ids]
+        gone = [cid for cid in working if cid not in open_ids]
         if gone:
             self.executor.cancel(gone)
         fresh = [s.intent for _, pb in sorted(portfolios.items()) for s in pb.open_intents()
@@ -126,7 +131,8 @@ class ExecutionDesk:
         cancelled = [o.client_order_id for o, _ in worked.cancelled] + [
             f.client_order_id for f in worked.fills if f.done and f.remaining > 0.0]
         step = settle(self.book, self.apply_fills, worked.fills, cancelled, request_id)
-        self.sync()
+        if worked.fills or cancelled:  # the re-plans may have issued intents
+            self.sync()
         return step
 
     def export_state(self) -> dict[str, Any]:

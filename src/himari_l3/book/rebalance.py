@@ -169,8 +169,8 @@ def _breached(pb: PortfolioBook, plan: _Plan, equity: float, settings: BookSetti
 
 def _choose(pb: PortfolioBook, settings: BookSettings, markets: Markets,
             equity: float, gated: bool) -> tuple[_Plan, str | None]:
-    restrictions = Restrictions(pb.trading) if gated else None
-    gate = restrictions if restrictions is not None and restrictions.any else None
+    gate = (None if not gated or pb.trading.all_active()
+            else Restrictions(pb.trading))
     plan = _plan(pb, settings, markets, equity, force=False, gate=gate)
     if not _breached(pb, plan, equity, settings):
         return plan, None

@@ -64,7 +64,8 @@ def observe_exits(machine: TradingStateMachine, allocation: EnsembleAllocation) 
 
 class Restrictions:
     """The state each symbol trades under during one rebalance (the more severe of its own
-    and the portfolio's), read once per step."""
+    and the portfolio's), read once per step (only when something is restricted:
+    ``TradingStateMachine.all_active`` is the cheap check before it)."""
 
     __slots__ = ("book_state", "halt_action", "own")
 
@@ -72,11 +73,6 @@ class Restrictions:
         self.book_state = machine.state
         self.own = machine.not_active()
         self.halt_action: HaltAction = machine.halt_action
-
-    @property
-    def any(self) -> bool:
-        """False when every symbol may trade freely (the common case: nothing to gate)."""
-        return self.book_state is not _ACTIVE or bool(self.own)
 
     def state(self, symbol: str) -> TradingState:
         return most_severe(self.book_state, self.own.get(symbol, _ACTIVE))

@@ -43,12 +43,16 @@ class PaperExecutor:
             self.simulator.cancel(coid)
 
     def working(self) -> list[str]:
+        if not len(self.simulator):
+            return []
         return [o.client_order_id for o, _ in self.simulator.open_orders()]
 
     def observe(self, prices: Mapping[str, float], timestamp_ns: int, *,
                 volumes: Mapping[str, float] | None = None,
                 recorded: Sequence[SimFill] | None = None) -> Worked:
         """Work every symbol's orders against its price (symbols in sorted order)."""
+        if not len(self.simulator):
+            return Worked([], [])  # nothing working: nothing to do (most observations)
         fills: list[SimFill] = []
         cancelled = []
         tape: dict[str, dict[str, SimFill]] | None = None

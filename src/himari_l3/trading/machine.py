@@ -188,6 +188,19 @@ class TradingStateMachine:
         scope = self._symbols.get(symbol)
         return _ACTIVE if scope is None else scope.state
 
+    def all_active(self) -> bool:
+        """True when the portfolio and every symbol trade freely (a cheap check first: the
+        hot path of every rebalance)."""
+        if self._book.state is not _ACTIVE:
+            return False
+        return not self._symbols or all(sc.state is _ACTIVE
+                                        for sc in list(self._symbols.values()))
+
+    def since_ns(self, symbol: str | None = None) -> int:
+        """When the portfolio (or ``symbol``) entered its current state."""
+        scope = self._book if symbol is None else self._symbols.get(symbol)
+        return self._book.since_ns if scope is None else scope.since_ns
+
     def effective(self, symbol: str) -> TradingState:
         """The state ``symbol`` trades under: the more severe of its own and the portfolio's."""
         return most_severe(self._book.state, self.symbol_state(symbol))
