@@ -30,6 +30,7 @@ __all__ = [
     "HybridDecided",
     "InputKind",
     "InputRejected",
+    "LearnedStateEvicted",
     "OutcomeLearned",
     "PathOutcomeRecorded",
     "RLLimitClipped",
@@ -78,6 +79,13 @@ class OutcomeLearned(NamedTuple):
     conformal_alpha: float
     conformal_samples: int
     conformal_coverage: float | None
+
+
+class LearnedStateEvicted(NamedTuple):
+    """Phase 1 forgot its least recently used keys beyond a retention cap: per structure
+    (``strategy_symbol``, ``strategy``, ``symbol``), how many."""
+
+    counts: tuple[tuple[str, int], ...]
 
 
 class RegimeObserved(NamedTuple):
@@ -179,6 +187,7 @@ class ConfigReloaded(NamedTuple):
 
 
 Event = (SizingDecided | InputRejected | OutcomeLearned | RegimeObserved | AllocationMade
+         | LearnedStateEvicted
          | CorrelationUpdated | RLRequestsCompleted | RLPredictionBlended | RLSymbolFellBack
          | RLLimitClipped | HybridDecided | PathOutcomeRecorded | HttpRequestServed
          | StoreWritten | StoreFailed | ConfigReloaded | CircuitEvent)

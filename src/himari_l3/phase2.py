@@ -317,6 +317,7 @@ class Layer3Phase2Portfolio:
         )
         self.last_allocation_ = alloc
         self.batches_total += 1
+        self.phase1.trim_learned_state()  # after the batch: none of its keys mid-batch
         return alloc
 
     # ------------------------------------------------------------------ state

@@ -82,6 +82,8 @@ LIVE_KEYS: Mapping[str, str] = {
     "sizing.cascade": "cascade thresholds, weights and recommendation bands",
     "sizing.limits": "allow_short, per-position caps, minimum notional",
     "sizing.execution": "stop-loss / take-profit distances",
+    "sizing.retention": "caps on learned keys; a lower cap forgets the least recently used "
+                        "keys at once (journaled with the change, so replay does the same)",
     "portfolio.max_position_pct": "per-symbol net cap (also Phase 1's per-signal cap)",
     "portfolio.max_strategy_pct": "per-strategy gross budget",
     "portfolio.max_portfolio_pct": "portfolio gross budget",

@@ -166,6 +166,15 @@ class ExecutionConfig(_Strict):
     take_profit_sigma: float = Field(3.0, gt=0.0, le=50.0)
 
 
+class RetentionConfig(_Strict):
+    """Caps on Phase 1's learned keys; beyond one, the least recently used keys are
+    forgotten (``sizing/retention.py`` says why LRU and not a TTL or a refusal)."""
+
+    max_strategy_symbols: int = Field(10_000, ge=1, le=10_000_000)
+    max_strategies: int = Field(1_000, ge=1, le=1_000_000)
+    max_symbols: int = Field(2_000, ge=1, le=1_000_000)
+
+
 class SizingConfig(_Strict):
     """Everything Phase 1 reads."""
 
@@ -176,6 +185,7 @@ class SizingConfig(_Strict):
     cascade: CascadeConfig = CascadeConfig()
     limits: LimitsConfig = LimitsConfig()
     execution: ExecutionConfig = ExecutionConfig()
+    retention: RetentionConfig = RetentionConfig()
 
 
 class CorrelationConfig(_Strict):

@@ -30,6 +30,7 @@ from ..events import (
     HttpRequestServed,
     HybridDecided,
     InputRejected,
+    LearnedStateEvicted,
     OutcomeLearned,
     PathOutcomeRecorded,
     RegimeObserved,
@@ -79,6 +80,7 @@ class PrometheusObserver(Observer):
         self._writers: dict[type[Any], Callable[[Any], None]] = {
             SizingDecided: self._write_sizing, InputRejected: self._write_invalid_input,
             OutcomeLearned: self._write_outcome, RegimeObserved: self._write_regime,
+            LearnedStateEvicted: self._write_evictions,
             AllocationMade: self._write_allocation,
             CorrelationUpdated: self._write_correlation,
             RLRequestsCompleted: self._write_rl_requests,
@@ -199,6 +201,10 @@ class PrometheusObserver(Observer):
 
     def _write_invalid_input(self, event: InputRejected) -> None:
         self._child(self.metrics.invalid_inputs, event.kind.value).inc()
+
+    def _write_evictions(self, event: LearnedStateEvicted) -> None:
+        for structure, n in event.counts:
+            self._child(self.metrics.learned_state_evictions, structure).inc(n)
 
     def _write_outcome(self, event: OutcomeLearned) -> None:
         m = self.metrics

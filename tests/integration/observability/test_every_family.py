@@ -30,7 +30,8 @@ REGIMES = ["RANGING", "TRENDING_UP", "RANGING", "CRISIS", "RANGING", "RANGING", 
 
 def _config_data(tmp_path: Path) -> dict[str, Any]:
     return {
-        "sizing": {"limits": {"allow_short": True}},
+        # (a symbol cap under the three symbols traded: evictions are counted)
+        "sizing": {"limits": {"allow_short": True}, "retention": {"max_symbols": 2}},
         "rl": {"enabled": True, "use_mock": True, "mock_success_rate": 0.6, "mock_seed": 5},
         "circuit_breaker": {"failure_threshold": 3, "initial_timeout_sec": 5.0},
         "persistence": {"url": f"sqlite:///{tmp_path / 'l3.sqlite'}",

@@ -98,6 +98,21 @@ def regimes(*seq: MarketRegime) -> Scenario:
     return run
 
 
+def after_another_key(returns: list[float], *seq: MarketRegime, **other: Any) -> Scenario:
+    """Learn from closed trades of momentum x BTC, decide BTC in the regimes ``seq``, then
+    decide another key (``other``: signal overrides), then BTC again (TRENDING_UP when a
+    regime sequence was given): what the learners still hold about BTC shows."""
+    def run(h: Layer3Phase3Hybrid, clock: ManualClock) -> Any:
+        for r in returns:
+            h.phase2.phase1.update_from_trade_result("momentum", SYM, r)
+        for regime in seq:
+            decide(regime=regime)(h, clock)
+        decide(**other)(h, clock)
+        return decide(regime=MarketRegime.TRENDING_UP if seq else MarketRegime.RANGING)(
+            h, clock)
+    return run
+
+
 def standalone_phase1(**sig: Any) -> Scenario:
     """A decision by a Phase 1 built from ``config.sizing`` alone (library use)."""
     def run(h: Layer3Phase3Hybrid, _: ManualClock) -> Any:
@@ -266,6 +281,13 @@ TABLE: dict[str, Case] = {
     "sizing.limits.min_position_usd": Case(50_000.0, decide()),
     "sizing.execution.stop_loss_sigma": Case(1.0, decide()),
     "sizing.execution.take_profit_sigma": Case(5.0, decide()),
+    # --- sizing.retention: a cap of 1 forgets BTC's learners when another key is used
+    "sizing.retention.max_strategy_symbols": Case(1, after_another_key(MIXED[:30],
+                                                                       symbol=ETH)),
+    "sizing.retention.max_strategies": Case(1, after_another_key(MIXED[:30],
+                                                                 strategy_id="meanrev")),
+    "sizing.retention.max_symbols": Case(1, after_another_key(
+        [], MarketRegime.RANGING, MarketRegime.TRENDING_UP, symbol=ETH)),
     # --- portfolio
     "portfolio.max_position_pct": Case(0.05, phase2(TWO_ON_BTC),
                                        also={"sizing.limits.max_position_pct": 0.05}),
