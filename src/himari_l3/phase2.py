@@ -325,7 +325,8 @@ class Layer3Phase2Portfolio:
         return {
             "version": STATE_VERSION, "phase1": self.phase1.export_state(),
             "correlation": self.correlations.export_state(),
-            "weights": self.weights.export_state(), "positions": self.positions_,
+            "weights": self.weights.export_state(),
+            "positions": {s: dict(row) for s, row in self.positions_.items()},
             "batches_total": self.batches_total,
         }
 
