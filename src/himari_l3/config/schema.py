@@ -43,6 +43,7 @@ def _describe(model: type[BaseModel], root: str, error: Any) -> str:
 
 
 _SECRET_KEYS = frozenset({"auth_token"})
+SECRET_KEY_PATHS = (("service", "auth_token"),)
 
 
 class _Strict(BaseModel):
@@ -299,11 +300,23 @@ class ServiceConfig(_Strict):
 
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
-    auth_token: str | None = Field(None, min_length=16)
+    # repr=False: a config printed or logged does not show it; `Layer3Config.public_dump`
+    # (what journals and snapshots store) leaves it out.
+    auth_token: str | None = Field(None, min_length=16, repr=False)
+    protect_read_endpoints: bool = False
     max_request_bytes: int = Field(1_048_576, ge=1024, le=64 * 1_048_576)
     max_signals_per_request: int = Field(1000, ge=1, le=100_000)
     body_read_timeout_sec: float = Field(10.0, gt=0.0, le=600.0)
     config_watch_interval_sec: float = Field(1.0, gt=0.0, le=3600.0)
+
+    def token_problem(self) -> str | None:
+        """Why the token settings cannot serve (None: they can). Checked where the token is
+        known — the file loader and the app — not by the model: a journaled config has no
+        token (``Layer3Config.public_dump``) and must still parse on replay."""
+        if self.protect_read_endpoints and self.auth_token is None:
+            return ("service.protect_read_endpoints: true, but there is no token (set "
+                    "service.auth_token or HIMARI_L3_AUTH_TOKEN): it would protect nothing")
+        return None
 
 
 class PersistenceConfig(_Strict):
@@ -336,6 +349,15 @@ class Layer3Config(_Strict):
     service: ServiceConfig = ServiceConfig()
     persistence: PersistenceConfig = PersistenceConfig()
     metrics: MetricsConfig = MetricsConfig()
+
+    def public_dump(self) -> dict[str, Any]:
+        """The config as JSON data without its secrets (``service.auth_token``): what the
+        journal, snapshots, versions and state reads carry. Parsing it back gives the same
+        config minus the secrets, which no decision reads."""
+        data = self.model_dump(mode="json")
+        for section, key in SECRET_KEY_PATHS:
+            data[section].pop(key, None)
+        return data
 
     @model_validator(mode="after")
     def _one_position_cap(self) -> Layer3Config:

@@ -26,7 +26,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from starlette.exceptions import HTTPException
 
 from .._clock import Clock
-from .._exceptions import ValidationError
+from .._exceptions import ConfigError, ValidationError
 from .._version import __version__
 from ..bootstrap.service import build_service
 from ..config.schema import Layer3Config
@@ -80,6 +80,9 @@ def create_app(config: Layer3Config, *, config_path: str | None = None,
     svc = build_service(config, config_path=config_path, registry=registry, store=store,
                         clock=clock)
     token = os.environ.get(AUTH_TOKEN_ENV) or config.service.auth_token
+    problem = config.service.model_copy(update={"auth_token": token}).token_problem()
+    if problem is not None:
+        raise ConfigError(problem)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -118,10 +121,11 @@ def create_app(config: Layer3Config, *, config_path: str | None = None,
                                 headers={"WWW-Authenticate": "Bearer"})
 
     auth = [Depends(require_token)]
+    read_auth = auth if config.service.protect_read_endpoints else []
 
     _sizing_routes(app, svc, auth, config.service.max_signals_per_request)
     _learning_routes(app, svc, auth)
-    _operations_routes(app, svc, config, registry)
+    _operations_routes(app, svc, config, registry, read_auth)
     return app
 
 
@@ -203,8 +207,8 @@ def _learning_routes(app: FastAPI, svc: SizingService, auth: list[Any]) -> None:
 
 
 def _operations_routes(app: FastAPI, svc: SizingService, config: Layer3Config,
-                       registry: CollectorRegistry) -> None:
-    @app.get("/v1/state", tags=["operations"])
+                       registry: CollectorRegistry, read_auth: list[Any]) -> None:
+    @app.get("/v1/state", dependencies=read_auth, tags=["operations"])
     async def state(learned: bool = False, digest: bool = False) -> Response:
         """Hybrid summary, journal and snapshot positions, config reload status;
         ``learned=true`` adds the full learned state, ``digest=true`` its SHA-256."""
@@ -215,7 +219,7 @@ def _operations_routes(app: FastAPI, svc: SizingService, config: Layer3Config,
             "reloads_failed": rl.reloads_failed, "last_error": rl.last_error}
         return Response(dumps(out), media_type=_JSON)
 
-    @app.get("/metrics", tags=["operations"])
+    @app.get("/metrics", dependencies=read_auth, tags=["operations"])
     async def metrics() -> Response:
         """Prometheus text exposition of this app's registry (``himari_l3_*``)."""
         if not config.metrics.enabled:
