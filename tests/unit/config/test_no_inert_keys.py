@@ -323,6 +323,9 @@ TABLE: dict[str, Case] = {
     "rl.mock_success_rate": Case(0.0, blend()),
     "rl.mock_seed": Case(8, blend()),
     "rl.performance_history_size": Case(10, blend(outcomes=15)),
+    # A valid answer padded to ~1 KB: within the default, over 256 bytes.
+    "rl.max_response_bytes": Case(256, blend(), context={**HTTP,
+                                                         "rl.endpoint": STUB + "/padded"}),
     # --- circuit_breaker
     "circuit_breaker.enabled": Case(False, breaker()),
     "circuit_breaker.failure_threshold": Case(3, breaker(failures=3)),
@@ -338,19 +341,21 @@ TABLE: dict[str, Case] = {
     "circuit_breaker.backoff_multiplier": Case(3.0, breaker(probes=1)),
 }
 
-HTTP_KEYS = {"rl.use_mock", "rl.endpoint"}
+HTTP_KEYS = {"rl.use_mock", "rl.endpoint", "rl.max_response_bytes"}
 
 
 # ------------------------------------------------------------------ machinery
 class _StubRL(BaseHTTPRequestHandler):
-    """POST /good answers a fixed valid prediction; anything else is 404."""
+    """POST /good answers a fixed valid prediction, /padded the same followed by 1,000
+    spaces; anything else is 404."""
 
     def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        if self.path == "/good":
+        if self.path in ("/good", "/padded"):
             body = json.dumps({"position_pct": 0.05, "confidence": 0.9,
                                "predicted_return": 0.01, "predicted_volatility": 0.02,
                                "model_version": "stub"}).encode()
+            body += b" " * (1000 if self.path == "/padded" else 0)
             self.send_response(200)
         else:
             body = b"{}"
