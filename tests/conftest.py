@@ -125,7 +125,9 @@ def valid_signals(draw: st.DrawFn, **fixed: Any) -> TacticalSignal:
         "confidence": draw(unit),
         "risk_score": draw(unit),
         "regime": draw(regimes),
-        "timestamp_ns": draw(st.integers(0, 2**62)),
+        # up to the test clock's now (ManualClock's wall time): a batch refuses signals
+        # stamped further ahead than portfolio.max_signal_clock_skew_sec
+        "timestamp_ns": draw(st.integers(0, 1_700_000_000_000_000_000)),
         "expected_return": draw(st.none() | st.floats(-1.0, 1.0, allow_nan=False)),
         "predicted_volatility": draw(st.none() | st.floats(1e-6, 5.0, allow_nan=False)),
         "signal_strength": draw(st.none() | unit),

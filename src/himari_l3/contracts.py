@@ -204,9 +204,11 @@ class TacticalSignal(_Record):
         _set(self, "confidence", v.in_range(e, "confidence", self.confidence, 0.0, 1.0))
         _set(self, "risk_score", v.in_range(e, "risk_score", self.risk_score, 0.0, 1.0))
         ts = self.timestamp_ns
-        if ts is not None and (isinstance(ts, bool) or not isinstance(ts, int) or ts < 0):
-            raise e("timestamp_ns", ts, "an integer number of nanoseconds >= 0 (or None: "
-                    "stamped with the engine's clock when it takes the signal in)")
+        if ts is not None and (isinstance(ts, bool) or not isinstance(ts, int)
+                               or not 0 <= ts <= v.INT64_MAX):
+            raise e("timestamp_ns", ts, f"an integer number of nanoseconds, 0 <= "
+                    f"timestamp_ns <= {v.INT64_MAX} (int64; or None: stamped with the "
+                    "engine's clock when it takes the signal in)")
         _set(self, "expected_return",
              v.optional_in_range(e, "expected_return", self.expected_return, -1.0, 1.0))
         if self.predicted_volatility is not None:

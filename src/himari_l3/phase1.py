@@ -26,7 +26,8 @@ from ._exceptions import (
     StateRestoreError,
     ValidationError,
 )
-from ._validate import finite, in_range, nonempty_str, positive
+from ._validate import MAX_POSITION_USD, equity, in_range, nonempty_str, positive
+from ._validate import price as valid_price
 from .config.schema import SizingConfig, parse_config
 from .contracts import (
     CascadeIndicators,
@@ -89,7 +90,7 @@ class Layer3Phase1:
     Parameters
     ----------
     portfolio_value : float
-        Equity in USD that fractions are taken of (> 0).
+        Equity in USD that fractions are taken of (0 < x <= 1e13, like the config's).
     kelly_fraction : float
         Fractional Kelly multiplier (0.25 = quarter Kelly); overrides ``config.kelly.fraction``.
     enable_metrics : bool
@@ -126,7 +127,7 @@ class Layer3Phase1:
     ) -> None:
         cfg = config or SizingConfig()
         cfg = _override(cfg, kelly_fraction, enable_sentiment, max_position_pct, allow_short)
-        self.portfolio_value = positive(InvalidPriceException, "portfolio_value", portfolio_value)
+        self.portfolio_value = equity(InvalidPriceException, "portfolio_value", portfolio_value)
         self.config = cfg
         self.enable_metrics = enable_metrics
         self.clock = clock or SYSTEM_CLOCK
@@ -192,12 +193,13 @@ class Layer3Phase1:
         t0 = time.perf_counter_ns()
         try:
             self._validate(signal, cascade_indicators)
-            price = positive(InvalidPriceException, "current_price", current_price)
+            price = valid_price(InvalidPriceException, "current_price", current_price)
             pv = (self.portfolio_value if portfolio_value is None
-                  else positive(InvalidPriceException, "portfolio_value", portfolio_value))
+                  else equity(InvalidPriceException, "portfolio_value", portfolio_value))
             current = (0.0 if current_position_usd is None
-                       else finite(InvalidSignalException, "current_position_usd",
-                                   current_position_usd))
+                       else in_range(InvalidSignalException, "current_position_usd",
+                                     current_position_usd, -MAX_POSITION_USD,
+                                     MAX_POSITION_USD))
         except (InvalidSignalException, InvalidCascadeIndicatorsException,
                 InvalidPriceException) as err:
             kind = _INPUT_KIND.get(type(err), InputKind.PRICE)
@@ -212,8 +214,9 @@ class Layer3Phase1:
                        price: float, portfolio_value: float, current_position_usd: float,
                        observe_regime: bool, t0: int) -> PositionSizingDecision:
         """Run the stages on inputs already validated at the edge (``calculate_position``,
-        or Phase 2's batch parse: prices finite and > 0, records of the right types, the
-        equity and held positions finite); ``t0`` is when the request started
+        or Phase 2's batch parse: prices in [1e-12, 1e15], records of the right types, the
+        equity in (0, 1e13] and held positions within +-1e15 USD, so every output is finite);
+        ``t0`` is when the request started
         (``time.perf_counter_ns``), for the decision's latency."""
         ctx = SizingContext(signal, cascade_indicators, price, portfolio_value,
                             current_position_usd, observe_regime, self.config)

@@ -97,6 +97,7 @@ class ReasonCode(enum.StrEnum):
     INVALID_PRICE = "INVALID_PRICE"
     MISSING_CASCADE = "MISSING_CASCADE"
     DUPLICATE_SUPERSEDED = "DUPLICATE_SUPERSEDED"
+    FUTURE_TIMESTAMP = "FUTURE_TIMESTAMP"
 
 
 # A cap that bound is also reported as a reason (in this order of precedence).

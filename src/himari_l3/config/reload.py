@@ -88,6 +88,7 @@ LIVE_KEYS: Mapping[str, str] = {
     "portfolio.max_strategy_pct": "per-strategy gross budget",
     "portfolio.max_portfolio_pct": "portfolio gross budget",
     "portfolio.drift_threshold": "weight-drift flag threshold",
+    "portfolio.max_signal_clock_skew_sec": "bound checked on each signal taken in",
     "portfolio.correlation.min_observations": "aligned rows needed before correlation counts",
     "portfolio.correlation.max_correlation": "pairwise penalty threshold",
     "portfolio.correlation.penalty_strength": "pairwise penalty strength",

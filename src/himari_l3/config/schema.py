@@ -221,6 +221,7 @@ class PortfolioConfig(_Strict):
     max_portfolio_pct: float = Field(0.80, gt=0.0, le=1.0)
     drift_threshold: float = Field(0.20, gt=0.0, le=10.0)
     weight_history_size: int = Field(10_000, ge=10, le=10_000_000)
+    max_signal_clock_skew_sec: float = Field(60.0, gt=0.0, le=31_536_000.0)
     correlation: CorrelationConfig = CorrelationConfig()
 
 
@@ -308,6 +309,7 @@ class ServiceConfig(_Strict):
     max_request_bytes: int = Field(1_048_576, ge=1024, le=64 * 1_048_576)
     max_signals_per_request: int = Field(1000, ge=1, le=100_000)
     body_read_timeout_sec: float = Field(10.0, gt=0.0, le=600.0)
+    header_read_timeout_sec: float = Field(10.0, gt=0.0, le=600.0)
     config_watch_interval_sec: float = Field(1.0, gt=0.0, le=3600.0)
 
     def token_problem(self) -> str | None:

@@ -123,11 +123,15 @@ class CorrelationMonitor:
     def update(self, returns: dict[str, float], timestamp_ns: int) -> None:
         """Add one aligned row of per-symbol returns (fractions: 0.01 = +1 %).
 
-        Raises `InvalidReturnsException` (and changes nothing) for a bad symbol or return, a
-        row over the caps, or a timestamp outside int64, ahead of the clock by more than
-        ``max_clock_skew_sec`` or before the previous row's."""
+        Raises `InvalidReturnsException` (and changes nothing) for a bad symbol or return, an
+        empty row, a row over the caps, or a timestamp outside int64, ahead of the clock by
+        more than ``max_clock_skew_sec`` or before the previous row's."""
         if not isinstance(returns, dict):
             raise InvalidReturnsException("returns", returns, "a mapping of symbol to return")
+        if not returns:
+            # An empty row observes nothing, yet would take a window slot (pushing a real
+            # row out): a caller could flush the window with them.
+            raise InvalidReturnsException("returns", returns, "at least one symbol")
         if len(returns) > self.max_symbols_per_row:
             raise InvalidReturnsException(
                 "returns", len(returns), f"at most portfolio.correlation.max_symbols_per_row "

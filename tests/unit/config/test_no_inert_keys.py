@@ -161,6 +161,14 @@ def returns_rows(*rows: dict[str, float], ahead_sec: float = 0.0) -> Scenario:
     return run
 
 
+def stamped_ahead(ahead_sec: float) -> Scenario:
+    """A Phase 2 batch of one signal stamped ``ahead_sec`` after the clock's now."""
+    def run(h: Layer3Phase3Hybrid, clock: ManualClock) -> Any:
+        sig = make_signal(timestamp_ns=clock.time_ns() + round(ahead_sec * 1e9))
+        return _alloc(h.phase2.process_multi_strategy_signals([sig], make_cascade(), PRICES))
+    return run
+
+
 TWO_ON_BTC = [("momentum", SYM, STRONG), ("breakout", SYM, STRONG)]
 BTC_AND_ETH = [("momentum", SYM, STRONG), ("momentum", ETH, STRONG)]
 
@@ -297,6 +305,7 @@ TABLE: dict[str, Case] = {
         TWO_ON_BTC, [("momentum", SYM, STRONG), ("breakout", SYM, {**STRONG,
                                                                    "confidence": 0.8})])),
     "portfolio.weight_history_size": Case(10, phase2(*[[("momentum", SYM, STRONG)]] * 12)),
+    "portfolio.max_signal_clock_skew_sec": Case(10.0, stamped_ahead(30.0)),
     "portfolio.correlation.window": Case(10, phase2(BTC_AND_ETH, rows=100, tail=10),
                                          context=CORR),
     "portfolio.correlation.min_observations": Case(5, phase2(BTC_AND_ETH, tail=10)),
