@@ -45,6 +45,11 @@ if TYPE_CHECKING:
 __all__ = ["CorrelationMonitor", "InvalidReturnsException", "ledoit_wolf_correlation"]
 
 INT64_MAX = 2**63 - 1
+# Matrices cached per symbol set until the next row. Batches name the sets: without rows
+# (no /v1/returns traffic) nothing invalidates them, so each distinct set of symbols a
+# caller sends would stay cached for ever (a leak keyed by the caller's ids). Past this
+# many entries a cache starts again (it is derived data: only speed is lost).
+_CACHE_ENTRIES = 256
 
 
 class InvalidReturnsException(ValidationError):
@@ -217,6 +222,8 @@ class CorrelationMonitor:
         hit = self._cache.get(key)
         if hit is not None:
             return hit
+        if len(self._cache) >= _CACHE_ENTRIES:
+            self._cache.clear()
         p = len(key)
         aligned = [[row[s] for s in key] for _, row in self.rows_ if all(s in row for s in key)]
         n = len(aligned)
@@ -230,7 +237,8 @@ class CorrelationMonitor:
 
     def _derived(self) -> dict[tuple[str, ...], list[list[float]] | None]:
         # Derived matrices (as plain nested lists) live until the next update.
-        if self._derived_version != self.version_:
+        if (self._derived_version != self.version_
+                or len(self._derived_cache) >= _CACHE_ENTRIES):
             self._derived_cache.clear()
             self._derived_version = self.version_
         return self._derived_cache
@@ -264,7 +272,7 @@ class CorrelationMonitor:
     def volatility(self, symbol: str) -> float | None:
         """Sample standard deviation of ``symbol``'s returns in the window (None if < 2)."""
         cache = self._vol_cache
-        if self._vol_version != self.version_:
+        if self._vol_version != self.version_ or len(cache) >= _CACHE_ENTRIES:
             cache.clear()
             self._vol_version = self.version_
         if symbol not in cache:
