@@ -176,3 +176,14 @@ def test_default_caps_bound_a_stream_of_new_ids() -> None:
     kelly, last, conformal, regimes = _sizes(p)
     assert kelly <= 10_000 and last <= 10_000
     assert conformal <= 1_000 and regimes <= 2_000
+
+
+def test_the_exported_state_stops_growing_at_the_caps() -> None:
+    """A snapshot's size is bounded: after the caps fill, twice as many distinct ids leave
+    the exported state the same size (it doubled before the caps)."""
+    p = Layer3Phase1(config=_capped(pairs=40, strategies=10, symbols=20),
+                     enable_metrics=False, clock=ManualClock())
+    _churn(p, 300)
+    first = len(json.dumps(p.export_state()))
+    _churn(p, 300, 300)
+    assert len(json.dumps(p.export_state())) <= first * 1.05
