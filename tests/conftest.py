@@ -217,3 +217,43 @@ def fault_server(hang_sec: float) -> Iterator[tuple[Any, Any]]:
         yield srv, fault
     finally:
         srv.stop()
+
+
+# ------------------------------------------------------------------------- Redis
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``HIMARI_L3_REDIS_URL`` when set (CI starts a server), else a throwaway
+    ``redis-server`` on a free loopback port for the session. Tests use names of their own
+    (`unique_streams`), so they share one server safely."""
+    import os
+
+    from redis_support import RedisServer, have_redis_server
+
+    url = os.environ.get("HIMARI_L3_REDIS_URL")
+    if url:
+        yield url
+        return
+    if not have_redis_server():
+        pytest.skip("redis-server is not installed (apt-get install redis-server), and "
+                    "HIMARI_L3_REDIS_URL is not set")
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[Any]:
+    """A redis-server of this test alone (to restart or kill it)."""
+    from redis_support import RedisServer, have_redis_server
+
+    if not have_redis_server():
+        pytest.skip("redis-server is not installed (apt-get install redis-server)")
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()

@@ -1,4 +1,4 @@
-"""``himari-l3``: the command line (demo, serve, rl-serve, backtest, check-config).
+"""``himari-l3``: the command line (demo, serve, rl-serve, backtest, check-config, run, feed).
 
 Each subcommand imports its implementation lazily, so ``himari-l3 check-config`` does not
 pay for FastAPI and ``himari-l3 demo`` does not pay for matplotlib.
@@ -49,6 +49,18 @@ def _backtest(argv: list[str]) -> int:
     return backtest_main(argv)
 
 
+def _run(argv: list[str]) -> int:
+    from .streams.command import run_main
+
+    return run_main(argv)
+
+
+def _feed(argv: list[str]) -> int:
+    from .streams.feed import feed_main
+
+    return feed_main(argv)
+
+
 def _check_config(argv: list[str]) -> int:
     from .config.loader import check_config_main
 
@@ -61,6 +73,8 @@ COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
     "rl-serve": (_rl_serve, "run the reference RL model server"),
     "backtest": (_backtest, "replay OHLCV bars through a phase and report statistics"),
     "check-config": (_check_config, "validate a YAML config file"),
+    "run": (_run, "run the live loop: Layer 2's Redis stream in, decisions out (--paper)"),
+    "feed": (_feed, "replay recorded Layer 2 messages (JSON lines) into a Redis stream"),
 }
 
 

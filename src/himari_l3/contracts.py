@@ -232,6 +232,14 @@ class CascadeIndicators(_Record):
     selling); ``exchange_netflow_zscore`` z-score of net inflow to exchanges (positive =
     coins moving onto exchanges, i.e. selling pressure); ``liquidation_volume_24h`` in USD,
     optional, kept for the audit trail.
+
+    ``whale_flow``, optional, is Layer 1's *signed* whale pressure in [-1, 1] (+1 = whales
+    buying, -1 = whales selling). When it is given, whale pressure is risk only against a
+    trade's direction: selling pressure ``max(0, -whale_flow)`` for a long, buying pressure
+    ``max(0, whale_flow)`` for a short (docs/sizing-math.md §6), and
+    ``onchain_whale_pressure`` must be the long side's reading, ``max(0, -whale_flow)``
+    (`from_whale_flow` builds such a record). Without it, ``onchain_whale_pressure`` is scored
+    for either side, as it always was.
     """
 
     _exc: ClassVar[type[ValidationError]] = InvalidCascadeIndicatorsException
@@ -242,6 +250,7 @@ class CascadeIndicators(_Record):
     onchain_whale_pressure: float
     exchange_netflow_zscore: float
     liquidation_volume_24h: float | None = None
+    whale_flow: float | None = None
 
     def __post_init__(self) -> None:
         e = InvalidCascadeIndicatorsException
@@ -255,6 +264,31 @@ class CascadeIndicators(_Record):
         _set(self, "liquidation_volume_24h",
              v.optional_in_range(e, "liquidation_volume_24h", self.liquidation_volume_24h,
                                  0.0, 1e13))
+        flow = self.whale_flow
+        if flow is not None:
+            flow = v.in_range(e, "whale_flow", flow, -1.0, 1.0)
+            _set(self, "whale_flow", flow)
+            selling = max(0.0, -flow)
+            if self.onchain_whale_pressure != selling:
+                raise e("onchain_whale_pressure", self.onchain_whale_pressure,
+                        f"max(0, -whale_flow) = {selling!r} when whale_flow is given (the "
+                        "long side's reading)")
+
+    @classmethod
+    def from_whale_flow(cls, funding_rate: float, oi_change_pct: float, volume_ratio: float,
+                        whale_flow: float, exchange_netflow_zscore: float,
+                        liquidation_volume_24h: float | None = None) -> CascadeIndicators:
+        """Readings with Layer 1's signed whale pressure (see the class docstring)."""
+        selling = max(0.0, -whale_flow) if isinstance(whale_flow, (int, float)) else 0.0
+        return cls(funding_rate, oi_change_pct, volume_ratio, selling, exchange_netflow_zscore,
+                   liquidation_volume_24h, whale_flow)
+
+    def whale_pressure_against(self, side: int) -> float:
+        """Whale pressure against a trade on ``side`` (+1 long, -1 short), in [0, 1]."""
+        flow = self.whale_flow
+        if flow is None:
+            return self.onchain_whale_pressure
+        return max(0.0, -flow) if side >= 0 else max(0.0, flow)
 
     @classmethod
     def calm(cls) -> CascadeIndicators:

@@ -30,7 +30,10 @@ __all__ = [
     "HybridDecided",
     "InputKind",
     "InputRejected",
+    "Layer1Substituted",
     "LearnedStateEvicted",
+    "LeaseChanged",
+    "MessageDeadLettered",
     "OutcomeLearned",
     "PathOutcomeRecorded",
     "RLLimitClipped",
@@ -41,6 +44,11 @@ __all__ = [
     "SizingDecided",
     "StoreFailed",
     "StoreWritten",
+    "StreamBacklog",
+    "StreamDelivered",
+    "StreamMessagesHandled",
+    "StreamRedisFailed",
+    "StreamTicked",
 ]
 
 
@@ -186,8 +194,70 @@ class ConfigReloaded(NamedTuple):
     loaded_at_sec: float | None = None
 
 
+# ------------------------------------------------------------------ the stream loop
+class StreamTicked(NamedTuple):
+    """One tick of the live loop: messages read and handled, and how long it took."""
+
+    messages: int
+    seconds: float
+
+
+class StreamMessagesHandled(NamedTuple):
+    """``messages`` messages ended a tick as ``result``: processed (answered by a new
+    decision), duplicate (already journaled: its decision re-published), dead_lettered, or
+    claimed (taken over from a dead consumer's pending entries)."""
+
+    result: str
+    messages: int
+
+
+class MessageDeadLettered(NamedTuple):
+    """A message went to the dead-letter stream (``reason``: a ``RejectCode``)."""
+
+    reason: str
+
+
+class StreamBacklog(NamedTuple):
+    """The consumer group's backlog: entries not yet delivered (``lag``; None when Redis
+    cannot say) and delivered but not acknowledged (``pending``)."""
+
+    lag: int | None
+    pending: int
+
+
+class StreamRedisFailed(NamedTuple):
+    """A Redis operation of the loop failed (``operation``: read, market, publish, ack,
+    dead_letter, claim, backlog); the loop retries."""
+
+    operation: str
+
+
+class StreamDelivered(NamedTuple):
+    """A decision reached the output stream ``latency_sec`` after its oldest input message
+    entered the input stream (by the input's stream id time)."""
+
+    latency_sec: float
+
+
+class Layer1Substituted(NamedTuple):
+    """A symbol's Layer 1 readings (or price) were missing, stale or invalid (``code``, a
+    ``ReasonCode``) and ``policy`` was applied."""
+
+    code: str
+    policy: str
+
+
+class LeaseChanged(NamedTuple):
+    """The portfolio lease changed hands for this process: acquired, lost or released."""
+
+    event: str
+    epoch: int
+
+
 Event = (SizingDecided | InputRejected | OutcomeLearned | RegimeObserved | AllocationMade
          | LearnedStateEvicted
          | CorrelationUpdated | RLRequestsCompleted | RLPredictionBlended | RLSymbolFellBack
          | RLLimitClipped | HybridDecided | PathOutcomeRecorded | HttpRequestServed
-         | StoreWritten | StoreFailed | ConfigReloaded | CircuitEvent)
+         | StoreWritten | StoreFailed | ConfigReloaded | CircuitEvent | StreamTicked
+         | StreamMessagesHandled | MessageDeadLettered | StreamBacklog | StreamRedisFailed
+         | StreamDelivered | Layer1Substituted | LeaseChanged)

@@ -98,6 +98,12 @@ class ReasonCode(enum.StrEnum):
     MISSING_CASCADE = "MISSING_CASCADE"
     DUPLICATE_SUPERSEDED = "DUPLICATE_SUPERSEDED"
     FUTURE_TIMESTAMP = "FUTURE_TIMESTAMP"
+    # The stream consumer: why a symbol's Layer 1 readings were replaced by the configured
+    # policy's (the decision's trace, ``inputs``).
+    LAYER1_MISSING = "LAYER1_MISSING"
+    LAYER1_STALE = "LAYER1_STALE"
+    LAYER1_INVALID = "LAYER1_INVALID"
+    LAYER1_INVALID_PRICE = "LAYER1_INVALID_PRICE"
 
 
 # A cap that bound is also reported as a reason (in this order of precedence).
@@ -111,7 +117,14 @@ CAP_REASONS = {
 class KellyEstimate(NamedTuple):
     """What the Kelly stage computed; the Kelly entry of a decision's trace (immutable).
     ``payoff_ratio`` and ``edge`` are NaN where undefined (no expected return; the Gaussian
-    model has no payoff ratio); the JSON ``diagnostics`` show them as null."""
+    model has no payoff ratio); the JSON ``diagnostics`` show them as null.
+
+    ``full_kelly`` is the full Kelly fraction the size is a fraction of (while exploring, the
+    optimistic one). ``edge_std`` is the posterior sd of the edge (predictive model, else
+    NaN), ``exploring`` says the size is the exploration floor, ``bound`` names what clipped
+    the fraction: ``none``, ``volatility_target`` or ``max_fraction`` (``capped`` for both);
+    docs/sizing-math.md §2.
+    """
 
     model: str
     win_prob: float
@@ -123,6 +136,9 @@ class KellyEstimate(NamedTuple):
     fraction: float
     capped: bool
     observations: int
+    edge_std: float = math.nan
+    exploring: bool = False
+    bound: str = "none"
 
 
 class ConformalDetail(NamedTuple):
@@ -227,7 +243,9 @@ class SizingTrace(NamedTuple):
                       "payoff_ratio": json_float(kd.payoff_ratio),
                       "edge": json_float(kd.edge),
                       "full_kelly": kd.full_kelly, "risk_multiplier": kd.risk_multiplier,
-                      "fraction": kd.fraction, "observations": kd.observations},
+                      "fraction": kd.fraction, "observations": kd.observations,
+                      "edge_std": json_float(kd.edge_std), "exploring": kd.exploring,
+                      "bound": kd.bound},
             "conformal": {"multiplier": conf.multiplier, "quantile": json_float(cd.quantile),
                           "samples": cd.samples},
             "sentiment_multiplier": by[StageName.SENTIMENT].multiplier,
@@ -259,7 +277,11 @@ class SizingTrace(NamedTuple):
                                           _nan(k["payoff_ratio"]), _nan(k["edge"]),
                                           k["full_kelly"], k["risk_multiplier"], k["fraction"],
                                           binding is LimitName.KELLY_CAP,
-                                          int(k["observations"]))),
+                                          int(k["observations"]),
+                                          # absent from decisions written before issue #15
+                                          _nan(k.get("edge_std")),
+                                          bool(k.get("exploring", False)),
+                                          str(k.get("bound", "none")))),
             StageResult(StageName.CONFORMAL, sizes[StageName.CONFORMAL], c["multiplier"],
                         LimitName.NONE, (),
                         ConformalDetail(_inf(c["quantile"]), int(c["samples"]))),

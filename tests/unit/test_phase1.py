@@ -125,11 +125,15 @@ def test_trace_contents() -> None:
             "binding_limit", "signal_timestamp_ns"} <= set(t)
     assert set(t["kelly"]) == {"model", "win_prob", "win_prob_effective", "payoff_ratio",
                                "edge", "full_kelly", "risk_multiplier", "fraction",
-                               "observations"}
+                               "observations", "edge_std", "exploring", "bound"}
     assert set(t["cascade"]["components"]) == {"funding_rate", "oi_drop", "volume_ratio",
                                                "whale_pressure", "netflow_zscore"}
     assert t["cap_usd"] == 15_000.0 and t["binding_limit"] == "none"
-    assert t["kelly"]["edge"] == 0.02 and t["conformal"]["quantile"] is None  # cold start
+    # no outcomes: the report's 0.02, worth c = 0.7 pseudo-trades against 1/(kappa sigma)^2 =
+    # 400 of zero edge
+    assert t["kelly"]["edge"] == pytest.approx(0.7 * 0.02 / 400.7)
+    assert (t["kelly"]["exploring"], t["kelly"]["bound"]) == (False, "none")
+    assert t["conformal"]["quantile"] is None  # cold start
     json.dumps(d.to_dict(), allow_nan=False)
 
 
@@ -198,19 +202,19 @@ def test_below_min_notional_rejects() -> None:
 
 def test_position_cap_binds_and_warns() -> None:
     """A size above max_position_pct is cut to the cap: POSITION_CAP, WARN."""
-    e = make_engine(max_position_pct=0.01)
+    e = make_engine(max_position_pct=0.001)  # the default signal sizes ~0.24 % before outcomes
     d = e.calculate_position(make_signal(), CALM, 100.0)
-    assert d.position_size_usd == pytest.approx(0.01 * PORTFOLIO)
+    assert d.position_size_usd == pytest.approx(0.001 * PORTFOLIO)
     assert d.cascade_size_usd > d.capped_size_usd
     assert "POSITION_CAP" in d.reason_codes and d.validation_status is ValidationStatus.WARN
 
 
 def test_max_notional_binds() -> None:
     """max_position_usd below the percentage cap binds as max_notional."""
-    cfg = SizingConfig(limits=LimitsConfig(max_position_usd=1_000.0))
+    cfg = SizingConfig(limits=LimitsConfig(max_position_usd=100.0))
     d = make_engine(config=cfg).calculate_position(make_signal(), CALM, 100.0)
-    assert d.position_size_usd == 1_000.0 and "MAX_NOTIONAL" in d.reason_codes
-    assert d.diagnostics["cap_usd"] == 1_000.0
+    assert d.position_size_usd == 100.0 and "MAX_NOTIONAL" in d.reason_codes
+    assert d.diagnostics["cap_usd"] == 100.0
 
 
 def test_portfolio_value_per_call() -> None:
@@ -295,7 +299,8 @@ def test_short_brackets_are_mirrored() -> None:
 
 def test_bracket_beyond_zero_is_flagged() -> None:
     """A stop that would sit at or below zero is omitted with BRACKET_BEYOND_ZERO."""
-    d = make_engine().calculate_position(make_signal(predicted_volatility=0.6), CALM, 100.0)
+    d = make_engine().calculate_position(
+        make_signal(predicted_volatility=0.6, expected_return=0.5), CALM, 100.0)
     assert d.position_size_usd > 0
     assert d.stop_loss_price is None and d.take_profit_price == pytest.approx(280.0)
     assert "BRACKET_BEYOND_ZERO" in d.reason_codes
@@ -332,7 +337,7 @@ def test_wrong_input_types_named() -> None:
         e.calculate_position(make_signal(), {}, 1.0)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("model", ["binary", "gaussian"])
+@pytest.mark.parametrize("model", ["predictive", "binary", "gaussian"])
 @pytest.mark.parametrize("confidence", [5e-324, 1e-310, 1e-300])
 def test_subnormal_confidence_sizes_to_zero_without_error(model: str,
                                                           confidence: float) -> None:

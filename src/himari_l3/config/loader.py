@@ -134,11 +134,12 @@ def read_config_bytes(data: bytes, source: str = "<config>",
 
 
 def leaf_paths(data: Mapping[Any, Any], prefix: str = "") -> dict[str, Any]:
-    """Flatten nested mappings into ``{"a.b.c": value}`` (leaves only)."""
+    """Flatten nested mappings into ``{"a.b.c": value}`` (leaves only; an empty mapping,
+    such as ``streams.symbol_map: {}``, is a leaf)."""
     out: dict[str, Any] = {}
     for key, value in data.items():
         path = f"{prefix}{key}"
-        if isinstance(value, Mapping):
+        if isinstance(value, Mapping) and value:
             out.update(leaf_paths(value, path + "."))
         else:
             out[path] = value

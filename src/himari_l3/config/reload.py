@@ -100,6 +100,20 @@ LIVE_KEYS: Mapping[str, str] = {
     "rl.min_confidence": "RL answers below it fall back (low_confidence)",
     "rl.max_rl_weight": "largest weight of the RL target in the blend",
     "circuit_breaker": "enabled, threshold, window, timeouts, backoff; breaker state kept",
+    "streams.tick_ms": "read by the live loop at the start of each tick",
+    "streams.tick_max_messages": "read by the live loop at the start of each tick",
+    "streams.symbol_map": "read by the Layer 2 parser for each message",
+    "streams.default_strategy_id": "read by the Layer 2 parser for each message",
+    "streams.default_symbol": "read by the Layer 2 parser for each message",
+    "streams.max_signal_age_ms": "read by the Layer 2 parser for each message",
+    "streams.hold_above_uncertainty": "read by the Layer 2 parser for each message",
+    "streams.l1_max_age_ms": "read when each tick's Layer 1 readings are resolved",
+    "streams.l1_missing_policy": "read when each tick's Layer 1 readings are resolved",
+    "streams.netflow_compression": "read when each Layer 1 reading is parsed",
+    "streams.netflow_scale": "read when each Layer 1 reading is parsed",
+    "streams.prices_key": "read when each tick's prices are fetched",
+    "streams.cascade_key": "read when each tick's Layer 1 readings are fetched",
+    "streams.claim_idle_ms": "read at each claim of a dead consumer's pending entries",
 }
 
 # Keys that only take effect at start-up, and why a live change is refused.
@@ -116,6 +130,17 @@ RESTART_ONLY_KEYS: Mapping[str, str] = {
     "service": "listening socket, auth, request limits and the watcher interval",
     "persistence": "the database connection and snapshot schedule",
     "metrics": "the metric registry and its label bounds",
+    "streams.redis_url": "the Redis connection pool is bound to it",
+    "streams.input_stream": "the consumer group reads it from start-up",
+    "streams.output_stream": "where decisions go; Layer 4 reads it",
+    "streams.output_channel": "where decisions are announced; Layer 4 subscribes to it",
+    "streams.output_maxlen": "bound of the output stream, fixed with the publisher",
+    "streams.consumer_group": "the group (and its pending entries) the loop belongs to",
+    "streams.consumer_name": "this process's name in the group",
+    "streams.dead_letter_stream": "fixed with the consumer",
+    "streams.dead_letter_maxlen": "fixed with the consumer",
+    "streams.portfolio": "the lease and the journal belong to one portfolio",
+    "streams.lease_ttl_ms": "the lease's renewal period is set at start-up",
 }
 
 

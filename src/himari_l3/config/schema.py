@@ -6,6 +6,7 @@ path instead of being ignored. Defaults are the values documented in ``docs/conf
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
@@ -42,7 +43,7 @@ def _describe(model: type[BaseModel], root: str, error: Any) -> str:
     return f"{path or model.__name__}: {msg}{shown}"
 
 
-_SECRET_KEYS = frozenset({"auth_token"})
+_SECRET_KEYS = frozenset({"auth_token", "redis_url"})  # a redis URL may carry a password
 SECRET_KEY_PATHS = (("service", "auth_token"),)
 
 
@@ -53,7 +54,7 @@ class _Strict(BaseModel):
 class KellyConfig(_Strict):
     """Bayesian Kelly base size (docs/sizing-math.md §2)."""
 
-    model: Literal["binary", "gaussian"] = "binary"
+    model: Literal["predictive", "binary", "gaussian"] = "predictive"
     fraction: float = Field(0.25, gt=0.0, le=1.0)
     max_fraction: float = Field(0.5, gt=0.0, le=1.0)
     prior_strength: float = Field(50.0, gt=0.0, le=1e6)
@@ -61,6 +62,12 @@ class KellyConfig(_Strict):
     default_payoff_ratio: float = Field(1.0, gt=0.0, le=100.0)
     payoff_prior_strength: float = Field(20.0, gt=0.0, le=1e6)
     risk_weight: float = Field(0.5, ge=0.0, le=1.0)
+    # predictive model (docs/sizing-math.md §2.1-2.4)
+    edge_prior_kelly: float = Field(1.0, gt=0.0, le=100.0)
+    report_strength: float = Field(1.0, ge=0.0, le=1e6)
+    exploration_fraction: float = Field(0.0005, ge=0.0, le=0.05)
+    exploration_z: float = Field(2.5, ge=0.0, le=5.0)
+    volatility_target: float | None = Field(None, gt=0.0, le=1.0)
 
 
 class ConformalConfig(_Strict):
@@ -281,6 +288,16 @@ class RLConfig(_Strict):
         return value
 
 
+def _without_password(url: str) -> str:
+    """``url`` with its password, if any, replaced by ``***``
+    (``postgresql+psycopg://user:***@host/db``)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return parts._replace(netloc=f"{parts.username or ''}:***@{host}").geturl()
+
+
 def http_url_problem(url: str) -> str | None:
     """What is wrong with ``url`` as the RL endpoint (None: an http(s) URL, host, port)."""
     if not url.isprintable() or any(c.isspace() for c in url):
@@ -341,6 +358,73 @@ class MetricsConfig(_Strict):
     max_label_values: int = Field(64, ge=1, le=10_000)
 
 
+_SYMBOL_KEY = r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,63}$"
+
+
+class StreamsConfig(_Strict):
+    """The live loop over Redis Streams (``himari-l3 run``; docs/integration.md)."""
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    input_stream: str = Field("l2:decisions", min_length=1, max_length=200)
+    output_stream: str = Field("l3:decisions", min_length=1, max_length=200)
+    output_channel: str = Field("l3:decisions", min_length=1, max_length=200)
+    output_maxlen: int = Field(100_000, ge=100, le=100_000_000)
+    consumer_group: str = Field("himari-l3", min_length=1, max_length=200)
+    consumer_name: str | None = Field(None, min_length=1, max_length=200)
+    dead_letter_stream: str = Field("l2:decisions:dead", min_length=1, max_length=200)
+    dead_letter_maxlen: int = Field(100_000, ge=100, le=100_000_000)
+    prices_key: str = Field("l1:prices", min_length=1, max_length=200)
+    cascade_key: str = Field("l1:cascade:{symbol}", min_length=1, max_length=200)
+    tick_ms: int = Field(5, ge=1, le=60_000)
+    tick_max_messages: int = Field(500, ge=1, le=10_000)
+    symbol_map: dict[str, str] = Field(default_factory=dict)
+    default_strategy_id: str = Field("layer2", min_length=1, max_length=64)
+    default_symbol: str | None = Field(None, min_length=1, max_length=64)
+    max_signal_age_ms: int = Field(60_000, ge=1, le=86_400_000)
+    hold_above_uncertainty: float = Field(0.8, ge=0.0, le=1.0)
+    l1_max_age_ms: int = Field(10_000, ge=1, le=86_400_000)
+    l1_missing_policy: Literal["neutral", "stressed"] = "stressed"
+    netflow_compression: Literal["clip", "tanh"] = "clip"
+    netflow_scale: float = Field(3.0, gt=0.0, le=50.0)
+    claim_idle_ms: int = Field(30_000, ge=100, le=86_400_000)
+    portfolio: str = Field("default", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    lease_ttl_ms: int = Field(10_000, ge=500, le=600_000)
+
+    @field_validator("symbol_map")
+    @classmethod
+    def _symbols(cls, value: dict[str, str]) -> dict[str, str]:
+        # Both sides are symbols (no spaces, no control characters); the map must be
+        # one-to-one so an output symbol maps back to exactly one Layer 2 symbol.
+        for ext, internal in value.items():
+            for s in (ext, internal):
+                if not re.match(_SYMBOL_KEY, s):
+                    raise ValueError(f"symbol {s!r} is not a symbol (letters, digits and "
+                                     "._:/- only, at most 64 characters)")
+        if len(set(value.values())) != len(value):
+            raise ValueError("symbol_map must be one-to-one (two Layer 2 symbols map to one "
+                             "Layer 3 symbol)")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("redis", "rediss", "unix"):
+            raise ValueError("expected a redis://, rediss:// or unix:// URL")
+        if parts.password:
+            # The config is journaled and snapshotted: a secret must not be in it.
+            raise ValueError("a password in the URL would be stored with every config "
+                             "change: give it in the environment (HIMARI_L3_REDIS_PASSWORD)")
+        return value
+
+    @field_validator("cascade_key")
+    @classmethod
+    def _per_symbol(cls, value: str) -> str:
+        if "{symbol}" not in value:
+            raise ValueError("expected a key pattern with {symbol}, e.g. l1:cascade:{symbol}")
+        return value
+
+
 class Layer3Config(_Strict):
     """The root of ``config/layer3.yaml``."""
 
@@ -352,14 +436,17 @@ class Layer3Config(_Strict):
     service: ServiceConfig = ServiceConfig()
     persistence: PersistenceConfig = PersistenceConfig()
     metrics: MetricsConfig = MetricsConfig()
+    streams: StreamsConfig = StreamsConfig()
 
     def public_dump(self) -> dict[str, Any]:
-        """The config as JSON data without its secrets (``service.auth_token``): what the
-        journal, snapshots, versions and state reads carry. Parsing it back gives the same
-        config minus the secrets, which no decision reads."""
+        """The config as JSON data without its secrets — ``service.auth_token`` left out,
+        a password in ``persistence.url`` masked — what the journal, snapshots, versions and
+        state reads carry. Parsing it back gives the same config minus the secrets, which
+        no decision reads (the running service keeps the ones it started with)."""
         data = self.model_dump(mode="json")
         for section, key in SECRET_KEY_PATHS:
             data[section].pop(key, None)
+        data["persistence"]["url"] = _without_password(data["persistence"]["url"])
         return data
 
     @model_validator(mode="after")

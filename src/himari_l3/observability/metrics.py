@@ -36,6 +36,7 @@ _PCT = (0.0, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.125, 0.15, 0.2, 0.3, 0
 _USD = (0.0, 100.0, 500.0, 1_000.0, 2_500.0, 5_000.0, 10_000.0, 15_000.0, 25_000.0,
         50_000.0, 100_000.0, 250_000.0, 1_000_000.0)
 _MULT = (0.0, 0.1, 0.2, 0.25, 0.4, 0.5, 0.6, 0.75, 0.8, 0.9, 1.0, 1.05, 1.1, 1.15, 1.2, 1.5)
+_BATCH = (1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1_000.0, 5_000.0)
 _RET = (-0.2, -0.1, -0.05, -0.02, -0.01, -0.005, 0.0, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2)
 
 
@@ -325,6 +326,37 @@ class Layer3Metrics:
             "Time to write one record or snapshot", buckets=_LAT, registry=r)
         self.state_snapshots = Counter(p + "state_snapshots_total",
             "Learned-state snapshots committed", registry=r)
+
+        # --- the stream loop (himari-l3 run) -----------------------------------------
+        self.stream_messages = Counter(p + "stream_messages_total",
+            "Input stream messages by how a tick ended them", ["result"], registry=r)
+        self.stream_dead_letters = Counter(p + "stream_dead_letters_total",
+            "Messages sent to the dead-letter stream, by reason", ["reason"], registry=r)
+        self.stream_tick_latency = FastHistogram(p + "stream_tick_duration_seconds",
+            "Time from a tick's first message read to its messages acknowledged",
+            buckets=_LAT, registry=r)
+        self.stream_tick_messages = FastHistogram(p + "stream_tick_messages",
+            "Messages handled per tick", buckets=_BATCH, registry=r)
+        self.stream_lag = Gauge(p + "stream_lag_messages",
+            "Input entries not yet delivered to the consumer group", registry=r)
+        self.stream_pending = Gauge(p + "stream_pending_messages",
+            "Input entries delivered to the group but not acknowledged", registry=r)
+        self.stream_redis_errors = Counter(p + "stream_redis_errors_total",
+            "Failed Redis operations of the stream loop, by operation", ["operation"],
+            registry=r)
+        self.stream_delivery_latency = FastHistogram(p + "stream_delivery_seconds",
+            "Time from a Layer 2 message entering the input stream to its decision on the "
+            "output stream", buckets=_LAT, registry=r)
+        self.layer1_substitutions = Counter(p + "layer1_substitutions_total",
+            "Layer 1 readings or prices replaced by the configured policy, by reason",
+            ["code", "policy"], registry=r)
+        self.lease_owner = Gauge(p + "lease_owner",
+            "1 while this process owns its portfolio's lease, else 0", registry=r)
+        self.lease_epoch = Gauge(p + "lease_epoch",
+            "Epoch (fencing token) of the lease this process holds or last held", registry=r)
+        self.lease_changes = Counter(p + "lease_changes_total",
+            "Lease changes of this process (acquired, lost, released)", ["event"],
+            registry=r)
 
     def add_pre_collect_hook(self, hook: Callable[[], object]) -> None:
         """Run ``hook`` before every collection of this registry."""

@@ -30,7 +30,10 @@ from ..events import (
     HttpRequestServed,
     HybridDecided,
     InputRejected,
+    Layer1Substituted,
     LearnedStateEvicted,
+    LeaseChanged,
+    MessageDeadLettered,
     OutcomeLearned,
     PathOutcomeRecorded,
     RegimeObserved,
@@ -41,6 +44,11 @@ from ..events import (
     SizingDecided,
     StoreFailed,
     StoreWritten,
+    StreamBacklog,
+    StreamDelivered,
+    StreamMessagesHandled,
+    StreamRedisFailed,
+    StreamTicked,
 )
 from ..observers import Observer
 from ..phase1 import PHASE1_STAGE_ORDER
@@ -89,6 +97,11 @@ class PrometheusObserver(Observer):
             PathOutcomeRecorded: self._write_path_outcome, CircuitEvent: self._write_breaker,
             HttpRequestServed: self._write_http, StoreWritten: self._write_store,
             StoreFailed: self._write_store_failure, ConfigReloaded: self._write_reload,
+            StreamTicked: self._write_tick, StreamMessagesHandled: self._write_handled,
+            MessageDeadLettered: self._write_dead_letter, StreamBacklog: self._write_backlog,
+            StreamRedisFailed: self._write_redis_failure,
+            StreamDelivered: self._write_delivery, Layer1Substituted: self._write_layer1,
+            LeaseChanged: self._write_lease,
         }
 
     def _defer(self, fn: Callable[..., None], *args: Any) -> None:
@@ -326,6 +339,37 @@ class PrometheusObserver(Observer):
         self._child(m.config_reloads, "success" if event.ok else "failure").inc()
         if event.loaded_at_sec is not None:
             m.config_last_reload.set(event.loaded_at_sec)
+
+    # ----------------------------------------------------------------- the stream loop
+    def _write_tick(self, event: StreamTicked) -> None:
+        self.metrics.stream_tick_latency.observe(event.seconds)
+        self.metrics.stream_tick_messages.observe(event.messages)
+
+    def _write_handled(self, event: StreamMessagesHandled) -> None:
+        self._child(self.metrics.stream_messages, event.result).inc(event.messages)
+
+    def _write_dead_letter(self, event: MessageDeadLettered) -> None:
+        self._child(self.metrics.stream_dead_letters, event.reason).inc()
+
+    def _write_backlog(self, event: StreamBacklog) -> None:
+        if event.lag is not None:
+            self.metrics.stream_lag.set(event.lag)
+        self.metrics.stream_pending.set(event.pending)
+
+    def _write_redis_failure(self, event: StreamRedisFailed) -> None:
+        self._child(self.metrics.stream_redis_errors, event.operation).inc()
+
+    def _write_delivery(self, event: StreamDelivered) -> None:
+        self.metrics.stream_delivery_latency.observe(event.latency_sec)
+
+    def _write_layer1(self, event: Layer1Substituted) -> None:
+        self._child(self.metrics.layer1_substitutions, event.code, event.policy).inc()
+
+    def _write_lease(self, event: LeaseChanged) -> None:
+        m = self.metrics
+        self._child(m.lease_changes, event.event).inc()
+        m.lease_owner.set(1.0 if event.event == "acquired" else 0.0)
+        m.lease_epoch.set(event.epoch)
 
 
 _BUDGETS = frozenset({"position", "strategy", "portfolio"})

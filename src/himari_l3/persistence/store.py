@@ -9,6 +9,7 @@ Tables (SQLAlchemy Core, the same on SQLite and PostgreSQL; JSON is kept as text
     returns          seq, ts_ns, config_version, request, response
     config_changes   seq, ts_ns, config_version, config
     state_snapshots  id, seq, ts_ns, config_version, state
+    stream_inputs    stream, msg_id, seq   (which decision answered each stream message)
     meta             key, value
 
 ``seq`` is one sequence over the four journal tables: the order in which the service applied
@@ -46,6 +47,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
+    Connection,
     Engine,
     Float,
     Integer,
@@ -131,6 +133,15 @@ snapshot_digests = Table(
     Column("id", Integer, primary_key=True, autoincrement=False),  # state_snapshots.id
     Column("sha256", String(64), nullable=False),
 )
+# Which decision answered each stream message (the live loop's idempotency: a message
+# journaled here is never applied again). Written in the decision's transaction; not part of
+# the seq-ordered journal (nothing is replayed from it).
+stream_inputs = Table(
+    "stream_inputs", _md,
+    Column("stream", String(200), primary_key=True),
+    Column("msg_id", String(64), primary_key=True),
+    Column("seq", BigInteger, nullable=False),
+)
 meta = Table(
     "meta", _md,
     Column("key", String(64), primary_key=True),
@@ -141,6 +152,7 @@ JOURNAL_TABLES: dict[str, Table] = {
     "decision": decisions, "outcome": outcomes, "returns": returns, "config": config_changes,
 }
 _INSERTS = {name: insert(table) for name, table in JOURNAL_TABLES.items()}
+_INSERTS["stream_input"] = insert(stream_inputs)
 _ACK_UPDATE = update(meta).where(meta.c.key == "acked_seq").values(value=bindparam("seq"))
 
 
@@ -215,6 +227,9 @@ class Store:
         if ack_path is None and self.dialect == "sqlite" and database not in ("", ":memory:"):
             ack_path = f"{database}-ack"
         self.on_error: Callable[[str], None] | None = None
+        # Checked inside every journal and snapshot transaction when set (the live loop's
+        # lease: a writer that lost its portfolio cannot commit; persistence/lease.py).
+        self.fence: Callable[[Connection], None] | None = None
         self.ack = (AckRecord(ack_path, on_error=lambda: self._report("ack_record"))
                     if ack_path is not None else None)
         _md.create_all(self.engine)
@@ -240,6 +255,8 @@ class Store:
             return
         top = max(e.seq for e in entries)
         with self.engine.begin() as conn:
+            if self.fence is not None:
+                self.fence(conn)
             for e in entries:
                 # One prebuilt statement per table: SQLAlchemy caches its compiled form
                 # (``insert(t).values(**row)`` would be a new statement per call).
@@ -263,6 +280,8 @@ class Store:
         make the acknowledged-seq record durable. Returns the snapshot's id."""
         digest = _sha256(state)
         with self.engine.begin() as conn:
+            if self.fence is not None:
+                self.fence(conn)
             res = conn.execute(insert(state_snapshots).values(
                 seq=seq, ts_ns=ts_ns, config_version=config_version, state=state))
             new_id = int(res.inserted_primary_key[0])  # type: ignore[index]
@@ -409,6 +428,24 @@ class Store:
         with self.engine.begin() as conn:
             conn.execute(update(meta).where(meta.c.key == "lost_seqs")
                          .values(value=json.dumps(merged)))
+
+    def stream_input_seqs(self, stream: str, msg_ids: Sequence[str]) -> dict[str, int]:
+        """{message id: seq of the decision that answered it} for those of ``msg_ids`` of
+        ``stream`` that are journaled."""
+        out: dict[str, int] = {}
+        ids = list(dict.fromkeys(msg_ids))
+        with self.engine.connect() as conn:
+            for i in range(0, len(ids), 500):  # bounded IN lists
+                rows = conn.execute(select(stream_inputs.c.msg_id, stream_inputs.c.seq).where(
+                    (stream_inputs.c.stream == stream)
+                    & stream_inputs.c.msg_id.in_(ids[i:i + 500])))
+                out.update({str(m): int(q) for m, q in rows})
+        return out
+
+    def decision(self, seq: int) -> dict[str, Any] | None:
+        """The decision record ``seq`` (JSON columns parsed), or None."""
+        rows = self.decisions(after_seq=seq - 1, limit=1)
+        return rows[0] if rows and int(rows[0]["seq"]) == seq else None
 
     def decisions(self, *, after_seq: int = 0, limit: int | None = None) -> list[dict[str, Any]]:
         """Decision records in ``seq`` order, JSON columns parsed (for audits and tests)."""

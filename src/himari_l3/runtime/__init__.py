@@ -4,6 +4,6 @@ journaled before they are acknowledged, snapshotted, restored exactly after a cr
 Transport-free: the HTTP app (``himari_l3.service``) and any other transport drive a
 `SizingService` built by the composition root (``bootstrap.service.build_service``)."""
 
-from .service import Reply, SizingService
+from .service import Reply, SizingService, StreamSource
 
-__all__ = ["Reply", "SizingService"]
+__all__ = ["Reply", "SizingService", "StreamSource"]

@@ -47,7 +47,7 @@ from .jsonio import dumps, encode_cooperatively, record_fields
 from .requests import apply_allocate, apply_outcome, apply_returns, apply_size
 from .restore import Restorer, RestoreResult
 
-__all__ = ["PinnedClock", "Reply", "SizingService"]
+__all__ = ["PinnedClock", "Reply", "SizingService", "StreamSource"]
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +67,14 @@ class Reply:
     body: str
     trace_key: str | None = None
     trace: str | None = None
+
+
+class StreamSource(NamedTuple):
+    """The stream messages a decision answers: journaled in the decision's transaction
+    (``stream_inputs``), so a redelivered message is found and never applied twice."""
+
+    stream: str
+    ids: tuple[str, ...]
 
 
 class _Decision(NamedTuple):
@@ -198,11 +206,16 @@ class SizingService:
 
     async def allocate(self, signals: list[TacticalSignal],
                        cascade: dict[str, CascadeIndicators], prices: dict[str, float],
-                       want_digest: bool, request: dict[str, Any] | None = None) -> Reply:
+                       want_digest: bool, request: dict[str, Any] | None = None, *,
+                       source: StreamSource | None = None,
+                       inputs: dict[str, Any] | None = None) -> Reply:
         """Phase 3 allocation of a batch (RL blend with fallback when RL is enabled).
 
         ``request``: the same batch as plain JSON (signals with their timestamps filled
-        in), journaled as is; built from the contracts when not given."""
+        in), journaled as is; built from the contracts when not given. ``source``: the
+        stream messages the batch answers (journaled with the decision; its response is then
+        kept even with ``audit_decisions`` off, to re-publish it after a crash). ``inputs``:
+        what the transport substituted for missing inputs, recorded in the trace."""
         async with self._lock:
             await self._resync_if_dirty()
             ts, seq = self.clock.base.time_ns(), self.seq + 1
@@ -215,6 +228,8 @@ class SizingService:
                     else "baseline")
             out = record_fields(alloc)
             trace = out.pop("trace")
+            if inputs:
+                trace = {**trace, "inputs": inputs}
             out.update(decision_id=seq, path=path, config_version=self.config_version)
             if request is None:
                 request = {"signals": [s.to_dict() for s in signals],
@@ -223,7 +238,7 @@ class SizingService:
             # Every answer the guard returned (an empty list too): replay never asks the model.
             rl = None if tape is None else dumps([_rl_result(r) for r in tape.results])
             return await self._decision(_Decision(seq, ts, "allocate", path, request, rl),
-                                        alloc, out, trace, "trace", want_digest)
+                                        alloc, out, trace, "trace", want_digest, source)
 
     async def outcome(self, symbol: str, realized_return: float, strategy_id: str | None,
                       used_rl: bool | None, predicted_return: float | None,
@@ -324,16 +339,23 @@ class SizingService:
 
     # ------------------------------------------------------------ internals
     async def _decision(self, d: _Decision, record: Any, out: dict[str, Any], trace: Any,
-                        trace_key: str, want_digest: bool) -> Reply:
+                        trace_key: str, want_digest: bool,
+                        source: StreamSource | None = None) -> Reply:
         if want_digest:
             out["state_digest"] = self.digest()
         body = dumps(out)
         trace_s = dumps(trace)
-        await self._append(JournalEntry("decision", {
+        entry = JournalEntry("decision", {
             "seq": d.seq, "ts_ns": d.ts_ns, "kind": d.kind, "path": d.path,
             "config_version": self.config_version, "request": dumps(d.request),
-            "response": body if self.audit else None, "trace": trace_s if self.audit else None,
-            "rl_results": d.rl_results}), "decision")
+            "response": body if self.audit or source else None,
+            "trace": trace_s if self.audit else None, "rl_results": d.rl_results})
+        if source is None:
+            await self._append(entry, "decision")
+        else:
+            await self._append(entry, "decision", [
+                JournalEntry("stream_input", {"stream": source.stream, "msg_id": i,
+                                              "seq": d.seq}) for i in source.ids])
         self._committed(d.seq)
         return Reply(d.seq, record, body, trace_key, trace_s)
 
@@ -348,14 +370,15 @@ class SizingService:
         self._committed(entry.seq)
         return Reply(entry.seq, record, body)
 
-    async def _append(self, entry: JournalEntry, kind: str) -> None:
+    async def _append(self, entry: JournalEntry, kind: str,
+                      with_rows: list[JournalEntry] | None = None) -> None:
         t0 = time.perf_counter()
         try:
             # On the loop thread, on purpose: requests are serialised by the lock anyway, and
             # a worker-thread hop cost ~0.3 ms of CPU per request and raised the benchmark's
             # p99 from ~17 to ~29 ms. A commit is ~0.3 ms (one WAL fsync; checkpoints run
             # after snapshots, in a thread). Snapshots, the big writes, stay in threads.
-            self.store.append([entry])
+            self.store.append([entry, *with_rows] if with_rows else [entry])
         except Exception as err:
             # The in-memory state is ahead of the store: resync before the next request.
             self._dirty = True

@@ -6,6 +6,11 @@ volume spike :math:`(v-1)/(\theta_v-1)`; whale pressure :math:`w/\theta_w`; exch
 :math:`\max(0,z)/\theta_z`. The score is their weighted sum (weights sum to 1), so it is in
 [0, 1]: above ``exit_above`` EXIT (size 0), above ``reduce_75_above`` REDUCE_75% (keep 25 %),
 above ``reduce_50_above`` REDUCE_50% (keep 50 %), else MONITOR.
+
+Whale pressure :math:`w` is the reading against the trade's side: ``onchain_whale_pressure``
+for either side, unless the readings carry Layer 1's signed ``whale_flow`` :math:`s \in
+[-1, 1]`, in which case :math:`w = \max(0, -s)` for a long and :math:`\max(0, s)` for a
+short (whales buying are no risk to a long, and are one to a short).
 """
 
 from __future__ import annotations
@@ -28,14 +33,18 @@ def _unit(x: float) -> float:
     return 0.0 if x <= 0.0 else (1.0 if x >= 1.0 else x)
 
 
-def assess_cascade(config: CascadeConfig, ind: CascadeIndicators) -> CascadeAssessment:
-    """Score the readings and map the score to a recommendation and a size multiplier."""
+def assess_cascade(config: CascadeConfig, ind: CascadeIndicators,
+                   side: int = 1) -> CascadeAssessment:
+    """Score the readings for a trade on ``side`` (+1 long, -1 short; it matters only for
+    signed whale readings) and map the score to a recommendation and a size multiplier."""
     t, w = config.thresholds, config.weights
+    whale = ind.onchain_whale_pressure if ind.whale_flow is None else (
+        ind.whale_pressure_against(side))
     comps = {
         "funding_rate": _unit(abs(ind.funding_rate) / t.funding_rate),
         "oi_drop": _unit(-ind.oi_change_pct / t.oi_drop),
         "volume_ratio": _unit((ind.volume_ratio - 1.0) / (t.volume_ratio - 1.0)),
-        "whale_pressure": _unit(ind.onchain_whale_pressure / t.whale_pressure),
+        "whale_pressure": _unit(whale / t.whale_pressure),
         "netflow_zscore": _unit(ind.exchange_netflow_zscore / t.netflow_zscore),
     }
     score = (w.funding_rate * comps["funding_rate"] + w.oi_drop * comps["oi_drop"]

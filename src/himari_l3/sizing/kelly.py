@@ -1,31 +1,48 @@
-r"""Bayesian Kelly base size, learned per strategy x symbol.
+r"""Bayesian Kelly base size, learned per strategy x symbol (docs/sizing-math.md §2).
 
-Closed forms (no-uncertainty limits, reproduced exactly):
+**predictive** (default): the size is ``fraction`` times the *notional* Kelly optimum of the
+posterior predictive distribution of the key's next trade return.
 
-* binary bet, win probability :math:`p`, payoff ratio :math:`b`:
-  :math:`f^* = p - (1-p)/b`;
-* Gaussian returns, mean :math:`\mu`, standard deviation :math:`\sigma`:
-  :math:`f^* = \mu / \sigma^2`.
+* Edge: a sceptical Normal prior puts the full-Kelly leverage :math:`\mu/\sigma^2` at
+  :math:`N(0, \kappa^2)` (``edge_prior_kelly`` :math:`\kappa`), i.e. the per-trade Sharpe at
+  :math:`N(0, (\kappa\sigma)^2)`: :math:`n_z = 1/(\kappa\sigma)^2` pseudo-trades of zero
+  edge; the signal's expected return :math:`\mu_r` counts as
+  :math:`w_r = c \cdot n_r` pseudo-trades (confidence :math:`c`, ``report_strength``
+  :math:`n_r`); the key's :math:`n` realised returns count one each. With the signal's
+  volatility :math:`\sigma` as the per-trade noise,
 
-With parameter uncertainty (docs/sizing-math.md §2):
+  .. math:: N = n_z + w_r + n,\qquad \hat\mu = \frac{w_r\mu_r + \sum r_i}{N},\qquad
+            \operatorname{sd}(\mu) = \sigma/\sqrt{N}.
+
+* Predictive distribution: mean :math:`\hat\mu`, variance :math:`\sigma^2(1 + 1/N)` (return
+  noise plus the posterior variance of the edge), shape from the learned win rate
+  :math:`\hat p = (n_0/2 + \text{wins})/(n_0 + n)` (a symmetric prior worth
+  ``prior_strength`` :math:`n_0` trades). Its notional Kelly optimum is the exact two-point
+  form :func:`~himari_l3.sizing.kelly_forms.two_point_notional_kelly`.
+* Exploration (no permanent lock-out): once a key has outcomes and the signal claims an edge,
+  the size is at least :math:`\min(\epsilon, \text{fraction}\cdot f^*(\mu_{up}))` with
+  :math:`\mu_{up} = \hat\mu + z_e\,\sigma/\sqrt N` (``exploration_fraction`` :math:`\epsilon`,
+  ``exploration_z`` :math:`z_e`): a strategy is dropped only when the posterior is confident
+  at level :math:`z_e` that it has no edge. Deterministic in the learned state and the signal.
+
+**binary** (stake as notional) and **gaussian** (:math:`\mu/\sigma^2` trusting the report) are
+the earlier models, kept as named options:
 
 * the win probability has a Beta posterior whose prior is the signal's confidence worth
-  ``prior_strength`` pseudo-trades, updated by realised wins and losses; the size uses the
-  penalised estimate :math:`p_{eff} = \bar p - z \cdot \tfrac{1}{2\sqrt{N+1}}` (``N`` = prior
-  plus observed trades; :math:`\tfrac12` bounds the Beta standard deviation, so the penalty
-  never depends on :math:`\bar p` and the size stays monotone in confidence);
-* for a signal with an expected trade return :math:`\mu` and volatility :math:`\sigma` the bet is
-  two-point: a wrong call loses about :math:`\sigma`, and the win :math:`g` is what makes the
-  expectation equal :math:`\mu`, so :math:`b = (\mu + (1-p)\sigma)/(p\sigma)` and
-  :math:`f^* = p\mu / (\mu + (1-p)\sigma)`;
-* in the Gaussian model the predictive variance adds the posterior variance of the mean:
-  :math:`f = \bar\mu / (\sigma^2 + \sigma^2/N)` with :math:`N = n_0 c + n` (so a signal with
-  no confidence gets no size; ``uncertainty_z`` applies to the binary win probability only).
+  ``prior_strength`` pseudo-trades; the size uses
+  :math:`p_{eff} = \bar p - z \cdot \tfrac{1}{2\sqrt{N+1}}`;
+* with an expected return and a volatility the bet is two-point: a wrong call loses
+  :math:`\sigma`, so :math:`f^* = p\mu / (\mu + (1-p)\sigma)` — a *stake*, used as the
+  notional (a factor :math:`1/\sigma` below the notional optimum);
+* gaussian: :math:`f = \bar\mu / (\sigma^2 (1 + 1/(n_0 c + n)))`.
 
-A known expected return :math:`\le 0` is no edge, so no bet, whichever branch applies.
+Without a volatility there is no notional scale: every model uses the binary rule (the stake
+*is* the notional of a position that can lose all of it), and the predictive model still
+explores. A known expected return :math:`\le 0` is no edge, so no bet, in every model.
 
 The fraction is multiplied by ``fraction`` (quarter Kelly by default) and by
-:math:`1 - w_{risk} \cdot risk\_score`, then clipped to ``[0, max_fraction]``.
+:math:`1 - w_{risk}\cdot risk\_score`, bounded by ``volatility_target`` / predictive volatility
+when that is set, and clipped to ``[0, max_fraction]``.
 """
 
 from __future__ import annotations
@@ -36,38 +53,24 @@ from typing import Any
 
 from ..config.schema import KellyConfig
 from ..trace import KellyEstimate
-
-_new = tuple.__new__
+from .kelly_forms import (
+    LEVERAGE_BOUND,
+    binary_kelly,
+    gaussian_kelly,
+    two_point_kelly,
+    two_point_notional_kelly,
+)
 
 __all__ = [
+    "LEVERAGE_BOUND",
     "BayesianKelly",
     "KellyEstimate",
     "KellyStats",
     "binary_kelly",
     "gaussian_kelly",
     "two_point_kelly",
+    "two_point_notional_kelly",
 ]
-
-
-def binary_kelly(p: float, b: float) -> float:
-    """Full Kelly fraction of a bet won with probability ``p`` paying ``b`` per unit staked."""
-    return p - (1.0 - p) / b
-
-
-def gaussian_kelly(mu: float, sigma: float) -> float:
-    """Full Kelly fraction for returns of mean ``mu`` and standard deviation ``sigma``."""
-    return mu / (sigma * sigma)
-
-
-def two_point_kelly(p: float, mu: float, sigma: float) -> float:
-    """Binary Kelly for a trade that loses ``sigma`` when wrong and has expectation ``mu``.
-
-    Equals ``binary_kelly(p, b)`` with ``b = (mu + (1 - p) sigma) / (p sigma)``; it is
-    ``p mu / (mu + (1 - p) sigma)`` for ``mu >= 0`` and 0 (no bet) when there is no edge.
-    """
-    if mu <= 0.0 or p <= 0.0:
-        return 0.0
-    return p * mu / (mu + (1.0 - p) * sigma)
 
 
 @dataclass(slots=True)
@@ -108,6 +111,26 @@ class KellyStats:
                    float(d["sum_sq_return"]), float(d["sum_win"]), float(d["sum_loss"]))
 
 
+_new = tuple.__new__
+_EMPTY = KellyStats()  # read-only stand-in for a key without outcomes
+_SHAPE_EPS = 1e-9
+
+
+@dataclass(slots=True)
+class _Core:
+    """One model's full-Kelly view of a signal, before fraction, exploration and caps."""
+
+    model: str
+    win_prob: float
+    win_prob_effective: float
+    payoff_ratio: float
+    edge: float
+    full: float
+    optimistic: float  # full Kelly at the exploration quantile; 0 = do not explore
+    edge_std: float = math.nan
+    volatility: float | None = None  # predictive volatility, for the volatility target
+
+
 class BayesianKelly:
     """Kelly sizing with a posterior per (strategy_id, symbol); see the module docstring."""
 
@@ -134,15 +157,77 @@ class BayesianKelly:
     ) -> KellyEstimate:
         """Fractional Kelly (fraction of portfolio value, >= 0) for one signal."""
         cfg = self.config
-        stats = self.stats_.get((strategy_id, symbol))
-        n = stats.n if stats is not None else 0
+        stats = self.stats_.get((strategy_id, symbol), _EMPTY)
+        if cfg.model == "predictive" and volatility is not None:
+            core = self._predictive(stats, confidence, expected_return, volatility)
+        else:
+            core = self._classic(stats, confidence, expected_return, volatility)
+        risk_mult = 1.0 - cfg.risk_weight * risk_score
+        exploit = cfg.fraction * core.full
+        explore = min(cfg.exploration_fraction, cfg.fraction * core.optimistic)
+        full, exploring = core.full, False
+        if explore > exploit:
+            exploit, full, exploring = explore, core.optimistic, True
+        raw = exploit * risk_mult
+        bound = "none"
+        if (cfg.volatility_target is not None and core.volatility is not None
+                and raw * core.volatility > cfg.volatility_target):
+            raw, bound = cfg.volatility_target / core.volatility, "volatility_target"
+        if raw > cfg.max_fraction:
+            raw, bound = cfg.max_fraction, "max_fraction"
+        # tuple.__new__: the record without the NamedTuple constructor's call overhead
+        # (this runs once per decision); every field is given, in the declared order.
+        return _new(KellyEstimate, (
+            core.model, core.win_prob, core.win_prob_effective, core.payoff_ratio, core.edge,
+            full, risk_mult, raw, bound != "none", stats.n, core.edge_std, exploring, bound))
+
+    # ------------------------------------------------------------------ predictive
+    def _predictive(self, stats: KellyStats, confidence: float,
+                    expected_return: float | None, volatility: float) -> _Core:
+        """Posterior predictive notional Kelly (module docstring)."""
+        cfg = self.config
+        n = stats.n
+        # No expected return: the report is a +-sigma bet won with probability c.
+        report = (2.0 * confidence - 1.0) * volatility if expected_return is None \
+            else expected_return
+        w_report = confidence * cfg.report_strength
+        # Prior N(0, kappa^2) on the full-Kelly leverage mu/sigma^2 = N(0, (kappa sigma)^2) on
+        # the per-trade Sharpe: 1/(kappa sigma)^2 pseudo-trades of zero edge. Leverage, unlike
+        # a per-trade Sharpe, does not depend on the trade's horizon.
+        prior_var = (cfg.edge_prior_kelly * volatility) ** 2  # 0 if it underflows: no bet
+        big_n = (1.0 / prior_var if prior_var > 0.0 else math.inf) + w_report + n
+        edge = (w_report * report + stats.sum_return) / big_n
+        edge_std = volatility / math.sqrt(big_n)
+        std = volatility * math.sqrt(1.0 + 1.0 / big_n)
         n0 = cfg.prior_strength
-        wins = stats.wins if stats is not None else 0
-        p_bar = (n0 * confidence + wins) / (n0 + n)
-        p_eff = p_bar - cfg.uncertainty_z * 0.5 / math.sqrt(n0 + n + 1.0)
-        p_eff = min(1.0, max(0.0, p_eff))
+        # Kept off 0 and 1 (a tiny prior and all wins would round to 1): a two-point shape
+        # needs both points.
+        p_up = min(1.0 - _SHAPE_EPS, max(_SHAPE_EPS, (0.5 * n0 + stats.wins) / (n0 + n)))
+        full = optimistic = 0.0
+        if report > 0.0:  # a report of no edge (<= 0) is never bet on, whatever was learned
+            full = two_point_notional_kelly(edge, std, p_up)
+            if n > 0:
+                optimistic = two_point_notional_kelly(
+                    edge + cfg.exploration_z * edge_std, std, p_up)
+        up = edge + std * math.sqrt((1.0 - p_up) / p_up)
+        down = std * math.sqrt(p_up / (1.0 - p_up)) - edge
+        payoff = up / down if down > 0.0 and up > 0.0 else math.nan
+        return _Core("predictive", p_up, p_up, payoff, edge, full, optimistic, edge_std, std)
+
+    # ---------------------------------------------------------- binary and gaussian
+    def _classic(self, stats: KellyStats, confidence: float,
+                 expected_return: float | None, volatility: float | None) -> _Core:
+        """The binary (stake as notional) and gaussian models; also the predictive model's
+        rule for a signal without a volatility."""
+        cfg = self.config
+        n = stats.n
+        n0 = cfg.prior_strength
+        p_bar = (n0 * confidence + stats.wins) / (n0 + n)
+        half_sd = 0.5 / math.sqrt(n0 + n + 1.0)
+        p_eff = min(1.0, max(0.0, p_bar - cfg.uncertainty_z * half_sd))
 
         edge = self._posterior_edge(stats, expected_return)
+        optimistic = 0.0
         if cfg.model == "gaussian" and edge is not None and volatility is not None:
             # Predictive variance = return variance + posterior variance of the mean.
             n_eff = n0 * confidence + n
@@ -157,36 +242,36 @@ class BayesianKelly:
         else:
             b = self._payoff_ratio(stats)
             full = binary_kelly(p_eff, b) if p_eff > 0.0 else 0.0
-            if edge is not None and edge <= 0.0:
+            reported_no_edge = expected_return is not None and expected_return <= 0.0
+            if (edge is not None and edge <= 0.0) or (
+                    cfg.model == "predictive" and reported_no_edge):
                 # A known non-positive expected return is "no edge" even without a
-                # volatility to build the two-point bet from: never bet on it.
+                # volatility to build the two-point bet from: never bet on it. (The
+                # predictive model also refuses a report of no edge that outcomes contradict.)
                 full = 0.0
-        full = max(0.0, full)
-        risk_mult = 1.0 - cfg.risk_weight * risk_score
-        raw = cfg.fraction * full * risk_mult
-        capped = raw > cfg.max_fraction
-        # tuple.__new__: the record without the NamedTuple constructor's call overhead
-        # (this runs once per decision).
-        return _new(KellyEstimate, (
-            cfg.model, p_bar, p_eff, b, edge if edge is not None else math.nan, full,
-            risk_mult, min(raw, cfg.max_fraction), capped, n))
+            if cfg.model == "predictive" and n > 0 and not reported_no_edge:
+                # The predictive model explores here too, with an optimistic win rate.
+                optimistic = max(0.0, binary_kelly(
+                    min(1.0, p_bar + cfg.exploration_z * half_sd), b))
+        return _Core("binary" if cfg.model == "predictive" else cfg.model, p_bar, p_eff, b,
+                     edge if edge is not None else math.nan, max(0.0, full), optimistic)
 
     def _posterior_edge(
-        self, stats: KellyStats | None, expected_return: float | None
+        self, stats: KellyStats, expected_return: float | None
     ) -> float | None:
         """Signal's expected return shrunk toward the realised mean by pseudo-counts."""
-        if stats is None or stats.n == 0:
+        if stats.n == 0:
             return expected_return
         if expected_return is None:
             return stats.sum_return / stats.n
         m0 = self.config.payoff_prior_strength
         return (m0 * expected_return + stats.sum_return) / (m0 + stats.n)
 
-    def _payoff_ratio(self, stats: KellyStats | None) -> float:
+    def _payoff_ratio(self, stats: KellyStats) -> float:
         """Average win over average loss, with ``default_payoff_ratio`` as the prior."""
         cfg = self.config
         b0 = cfg.default_payoff_ratio
-        if stats is None or stats.wins == 0 or stats.losses == 0 or stats.sum_loss <= 0.0:
+        if stats.wins == 0 or stats.losses == 0 or stats.sum_loss <= 0.0:
             return b0
         b_emp = (stats.sum_win / stats.wins) / (stats.sum_loss / stats.losses)
         m0 = cfg.payoff_prior_strength

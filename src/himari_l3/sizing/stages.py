@@ -177,8 +177,9 @@ class CascadeStage:
     """Cascade (liquidation-spiral) risk from Layer 1 readings (docs/sizing-math.md §6).
 
     Phase 2 passes one readings object per symbol to every strategy's signal: it is scored
-    once. The cache is keyed by identity (hashing six floats costs more than scoring) and
-    holds the object, so its id cannot be reused while the entry lives.
+    once (per side, for readings with a signed ``whale_flow``, whose score depends on the
+    trade's side). The cache is keyed by identity (hashing six floats costs more than
+    scoring) and holds the object, so its id cannot be reused while the entry lives.
     """
 
     name = StageName.CASCADE
@@ -193,14 +194,16 @@ class CascadeStage:
 
     def apply(self, ctx: SizingContext) -> StageResult:
         ind = ctx.cascade_indicators
-        hit = self._cache.get(id(ind))
+        # Unsigned readings score the same for both sides: one entry, keyed by identity.
+        key = id(ind) if ind.whale_flow is None else id(ind) * 2 + (ctx.side < 0)
+        hit = self._cache.get(key)
         if hit is not None and hit[0] is ind:
             cas = hit[1]
         else:
             if len(self._cache) >= self._CACHE_SIZE:
                 self._cache.clear()
-            cas = assess_cascade(ctx.config.cascade, ind)
-            self._cache[id(ind)] = (ind, cas)
+            cas = assess_cascade(ctx.config.cascade, ind, ctx.side)
+            self._cache[key] = (ind, cas)
         ctx.cascade = cas
         size = ctx.size = ctx.size * cas.multiplier
         return _new(StageResult, (StageName.CASCADE, size, cas.multiplier, _NONE, _NO_REASONS,

@@ -164,3 +164,30 @@ async def test_service_restores_from_postgres(pg_url: str) -> None:
             transport=httpx.ASGITransport(app), base_url="http://l3") as c:
             st = (await c.get("/v1/state")).json()
     assert st["service"]["store"] == "postgresql"
+
+
+def test_lease_fence_on_both_stores(store_url: str) -> None:
+    """The portfolio lease on SQLite and PostgreSQL: a takeover after a silent TTL fences the
+    old owner's journal writes out, inside their own transaction."""
+    from himari_l3 import ManualClock
+    from himari_l3.persistence.lease import Lease, LeaseLost
+
+    clock = ManualClock()
+    a, b = (Lease(store_url, "p", name, 5.0, clock) for name in ("a", "b"))
+    store_a, store_b = Store(store_url), Store(store_url)
+    store_a.fence, store_b.fence = a.fence, b.fence
+    row = {"ts_ns": 1, "config_version": "v", "request": "{}"}
+    try:
+        assert a.try_acquire() and not b.try_acquire()
+        store_a.append([JournalEntry("returns", {"seq": 1, **row})])
+        clock.advance(6.0)
+        assert b.try_acquire() and b.epoch == 2
+        with pytest.raises(LeaseLost):
+            store_a.append([JournalEntry("returns", {"seq": 2, **row})])
+        store_b.append([JournalEntry("returns", {"seq": 2, **row})])
+        assert [r["seq"] for r in store_b.returns()] == [1, 2]
+        b.release()
+        assert a.try_acquire() and a.epoch == 3
+    finally:
+        for x in (store_a, store_b, a, b):
+            x.close()

@@ -122,7 +122,12 @@ def standalone_phase1(**sig: Any) -> Scenario:
     return run
 
 
-STRONG = {"confidence": 0.9, "risk_score": 0.0, "expected_return": 0.05}
+STRONG = {"confidence": 0.9, "risk_score": 0.0, "expected_return": 0.05,
+          "predicted_volatility": 0.01}
+# Before outcomes the sceptical Kelly prior sizes a report at about fraction x c x mu of
+# equity; a desk that counts Layer 2's forecasts as 10,000 trades lets STRONG reach the caps.
+TRUSTED = {"sizing.kelly.report_strength": 10_000.0}
+ORDINARY = {**STRONG, "predicted_volatility": 0.05}  # sized well under every cap
 
 
 def phase2(*batches: list[tuple[str, str, dict[str, Any]]], rows: int = 0,
@@ -234,6 +239,7 @@ SCORE_070 = {"funding_rate": 0.01, "oi_change_pct": -0.5, "onchain_whale_pressur
 CORR = {"portfolio.correlation.min_observations": 5}
 HTTP = {"rl.use_mock": False, "rl.endpoint": STUB + "/good", "rl.timeout_sec": 2.0}
 NO_VOL = {"expected_return": None, "predicted_volatility": None}
+BINARY = {"sizing.kelly.model": "binary"}  # keys read only by the binary/gaussian rules
 _rng = random.Random(3)
 MIXED = [round(_rng.uniform(-0.06, 0.08), 5) for _ in range(40)]  # distinct trade returns
 
@@ -242,12 +248,19 @@ TABLE: dict[str, Case] = {
     # --- sizing.kelly
     "sizing.kelly.model": Case("gaussian", decide()),
     "sizing.kelly.fraction": Case(0.1, decide()),
-    "sizing.kelly.max_fraction": Case(0.01, decide()),
-    "sizing.kelly.prior_strength": Case(5.0, decide()),
-    "sizing.kelly.uncertainty_z": Case(3.0, decide()),
+    "sizing.kelly.max_fraction": Case(0.001, decide()),
+    "sizing.kelly.prior_strength": Case(5.0, after_outcomes([0.05, -0.01, 0.06])),
+    "sizing.kelly.uncertainty_z": Case(3.0, decide(), context=BINARY),
     "sizing.kelly.default_payoff_ratio": Case(2.0, decide(**NO_VOL)),
-    "sizing.kelly.payoff_prior_strength": Case(2.0, after_outcomes([0.05, -0.01, 0.06])),
+    "sizing.kelly.payoff_prior_strength": Case(2.0, after_outcomes([0.05, -0.01, 0.06]),
+                                               context=BINARY),
     "sizing.kelly.risk_weight": Case(0.0, decide()),
+    "sizing.kelly.edge_prior_kelly": Case(3.0, decide()),
+    "sizing.kelly.report_strength": Case(5.0, decide()),
+    # three losses put the posterior edge below 0: the key is being explored
+    "sizing.kelly.exploration_fraction": Case(0.001, after_outcomes([-0.05] * 3)),
+    "sizing.kelly.exploration_z": Case(0.0, after_outcomes([-0.05] * 3)),
+    "sizing.kelly.volatility_target": Case(0.0001, decide()),
     # --- sizing.conformal
     "sizing.conformal.alpha": Case(0.3, after_outcomes(MIXED[:30])),
     "sizing.conformal.window": Case(20, after_outcomes([0.5] * 20 + [0.01] * 20)),
@@ -283,9 +296,9 @@ TABLE: dict[str, Case] = {
     "sizing.limits.allow_short": Case(True, decide(action=TacticalAction.SELL)),
     # Phase 2/3 give Phase 1 the portfolio's cap (the schema keeps the two equal), so this key
     # is read by a Phase 1 built from SizingConfig; `also` changes a key Phase 1 never reads.
-    "sizing.limits.max_position_pct": Case(0.01, standalone_phase1(),
-                                           also={"portfolio.max_position_pct": 0.01}),
-    "sizing.limits.max_position_usd": Case(1_000.0, decide()),
+    "sizing.limits.max_position_pct": Case(0.001, standalone_phase1(),
+                                           also={"portfolio.max_position_pct": 0.001}),
+    "sizing.limits.max_position_usd": Case(100.0, decide()),
     "sizing.limits.min_position_usd": Case(50_000.0, decide()),
     "sizing.execution.stop_loss_sigma": Case(1.0, decide()),
     "sizing.execution.take_profit_sigma": Case(5.0, decide()),
@@ -297,13 +310,13 @@ TABLE: dict[str, Case] = {
     "sizing.retention.max_symbols": Case(1, after_another_key(
         [], MarketRegime.RANGING, MarketRegime.TRENDING_UP, symbol=ETH)),
     # --- portfolio
-    "portfolio.max_position_pct": Case(0.05, phase2(TWO_ON_BTC),
+    "portfolio.max_position_pct": Case(0.05, phase2(TWO_ON_BTC), context=TRUSTED,
                                        also={"sizing.limits.max_position_pct": 0.05}),
-    "portfolio.max_strategy_pct": Case(0.05, phase2(BTC_AND_ETH)),
-    "portfolio.max_portfolio_pct": Case(0.1, phase2(BTC_AND_ETH)),
-    "portfolio.drift_threshold": Case(0.01, phase2(
-        TWO_ON_BTC, [("momentum", SYM, STRONG), ("breakout", SYM, {**STRONG,
-                                                                   "confidence": 0.8})])),
+    "portfolio.max_strategy_pct": Case(0.05, phase2(BTC_AND_ETH), context=TRUSTED),
+    "portfolio.max_portfolio_pct": Case(0.1, phase2(BTC_AND_ETH), context=TRUSTED),
+    "portfolio.drift_threshold": Case(0.01, phase2(  # sizes under the caps: weights move
+        [("momentum", SYM, ORDINARY), ("breakout", SYM, ORDINARY)],
+        [("momentum", SYM, ORDINARY), ("breakout", SYM, {**ORDINARY, "confidence": 0.8})])),
     "portfolio.weight_history_size": Case(10, phase2(*[[("momentum", SYM, STRONG)]] * 12)),
     "portfolio.max_signal_clock_skew_sec": Case(10.0, stamped_ahead(30.0)),
     "portfolio.correlation.window": Case(10, phase2(BTC_AND_ETH, rows=100, tail=10),

@@ -26,6 +26,9 @@ SYM = "BTC-USD"
 PRICES = {SYM: 50_000.0}
 BASE: dict[str, Any] = {
     "rl": {"enabled": True, "use_mock": True, "mock_seed": 3, "mock_success_rate": 1.0},
+    # Layer 2's forecasts counted as 10,000 trades: strong reports reach the caps at once
+    # (the sceptical default sizes them near fraction x c x mu before outcomes).
+    "sizing": {"kelly": {"report_strength": 10_000.0}},
 }
 
 
@@ -76,7 +79,8 @@ def setup(tmp_path: Path) -> Any:
 
 def _allocate(h: Layer3Phase3Hybrid) -> float:
     """Net USD on SYM for two strong same-direction strategies (sum well above any cap)."""
-    sigs = [make_signal(strategy_id=s, confidence=0.9, risk_score=0.0, expected_return=0.05)
+    sigs = [make_signal(strategy_id=s, confidence=0.9, risk_score=0.0, expected_return=0.05,
+                        predicted_volatility=0.01)
             for s in ("momentum", "breakout")]
     return h.process_signals(sigs, make_cascade(), PRICES).allocations[SYM]
 
@@ -277,7 +281,8 @@ def test_diff_keys_lists_changed_leaves() -> None:
     a = Layer3Config()
     b = Layer3Config.model_validate(_with(**{"sizing.regime.multipliers.CRISIS": 0.1}))
     assert diff_keys(a, b) == ["rl.enabled", "rl.mock_seed", "rl.mock_success_rate",
-                               "rl.use_mock", "sizing.regime.multipliers.CRISIS"]
+                               "rl.use_mock", "sizing.kelly.report_strength",
+                               "sizing.regime.multipliers.CRISIS"]
     assert diff_keys(a, a) == []
 
 

@@ -64,8 +64,10 @@ def capped(tmp_path: Path) -> Any:
 
 
 def _size(h: Layer3Phase3Hybrid) -> float:
+    """USD on SYM for one strong signal: ~2,150 USD uncapped before any outcome (the
+    sceptical Kelly prior sizes a report at about fraction x confidence x expected return)."""
     sigs = [make_signal(strategy_id="momentum", confidence=0.9, risk_score=0.0,
-                        expected_return=0.05)]
+                        expected_return=0.15)]
     return h.process_signals(sigs, make_cascade(), {SYM: 50_000.0}).allocations[SYM]
 
 

@@ -320,8 +320,9 @@ def _doc_value(v: Any) -> str:
 
 
 def test_the_token_is_left_out_of_dumps_reprs_and_versions() -> None:
-    """public_dump (journal, snapshots) and repr never carry service.auth_token; the version
-    ignores it; the dump parses back to the same config without it."""
+    """public_dump (journal, snapshots) and repr never carry service.auth_token (nor a
+    password in persistence.url); the version ignores it; the dump parses back to the same
+    config without it."""
     token = "tok-" + "9" * 20
     cfg = parse_config(Layer3Config, {"service": {"auth_token": token}})
     assert token not in json.dumps(cfg.public_dump())
@@ -329,5 +330,10 @@ def test_the_token_is_left_out_of_dumps_reprs_and_versions() -> None:
     assert config_version(cfg) == config_version(Layer3Config())
     back = parse_config(Layer3Config, cfg.public_dump())
     assert back.service.auth_token is None
+    pg = parse_config(Layer3Config, {"persistence": {
+        "url": "postgresql+psycopg://l3:pg-s3cret@db.example:5432/himari"}})
+    assert pg.public_dump()["persistence"]["url"] == (
+        "postgresql+psycopg://l3:***@db.example:5432/himari")
+    assert "pg-s3cret" not in json.dumps(pg.public_dump())
     assert back == cfg.model_copy(update={"service": cfg.service.model_copy(
         update={"auth_token": None})})

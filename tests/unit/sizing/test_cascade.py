@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 
-from conftest import cascade_indicators, make_cascade
-from himari_l3 import CascadeIndicators, CascadeRecommendation
+from conftest import cascade_indicators, make_cascade, make_engine, make_signal
+from himari_l3 import CascadeIndicators, CascadeRecommendation, InvalidCascadeIndicatorsException
 from himari_l3.config.schema import CascadeConfig, CascadeThresholds, CascadeWeights
 from himari_l3.sizing.cascade import assess_cascade
 
@@ -136,3 +136,62 @@ def test_more_stress_never_lowers_score(ind: CascadeIndicators) -> None:
                               ind.exchange_netflow_zscore)
     a, b = assess_cascade(DEFAULT, ind), assess_cascade(DEFAULT, worse)
     assert b.score >= a.score and b.multiplier <= a.multiplier
+
+
+# ------------------------------------------------------------ signed whale pressure
+def _flow(flow: float) -> CascadeIndicators:
+    """Calm readings but for Layer 1's signed whale pressure (+1 = whales buying)."""
+    return CascadeIndicators.from_whale_flow(0.0, 0.0, 1.0, flow, 0.0)
+
+
+@pytest.mark.parametrize("flow, long_whale, short_whale",
+                         [(-0.8, 1.0, 0.0), (-0.4, 0.5, 0.0), (0.0, 0.0, 0.0),
+                          (0.4, 0.0, 0.5), (0.8, 0.0, 1.0)])
+def test_signed_whale_pressure_is_risk_only_against_the_trade(
+        flow: float, long_whale: float, short_whale: float) -> None:
+    """Whales selling (flow < 0) weigh on a long only; whales buying on a short only."""
+    ind = _flow(flow)
+    assert ind.onchain_whale_pressure == max(0.0, -flow)
+    assert assess_cascade(DEFAULT, ind, 1).components["whale_pressure"] == long_whale
+    assert assess_cascade(DEFAULT, ind, -1).components["whale_pressure"] == short_whale
+
+
+def test_unsigned_readings_score_the_same_for_both_sides() -> None:
+    """Without whale_flow the existing meaning holds: the reading counts for either side."""
+    ind = make_cascade(onchain_whale_pressure=0.6)
+    assert assess_cascade(DEFAULT, ind, 1) == assess_cascade(DEFAULT, ind, -1)
+    assert assess_cascade(DEFAULT, ind) == assess_cascade(DEFAULT, ind, 1)
+
+
+def test_signed_long_side_equals_the_unsigned_reading() -> None:
+    """For a long, signed readings score exactly as the unsigned selling pressure."""
+    for flow in (-1.0, -0.3, 0.0, 0.7):
+        signed = _flow(flow)
+        unsigned = make_cascade(funding_rate=0.0, onchain_whale_pressure=max(0.0, -flow))
+        assert (assess_cascade(DEFAULT, signed, 1).score
+                == assess_cascade(DEFAULT, unsigned, 1).score)
+
+
+def test_whale_flow_is_validated_and_must_agree_with_the_unsigned_field() -> None:
+    """A flow outside [-1, 1], or an unsigned field that is not max(0, -flow), is refused."""
+    with pytest.raises(InvalidCascadeIndicatorsException, match="whale_flow"):
+        _flow(1.5)
+    with pytest.raises(InvalidCascadeIndicatorsException, match="whale_flow"):
+        _flow(float("nan"))
+    with pytest.raises(InvalidCascadeIndicatorsException, match="onchain_whale_pressure"):
+        CascadeIndicators(0.0, 0.0, 1.0, 0.0, 0.0, None, -0.5)
+    assert CascadeIndicators.from_dict(_flow(-0.5).to_dict()) == _flow(-0.5)
+
+
+def test_phase1_cuts_the_short_not_the_long_when_whales_buy() -> None:
+    """Heavy whale buying: a short is cut by the cascade stage, a long is not."""
+    from himari_l3 import TacticalAction
+    from himari_l3.config.schema import LimitsConfig, SizingConfig
+
+    engine = make_engine(config=SizingConfig(limits=LimitsConfig(allow_short=True)))
+    buying = _flow(1.0)
+    long_ = engine.calculate_position(make_signal(), buying, 50_000.0)
+    short = engine.calculate_position(make_signal(action=TacticalAction.SELL), buying, 50_000.0)
+    assert long_.diagnostics["cascade"]["components"]["whale_pressure"] == 0.0
+    assert short.diagnostics["cascade"]["components"]["whale_pressure"] == 1.0
+    assert short.cascade_risk_score > long_.cascade_risk_score

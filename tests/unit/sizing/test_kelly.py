@@ -19,7 +19,9 @@ from himari_l3.sizing.kelly import (
     two_point_kelly,
 )
 
-EXACT = KellyConfig(uncertainty_z=0.0, risk_weight=0.0, fraction=1.0, max_fraction=1.0)
+# The binary model's closed forms (the predictive default has its own module of tests).
+EXACT = KellyConfig(model="binary", uncertainty_z=0.0, risk_weight=0.0, fraction=1.0,
+                    max_fraction=1.0)
 
 
 def _est(cfg: KellyConfig = EXACT, *, conf: float = 0.6, risk: float = 0.0,
@@ -118,7 +120,7 @@ def test_gaussian_engine_exact_predictive_variance() -> None:
 
 def test_fraction_and_risk_multiplier_apply() -> None:
     """fraction x full Kelly x (1 - w risk_score)."""
-    cfg = KellyConfig(uncertainty_z=0.0, fraction=0.25, risk_weight=0.5)
+    cfg = KellyConfig(model="binary", uncertainty_z=0.0, fraction=0.25, risk_weight=0.5)
     k = _est(cfg, conf=0.6, risk=0.4, er=0.02, vol=0.05)
     assert k.risk_multiplier == 0.8
     assert k.fraction == pytest.approx(0.25 * two_point_kelly(0.6, 0.02, 0.05) * 0.8, rel=1e-12)
@@ -149,7 +151,7 @@ def test_effective_win_prob_clipped_to_unit_interval() -> None:
 # ------------------------------------------------------------ no edge means no bet
 @pytest.mark.parametrize("er", [0.0, -0.05, -1.0])
 @pytest.mark.parametrize("vol", [None, 0.05])
-@pytest.mark.parametrize("model", ["binary", "gaussian"])
+@pytest.mark.parametrize("model", ["predictive", "binary", "gaussian"])
 def test_non_positive_expected_return_means_no_bet(er: float, vol: float | None,
                                                    model: str) -> None:
     """expected_return <= 0 is a value ("no edge"), with or without a volatility: size 0."""
@@ -168,7 +170,7 @@ def test_missing_expected_return_is_not_zero() -> None:
 confs = st.floats(0.0, 1.0)
 edges = st.floats(1e-4, 0.5)
 vols = st.floats(1e-3, 2.0)
-models = st.sampled_from(["binary", "gaussian"])
+models = st.sampled_from(["predictive", "binary", "gaussian"])
 
 
 @given(c1=confs, c2=confs, er=st.none() | edges, vol=st.none() | vols, model=models)
@@ -211,8 +213,10 @@ def test_larger_uncertainty_z_never_increases_size(z1: float, z2: float, conf: f
                                                    er: float | None, vol: float | None) -> None:
     """A larger uncertainty penalty never increases size (binary model)."""
     lo, hi = sorted((z1, z2))
-    small = _est(KellyConfig(uncertainty_z=hi), conf=conf, er=er, vol=vol).fraction
-    assert small <= _est(KellyConfig(uncertainty_z=lo), conf=conf, er=er, vol=vol).fraction
+    small = _est(KellyConfig(model="binary", uncertainty_z=hi), conf=conf, er=er,
+                 vol=vol).fraction
+    assert small <= _est(KellyConfig(model="binary", uncertainty_z=lo), conf=conf, er=er,
+                         vol=vol).fraction
 
 
 @given(n1=st.floats(1.0, 1e4), n2=st.floats(1.0, 1e4), conf=confs, er=st.none() | edges,
@@ -230,7 +234,7 @@ def test_weaker_prior_never_increases_size(n1: float, n2: float, conf: float,
     assert weak <= strong
 
 
-@pytest.mark.parametrize("model", ["binary", "gaussian"])
+@pytest.mark.parametrize("model", ["predictive", "binary", "gaussian"])
 def test_consistent_evidence_never_shrinks_size(model: str) -> None:
     """Trades that agree with the prior (win rate = confidence, mean = edge) reduce
     uncertainty, so size never goes down as they accumulate."""
@@ -277,7 +281,7 @@ def test_empirical_payoff_ratio_shrinks_to_prior() -> None:
 
 def test_posterior_edge_shrinks_to_realised_mean() -> None:
     """edge = (m0 mu_signal + sum r) / (m0 + n)."""
-    kelly = BayesianKelly(KellyConfig(payoff_prior_strength=20.0))
+    kelly = BayesianKelly(KellyConfig(model="binary", payoff_prior_strength=20.0))
     for _ in range(20):
         kelly.update("s", "BTC", 0.0)
     assert kelly.estimate("s", "BTC", 0.6, 0.0, 0.02, 0.05).edge == pytest.approx(0.01)
