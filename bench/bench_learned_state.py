@@ -146,11 +146,12 @@ class Child:
 
 
 def worst_case() -> dict[str, Any]:
-    """The exported learned state with every bounded structure full at the default caps:
+    """The learned state with every bounded structure full at the default caps:
     10,000 Kelly posteriors and last predictions, 1,000 conformal windows of 250 scores,
     2,000 regime states, 10,000 weight-history rows, 120 correlation rows of 512 symbols,
-    10,000 RL-vs-baseline outcomes per path and a last allocation of 1,000 signals. Its JSON
-    size bounds a snapshot (and ``/v1/state?learned=true``)."""
+    10,000 RL-vs-baseline outcomes per path and a last allocation of 1,000 signals (built in
+    the parent, which holds nothing else: its RSS is the engine's worst case). Its JSON size
+    bounds a snapshot (and ``/v1/state?learned=true``)."""
     from himari_l3 import CascadeIndicators, ManualClock, MarketRegime, TacticalSignal
     from himari_l3.phase3 import Layer3Phase3Hybrid
     from himari_l3.runtime.jsonio import dumps
@@ -189,7 +190,8 @@ def worst_case() -> dict[str, Any]:
              "correlation": p2.correlations.export_state(),
              "last_allocation": p2.last_allocation_.to_dict()
              if p2.last_allocation_ is not None else None}
-    return {"seconds": round(time.perf_counter() - t0, 1),
+    gc.collect()
+    return {"seconds": round(time.perf_counter() - t0, 1), "rss_mb": round(_rss_mb(), 1),
             "keys": p1.get_state()["retention"],
             "bytes": {k: len(dumps(v)) for k, v in sizes.items()},
             "export_bytes": len(dumps(state)),
