@@ -40,19 +40,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench_correlation_memory import _rss_mb  # (bench/ is on the path: run as a script)
+
 RESULTS = Path(__file__).resolve().parent / "results"
 SRC = Path(__file__).resolve().parents[1] / "src"
 TIMEOUT_SEC = 600
 CAS = {"funding_rate": 0.0001, "oi_change_pct": 0.0, "volume_ratio": 1.0,
        "onchain_whale_pressure": 0.0, "exchange_netflow_zscore": 0.0}
-
-
-def _rss_mb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024.0
-    return float("nan")
 
 
 def _signal(strategy: str, symbol: str, i: int) -> dict[str, Any]:
