@@ -25,11 +25,13 @@ def handle(decision: dict[str, Any]) -> list[str]:
     decision carries no intents)."""
     lines = [f"decision {decision['decision_id']} (portfolio {decision['portfolio']}, "
              f"inputs {len(decision['source_ids'])}, state {decision['trading_state']})"]
+    venue = decision.get("venue_symbols", {})
     for intent in decision["intents"]:
+        symbol = intent.get("symbol")
         lines.append(f"  intent {intent.get('client_order_id')}: {intent.get('side')} "
-                     f"{intent.get('quantity')} {intent.get('symbol')}")
+                     f"{intent.get('quantity')} {venue.get(symbol, symbol)}"
+                     f"{' reduce-only' if intent.get('reduce_only') else ''}")
     if not decision["intents"]:
-        venue = decision.get("venue_symbols", {})
         for symbol, usd in sorted(decision["allocations"].items()):
             lines.append(f"  target {venue.get(symbol, symbol)}: {usd:+.2f} USD")
     return lines

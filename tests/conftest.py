@@ -12,6 +12,8 @@ Generic on purpose so Phase 2/3, service and backtest tests can reuse them:
 from __future__ import annotations
 
 import contextlib
+import math
+from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -67,6 +69,17 @@ def make_signal(**kw: Any) -> TacticalSignal:
 def make_cascade(**kw: Any) -> CascadeIndicators:
     """Calm cascade indicators (score 0.02, MONITOR) with overrides."""
     return CascadeIndicators(**{**CASCADE_DEFAULTS, **kw})
+
+
+def all_finite(value: Any) -> bool:
+    """Every float anywhere in a JSON-like value is finite (no NaN, no infinity)."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, dict):
+        return all(all_finite(v) for v in value.values())
+    if isinstance(value, list):
+        return all(all_finite(v) for v in value)
+    return True
 
 
 def make_engine(**kw: Any) -> Layer3Phase1:
@@ -257,3 +270,29 @@ def own_redis(tmp_path: Path) -> Iterator[Any]:
         yield server
     finally:
         server.kill()
+
+
+def mutable_ids(root: Any, own: bool) -> set[int]:
+    """Ids of the dicts, lists, sets and deques reachable from ``root`` (through this
+    package's objects' attributes when ``own``; plain containers otherwise)."""
+    seen: set[int] = set()
+    found: set[int] = set()
+    stack = [root]
+    while stack:
+        obj = stack.pop()
+        if id(obj) in seen or isinstance(obj, (str, bytes, int, float, bool, type(None))):
+            continue
+        seen.add(id(obj))
+        if isinstance(obj, (dict, list, set, deque)):
+            found.add(id(obj))
+        if isinstance(obj, dict):
+            stack.extend(obj.keys())
+            stack.extend(obj.values())
+        elif isinstance(obj, (list, tuple, set, frozenset, deque)):
+            stack.extend(obj)
+        elif own and type(obj).__module__.startswith("himari_l3"):
+            slots = [s for c in type(obj).__mro__ for s in getattr(c, "__slots__", ())]
+            stack.extend(getattr(obj, s) for s in slots if hasattr(obj, s))
+            stack.extend(getattr(obj, "__dict__", {}).values())
+    return found
+

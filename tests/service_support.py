@@ -39,13 +39,33 @@ def config(tmp_path: Path, **over: Any) -> Layer3Config:
     return parse_config(Layer3Config, data)
 
 
+def fills_for(intents: list[dict[str, Any]], share: float = 0.5) -> dict[str, Any]:
+    """A fills body filling ``share`` of each intent at its reference price (fee 0.1 %)."""
+    return {"fills": [{"symbol": i["symbol"], "side": i["side"],
+                       "quantity": i["quantity"] * share, "price": i["reference_price"],
+                       "fee": i["quantity"] * share * i["reference_price"] * 0.001,
+                       "client_order_id": i["client_order_id"]} for i in intents]}
+
+
 async def drive(c: httpx.AsyncClient, n: int) -> None:
-    """A mixed stream: allocations, both outcome kinds, returns and single sizings."""
+    """A mixed stream: allocations (both modes, two portfolios) with fills of their
+    intents, positions snapshots, both outcome kinds, returns and single sizings."""
     for i in range(n):
         b = batch(3 + i % 4)
         b["signals"][0]["confidence"] = 0.5 + 0.04 * (i % 10)
         b["signals"][-1]["action"] = "SELL" if i % 3 == 0 else "BUY"
-        assert (await c.post("/v1/allocate", json=b)).status_code == 200
+        b.update(mode="full" if i % 4 == 3 else "incremental",
+                 portfolio="second" if i % 5 == 4 else "default")
+        r = await c.post("/v1/allocate", json=b)
+        assert r.status_code == 200, r.text
+        if r.json()["intents"]:
+            f = await c.post("/v1/fills", json=fills_for(r.json()["intents"]))
+            assert f.status_code == 200, f.text
+        if i % 3 == 2:
+            held = (await c.get("/v1/positions")).json()["positions"]
+            snap = {s: {"quantity": p["quantity"] * 0.9, "price": p["mark_price"]}
+                    for s, p in held.items()}
+            assert (await c.put("/v1/positions", json={"positions": snap})).status_code == 200
         r = 0.01 * ((i % 5) - 2)
         await c.post("/v1/outcomes", json={"symbol": "BTC-USD", "realized_return": r})
         await c.post("/v1/outcomes", json={"symbol": "ETH-USD", "realized_return": -r,

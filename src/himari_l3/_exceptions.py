@@ -6,7 +6,8 @@
     │   ├── InvalidCascadeIndicatorsException
     │   ├── InvalidPriceException
     │   ├── InvalidOutcomeException
-    │   └── InvalidRLPredictionException
+    │   ├── InvalidRLPredictionException
+    │   └── InvalidBookRequestException (a fill or a positions snapshot)
     ├── ConfigError (also a ValueError)
     ├── StateRestoreError
     └── CircuitBreakerOpenException
@@ -25,10 +26,14 @@ class Layer3Error(Exception):
 class ValidationError(Layer3Error, ValueError):
     """An input value was missing, non-finite or out of its allowed range."""
 
-    def __init__(self, field: str, value: object, expected: str) -> None:
+    def __init__(self, field: str, value: object, expected: str, *,
+                 path: tuple[str | int, ...] | None = None) -> None:
         self.field = field
         self.value = value
         self.expected = expected
+        # Where the field sits in a nested request (("fills", 2, "quantity")); None: the
+        # field name says it.
+        self.path = path
         super().__init__(f"{field} was {value!r}, expected {expected}")
 
 
@@ -50,6 +55,11 @@ class InvalidOutcomeException(ValidationError):
 
 class InvalidRLPredictionException(ValidationError):
     """An RL model answer is malformed or out of range (counts as an RL failure)."""
+
+
+class InvalidBookRequestException(ValidationError):
+    """A fill or a positions snapshot is invalid, or does not fit the book (an unknown
+    order, the wrong side, more than the order's quantity); ``path`` locates the field."""
 
 
 class ConfigError(Layer3Error, ValueError):

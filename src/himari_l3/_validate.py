@@ -8,9 +8,10 @@ from ._exceptions import ValidationError
 
 # The ranges every edge accepts for the inputs that scale a size (docs/service.md). Generous
 # for any traded asset, and tight enough that every output is finite by construction: units
-# = USD / price <= 1e15 / 1e-12; a take-profit <= price · (1 + 50 · 5); sizes <= equity.
+# = USD / price <= 1e13 / 1e-12; a take-profit <= price · (1 + 50 · 5); sizes <= equity.
 MAX_PORTFOLIO_VALUE = 1e13  # USD of equity (also Layer3Config.portfolio_value's bound)
-MIN_PRICE, MAX_PRICE = 1e-12, 1e15  # quote units per unit of the asset
+# quote units per unit of the asset (the book's fills and marks have the same upper bound)
+MIN_PRICE, MAX_PRICE = 1e-12, 1e12
 MAX_POSITION_USD = 1e15  # |a held position| in USD (100 x the largest equity)
 INT64_MAX = 2**63 - 1  # timestamps are int64 nanoseconds (the journal's column type)
 

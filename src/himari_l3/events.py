@@ -22,10 +22,13 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AllocationMade",
+    "BookMarked",
+    "BookStepped",
     "CircuitEvent",
     "ConfigReloaded",
     "CorrelationUpdated",
     "Event",
+    "FillRecorded",
     "HttpRequestServed",
     "HybridDecided",
     "InputKind",
@@ -36,6 +39,7 @@ __all__ = [
     "MessageDeadLettered",
     "OutcomeLearned",
     "PathOutcomeRecorded",
+    "PositionsReconciled",
     "RLLimitClipped",
     "RLPredictionBlended",
     "RLRequestsCompleted",
@@ -49,6 +53,7 @@ __all__ = [
     "StreamMessagesHandled",
     "StreamRedisFailed",
     "StreamTicked",
+    "TradeClosed",
 ]
 
 
@@ -60,6 +65,8 @@ class InputKind(enum.StrEnum):
     PRICE = "price"
     OUTCOME = "outcome"
     RETURNS = "returns"
+    FILL = "fill"
+    POSITIONS = "positions"
     REQUEST = "request"
 
 
@@ -164,6 +171,71 @@ class PathOutcomeRecorded(NamedTuple):
     rl_advantage: float | None
 
 
+# ---------------------------------------------------------------------- the book
+class BookMarked(NamedTuple):
+    """A portfolio's book after a change: equity, exposures over equity, PnL, open
+    intents."""
+
+    portfolio: str
+    equity: float
+    gross_ratio: float
+    net_ratio: float
+    realized_pnl: float
+    unrealized_pnl: float
+    fees_paid: float
+    open_intents: int
+
+
+class BookStepped(NamedTuple):
+    """A portfolio's book changed (``cause``: allocation, fill, reconcile, mark, config)
+    and was re-planned: the reason of each intent issued and of each order dropped, intents
+    superseded and expired, the repair stage if the plan needed one, the limits that scaled
+    standing targets down (sorted), and the book's numbers after it (one event per step: the
+    decision path builds it cheaply, the adapter counts)."""
+
+    portfolio: str
+    cause: str
+    issued: tuple[str, ...]
+    dropped: tuple[str, ...]
+    superseded: int
+    expired: int
+    repair: str | None
+    target_scaledowns: tuple[str, ...]
+    marks: BookMarked
+
+
+class FillRecorded(NamedTuple):
+    """A fill was applied (``result`` "applied"), or recognised as already applied
+    ("duplicate") or as already in a reconciled snapshot ("before_reconcile")."""
+
+    portfolio: str
+    side: str
+    result: str
+    notional_usd: float
+
+
+class TradeClosed(NamedTuple):
+    """A fill closed (part of) a position: its realised PnL and return. The full record,
+    with the strategies behind the position (what the learners need), is the book's
+    ``ClosedTrade`` in the fills result."""
+
+    portfolio: str
+    symbol: str
+    side: str  # "long" | "short": the side that was closed
+    quantity: float
+    realized_pnl: float
+    realized_return: float
+
+
+class PositionsReconciled(NamedTuple):
+    """An authoritative snapshot reconciled a portfolio: differences counted per field
+    (quantity, avg_price, cash; sorted) and their absolute USD value at the marks."""
+
+    portfolio: str
+    differences: tuple[tuple[str, int], ...]
+    abs_usd: float
+
+
 # ------------------------------------------------------------ service and operations
 class HttpRequestServed(NamedTuple):
     endpoint: str
@@ -173,7 +245,7 @@ class HttpRequestServed(NamedTuple):
 
 class StoreWritten(NamedTuple):
     """A journal entry or snapshot was committed (``kind``: decision, outcome, returns,
-    config, snapshot)."""
+    book, config, snapshot)."""
 
     kind: str
     latency_sec: float
@@ -257,7 +329,8 @@ class LeaseChanged(NamedTuple):
 Event = (SizingDecided | InputRejected | OutcomeLearned | RegimeObserved | AllocationMade
          | LearnedStateEvicted
          | CorrelationUpdated | RLRequestsCompleted | RLPredictionBlended | RLSymbolFellBack
-         | RLLimitClipped | HybridDecided | PathOutcomeRecorded | HttpRequestServed
+         | RLLimitClipped | HybridDecided | PathOutcomeRecorded | BookStepped
+         | FillRecorded | TradeClosed | PositionsReconciled | HttpRequestServed
          | StoreWritten | StoreFailed | ConfigReloaded | CircuitEvent | StreamTicked
          | StreamMessagesHandled | MessageDeadLettered | StreamBacklog | StreamRedisFailed
          | StreamDelivered | Layer1Substituted | LeaseChanged)

@@ -214,7 +214,7 @@ class Layer3Phase1:
                        price: float, portfolio_value: float, current_position_usd: float,
                        observe_regime: bool, t0: int) -> PositionSizingDecision:
         """Run the stages on inputs already validated at the edge (``calculate_position``,
-        or Phase 2's batch parse: prices in [1e-12, 1e15], records of the right types, the
+        or Phase 2's batch parse: prices in [1e-12, 1e12], records of the right types, the
         equity in (0, 1e13] and held positions within +-1e15 USD, so every output is finite);
         ``t0`` is when the request started
         (``time.perf_counter_ns``), for the decision's latency."""

@@ -33,15 +33,12 @@ from .contracts import (
 from .events import AllocationMade, CorrelationUpdated, InputKind, InputRejected
 from .observers import NULL_OBSERVER, Observer, resolve_observer
 from .phase1 import Layer3Phase1
-from .portfolio.budgets import BudgetResult, nets
+from .portfolio.budgets import BudgetResult, Contrib, nets
 from .portfolio.constraints import (
     CorrelationAdjustment,
-    PortfolioBudget,
     PortfolioLimit,
-    PositionBudget,
-    StrategyBudget,
-    SymbolBoundLimit,
     SymbolBounds,
+    declared_limits,
     run_limits,
     symbol_bounds,
 )
@@ -69,6 +66,8 @@ class Batch:
     penalties: dict[str, float]
     signals: dict[str, list[TacticalSignal]]
     trace: dict[str, Any] = field(default_factory=dict)
+    # The book's commitments (standing targets the batch does not touch); None: no book.
+    committed: Contrib | None = None
 
 
 class Layer3Phase2Portfolio:
@@ -119,10 +118,7 @@ class Layer3Phase2Portfolio:
         self.correlation_adjustment = CorrelationAdjustment(
             self.correlations, cc.max_correlation, cc.penalty_strength,
             cc.use_multi_asset_kelly)
-        self.limits: list[PortfolioLimit] = [
-            SymbolBoundLimit(), StrategyBudget(cfg.max_strategy_pct),
-            PositionBudget(cfg.max_position_pct), PortfolioBudget(cfg.max_portfolio_pct),
-        ]
+        self.limits: list[PortfolioLimit] = declared_limits(cfg)
 
     # ------------------------------------------------------------------ public
     def process_multi_strategy_signals(
@@ -130,11 +126,18 @@ class Layer3Phase2Portfolio:
         signals: list[TacticalSignal] | list[Any],
         cascade_indicators: dict[str, CascadeIndicators] | CascadeIndicators,
         current_prices: dict[str, float],
+        *,
+        committed: Contrib | None = None,
     ) -> EnsembleAllocation:
         """Allocate one batch. A bad signal, price or cascade reading drops only its signal
-        (listed in ``rejected_signals`` with its reason); the rest are allocated."""
+        (listed in ``rejected_signals`` with its reason); the rest are allocated.
+
+        ``committed`` (the book, ``himari_l3.book``): standing targets the batch does not
+        touch, ``{strategy: {symbol: usd}}``; every limit then holds over them plus the batch
+        (the batch gets what they leave), and the trace's ``book`` entry says how."""
         t0 = time.perf_counter()
-        batch = self.prepare(self.parse(signals, cascade_indicators, current_prices))
+        batch = self.prepare(self.parse(signals, cascade_indicators, current_prices),
+                             committed)
         limited = self.limit(batch, batch.contrib)
         provenance = {s: {"path": "baseline", "reason": "phase2"} for s in batch.symbols}
         alloc = self.commit(batch, limited, provenance)
@@ -216,15 +219,21 @@ class Layer3Phase2Portfolio:
         keeps its positions). ``export_state`` leaves it out; a snapshot stores it."""
         self.last_allocation_ = allocation
 
+    def hold(self, contrib: Contrib) -> None:
+        """What each strategy holds per symbol (a HOLD never grows it): the book sets its
+        standing targets here before each batch (without a book: the last breakdown)."""
+        self.positions_ = {s: dict(row) for s, row in contrib.items()}
+
     def set_portfolio_value(self, value: float) -> None:
         """Mark equity to a new value (used by backtests and the service)."""
         self.portfolio_value = equity(InvalidPriceException, "portfolio_value", value)
         self.phase1.portfolio_value = self.portfolio_value
 
     # ------------------------------------------------------- stages (Phase 3 too)
-    def prepare(self, batch: SignalBatch) -> Batch:
+    def prepare(self, batch: SignalBatch, committed: Contrib | None = None) -> Batch:
         """Size each signal with Phase 1 against one equity snapshot, net, apply the
-        adjustments. Advances regime hysteresis exactly once per symbol."""
+        adjustments. Advances regime hysteresis exactly once per symbol. ``committed``: the
+        book's commitments, kept with the batch for the limits."""
         pv = self.portfolio_value
         by_symbol: dict[str, list[TacticalSignal]] = {}
         for sig in batch.signals:
@@ -265,7 +274,7 @@ class Layer3Phase2Portfolio:
         }
         rejected = [r.to_dict() for r in batch.rejected]
         return Batch(pv, self.clock.time_ns(), symbols, decisions, contrib, bounds, rejected,
-                     corr.removed, by_symbol, trace)
+                     corr.removed, by_symbol, trace, committed)
 
     def _observe_regimes(self, symbols: list[str],
                          by_symbol: dict[str, list[TacticalSignal]]) -> None:
@@ -280,9 +289,10 @@ class Layer3Phase2Portfolio:
                                        min(regimes, key=short_table.__getitem__))
 
     def limit(self, batch: Batch, contrib: dict[str, dict[str, float]]) -> BudgetResult:
-        """Apply the declared limits in order (pure: no state changes)."""
+        """Apply the declared limits in order (pure: no state changes), beside the batch's
+        commitments if a book gave any."""
         return run_limits(self.limits, contrib, batch.symbols, batch.pv, batch.bounds,
-                          self.config.max_position_pct * batch.pv)
+                          self.config.max_position_pct * batch.pv, batch.committed)
 
     def commit(self, batch: Batch, limited: BudgetResult,
                provenance: dict[str, dict[str, str]]) -> EnsembleAllocation:
@@ -306,6 +316,10 @@ class Layer3Phase2Portfolio:
                        "max_strategy_usd": cfg.max_strategy_pct * batch.pv,
                        "max_portfolio_usd": cfg.max_portfolio_pct * batch.pv},
         })
+        if batch.committed is not None:
+            trace["book"] = {"committed": limited.committed,
+                             "committed_factors": limited.committed_factors,
+                             "brackets": _brackets(batch.decisions, final)}
         alloc = EnsembleAllocation(
             allocations=final, total_allocated_usd=total, portfolio_value=batch.pv,
             utilization_pct=100.0 * total / batch.pv, strategy_weights=weights,
@@ -343,6 +357,21 @@ class Layer3Phase2Portfolio:
             self.batches_total = int(state["batches_total"])
         except (KeyError, TypeError, ValueError) as err:
             raise StateRestoreError(f"state could not be restored: {err!r}") from err
+
+
+def _brackets(decisions: list[PositionSizingDecision],
+              final: dict[str, float]) -> dict[str, dict[str, float | None]]:
+    """Per symbol with a position: the stop-loss and take-profit of its largest decision on
+    the net's side (Phase 1's execution fields; ties go to the first strategy in order)."""
+    best: dict[str, PositionSizingDecision] = {}
+    for d in decisions:
+        net = final.get(d.symbol, 0.0)
+        if net * d.position_size_usd > 0.0:
+            held = best.get(d.symbol)
+            if held is None or abs(d.position_size_usd) > abs(held.position_size_usd):
+                best[d.symbol] = d
+    return {sym: {"stop_loss_price": d.stop_loss_price,
+                  "take_profit_price": d.take_profit_price} for sym, d in sorted(best.items())}
 
 
 def _override(cfg: PortfolioConfig, pos: float | None, strat: float | None,

@@ -36,6 +36,7 @@ from .events import (
 )
 from .observers import NULL_OBSERVER, Observer, resolve_observer
 from .phase2 import Batch, Layer3Phase2Portfolio
+from .portfolio.budgets import Contrib
 from .resilience import CircuitBreaker
 from .rl_guard import GuardedModel, default_rl_client
 from .rl_port import RLFailure, RLModel
@@ -173,12 +174,16 @@ class Layer3Phase3Hybrid:
         signals: list[TacticalSignal] | list[Any],
         cascade_indicators: dict[str, CascadeIndicators] | CascadeIndicators,
         current_prices: dict[str, float],
+        *,
+        committed: Contrib | None = None,
     ) -> EnsembleAllocation:
-        """Allocate a batch (blocking). Safe to call from a thread running an event loop."""
+        """Allocate a batch (blocking). Safe to call from a thread running an event loop.
+        ``committed``: the book's commitments (``Layer3Phase2Portfolio``'s
+        ``process_multi_strategy_signals`` says what they do)."""
         t0 = time.perf_counter()
         if not signals:
-            return self._empty(t0)
-        batch, asks = self._begin(signals, cascade_indicators, current_prices)
+            return self._empty(t0, committed)
+        batch, asks = self._begin(signals, cascade_indicators, current_prices, committed)
         results: list[RLPrediction | RLFailure] = []
         if asks and self.rl_client is not None:
             results = self.rl_client.predict_many_sync(asks, None, self.config.rl.timeout_sec)
@@ -189,12 +194,14 @@ class Layer3Phase3Hybrid:
         signals: list[TacticalSignal] | list[Any],
         cascade_indicators: dict[str, CascadeIndicators] | CascadeIndicators,
         current_prices: dict[str, float],
+        *,
+        committed: Contrib | None = None,
     ) -> EnsembleAllocation:
         """Async twin of :meth:`process_signals` (same allocation for the same inputs)."""
         t0 = time.perf_counter()
         if not signals:
-            return self._empty(t0)
-        batch, asks = self._begin(signals, cascade_indicators, current_prices)
+            return self._empty(t0, committed)
+        batch, asks = self._begin(signals, cascade_indicators, current_prices, committed)
         results: list[RLPrediction | RLFailure] = []
         if asks and self.rl_client is not None:
             results = await self.rl_client.predict_many(asks, None, self.config.rl.timeout_sec)
@@ -205,11 +212,12 @@ class Layer3Phase3Hybrid:
         signals: list[Any],
         cascade_indicators: dict[str, CascadeIndicators] | CascadeIndicators,
         current_prices: dict[str, float],
+        committed: Contrib | None,
     ) -> tuple[Batch, list[TacticalSignal]]:
         """Prepare the baseline once (the edge parses the inputs into one typed batch) and
         decide which signals to ask the model about."""
         batch = self.phase2.prepare(
-            self.phase2.parse(signals, cascade_indicators, current_prices))
+            self.phase2.parse(signals, cascade_indicators, current_prices), committed)
         return batch, self._asks(batch)
 
     def _asks(self, batch: Batch) -> list[TacticalSignal]:
@@ -343,14 +351,16 @@ class Layer3Phase3Hybrid:
                                              self.rl_decisions / self.total_decisions))
             self.observer.emit(AllocationMade("phase3", alloc, latency))
 
-    def _empty(self, t0: float) -> EnsembleAllocation:
+    def _empty(self, t0: float, committed: Contrib | None = None) -> EnsembleAllocation:
         log.warning("process_signals called with an empty signal list: empty allocation")
         pv = self.phase2.portfolio_value
+        trace: dict[str, Any] = {"reason": "empty_batch"}
+        if committed is not None:  # nothing new: the commitments stand as they are
+            trace["book"] = {"committed": committed, "committed_factors": {}, "brackets": {}}
         alloc = EnsembleAllocation(
             allocations={}, total_allocated_usd=0.0, portfolio_value=pv, utilization_pct=0.0,
             strategy_weights={}, drifted_strategies=[], max_drift_pct=0.0,
-            correlation_penalties={}, timestamp_ns=self.clock.time_ns(),
-            trace={"reason": "empty_batch"})
+            correlation_penalties={}, timestamp_ns=self.clock.time_ns(), trace=trace)
         self._count("fallback", {}, t0, alloc)
         return alloc
 

@@ -56,8 +56,9 @@ class LimitName(enum.StrEnum):
 
     Phase 1 names: the Kelly cap, the per-position cap or the absolute notional cap, a HOLD
     that may not grow, a cascade EXIT, shorting disabled, no edge, below minimum notional.
-    Phase 2/3 names: the per-symbol bound (``exit``, ``direction``, ``position``) and the
-    hierarchical budgets (``strategy``, ``position``, ``portfolio``).
+    Phase 2/3 names: the per-symbol bound (``exit``, ``direction``, ``position``), the
+    hierarchical budgets (``strategy``, ``position``, ``portfolio``) and the book's caps on
+    the net and on leverage (``net``, ``leverage``).
     """
 
     NONE = "none"
@@ -74,6 +75,8 @@ class LimitName(enum.StrEnum):
     POSITION = "position"
     STRATEGY = "strategy"
     PORTFOLIO = "portfolio"
+    NET = "net"
+    LEVERAGE = "leverage"
 
 
 class ReasonCode(enum.StrEnum):

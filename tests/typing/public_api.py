@@ -21,6 +21,7 @@ from himari_l3 import (
     TacticalAction,
     TacticalSignal,
 )
+from himari_l3.book import Layer3Book, OrderIntent
 
 
 def phase1() -> float:
@@ -82,3 +83,17 @@ def breaker() -> CircuitState:
     mock = MockTransformerRLClient(success_rate=0.9, seed=1)
     assert mock.circuit_breaker is not None
     return cb.state
+
+
+def book(signals: list[TacticalSignal], cascade: dict[str, CascadeIndicators],
+         prices: dict[str, float]) -> float:
+    """The book through its library object: allocate, fill, read."""
+    lb = Layer3Book(Layer3Phase3Hybrid(portfolio_value=100000, enable_metrics=False))
+    out = lb.allocate(signals, cascade, prices, portfolio="main", mode="full")
+    intents: list[OrderIntent] = out.step.result.issued
+    fills = lb.apply_fills([{"symbol": i.symbol, "side": i.side, "quantity": i.quantity,
+                             "price": i.reference_price, "client_order_id": i.client_order_id}
+                            for i in intents])
+    lb.reconcile("main", {"positions": {}})
+    equity: float = lb.positions("main")["equity"]
+    return equity + len(fills.closed_trades) + len(lb.intents("main"))

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import make_cascade, make_metrics_observer, make_signal
+from conftest import make_cascade, make_metrics_observer, make_signal, mutable_ids
 from fakes import FakeRL, prediction
 from himari_l3 import CascadeIndicators, EnsembleAllocation, ManualClock, RLPrediction
 from himari_l3.config.schema import Layer3Config, RLConfig
@@ -375,33 +375,6 @@ def test_get_state_is_json_and_complete() -> None:
     assert state["circuit_breaker"]["state"] == "closed"
 
 
-def _mutable_ids(root: Any, own: bool) -> set[int]:
-    """Ids of the dicts, lists, sets and deques reachable from ``root`` (through this
-    package's objects' attributes when ``own``; plain containers otherwise)."""
-    import collections
-
-    seen: set[int] = set()
-    found: set[int] = set()
-    stack = [root]
-    while stack:
-        obj = stack.pop()
-        if id(obj) in seen or isinstance(obj, (str, bytes, int, float, bool, type(None))):
-            continue
-        seen.add(id(obj))
-        if isinstance(obj, (dict, list, set, collections.deque)):
-            found.add(id(obj))
-        if isinstance(obj, dict):
-            stack.extend(obj.keys())
-            stack.extend(obj.values())
-        elif isinstance(obj, (list, tuple, set, frozenset, collections.deque)):
-            stack.extend(obj)
-        elif own and type(obj).__module__.startswith("himari_l3"):
-            slots = [s for c in type(obj).__mro__ for s in getattr(c, "__slots__", ())]
-            stack.extend(getattr(obj, s) for s in slots if hasattr(obj, s))
-            stack.extend(getattr(obj, "__dict__", {}).values())
-    return found
-
-
 def _busy_hybrid() -> Layer3Phase3Hybrid:
     """A hybrid with every kind of learned state: allocations with RL answers and failures,
     both outcome kinds, correlation rows, regime changes."""
@@ -430,7 +403,7 @@ def test_exported_state_shares_no_mutable_container_with_the_engine() -> None:
     under an earlier seq and break exact restore."""
     h = _busy_hybrid()
     state = h.export_state()
-    shared = _mutable_ids(state, own=False) & _mutable_ids(h, own=True)
+    shared = mutable_ids(state, own=False) & mutable_ids(h, own=True)
     assert not shared
 
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .._clock import SYSTEM_CLOCK, Clock
+from ..book import Layer3Book
 from ..config.loader import config_version
+from ..config.markets import load_markets
 from ..config.reload import ConfigReloader
 from ..config.schema import Layer3Config
 from ..observers import GatedObserver
@@ -27,7 +29,8 @@ __all__ = ["build_service"]
 def build_service(config: Layer3Config, *, config_path: str | None = None,
                   registry: CollectorRegistry | None = None, store: Store | None = None,
                   clock: Clock | None = None) -> SizingService:
-    """Wire the service for ``config``.
+    """Wire the service for ``config`` (the engine, its book with the instrument rules of
+    ``execution.markets_file``, the store, the observers, the reloader).
 
     ``registry``: where metrics go (a fresh one if None; ignored when metrics are off).
     ``store``: an open store to use (not closed by the service); by default the service
@@ -38,12 +41,14 @@ def build_service(config: Layer3Config, *, config_path: str | None = None,
     observer = build_observer(config, registry)
     pinned = PinnedClock(clock or SYSTEM_CLOCK)
     gate = GatedObserver(observer)  # muted while the journal is replayed
+    markets = load_markets(config.execution)  # a bad file refuses to start (ConfigError)
     hybrid = build_hybrid(config, observer=gate, clock=pinned)
+    book = Layer3Book(hybrid, config=config, markets=markets, observer=gate, clock=pinned)
     owns_store = store is None
     the_store = store if store is not None else Store(
         config.persistence.url, sqlite_synchronous=config.persistence.sqlite_synchronous)
     svc = SizingService(config, hybrid, the_store, gate, pinned, config_version,
-                        owns_store=owns_store)
+                        owns_store=owns_store, book=book)
     if config_path is not None:
         svc.reloader = ConfigReloader(config_path, svc.apply_config_threadsafe, config,
                                       config.service.config_watch_interval_sec, observer)

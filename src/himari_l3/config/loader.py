@@ -30,6 +30,7 @@ from typing import Any
 import yaml
 
 from .._exceptions import ConfigError
+from .markets import load_markets
 from .schema import Layer3Config, parse_config
 
 __all__ = [
@@ -170,11 +171,13 @@ def check_config_main(argv: Sequence[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else 2
     try:
         cfg = load_config(args.path)
+        markets = load_markets(cfg.execution)  # the service would refuse to start too
     except ConfigError as err:
         for problem in err.errors:
             print(f"ERROR {problem}", file=sys.stderr)
         return 2
-    print(f"OK {args.path} (version {config_version(cfg)})")
+    listed = f", {len(markets)} markets" if markets.configured else ""
+    print(f"OK {args.path} (version {config_version(cfg)}{listed})")
     return 0
 
 

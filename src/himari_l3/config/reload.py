@@ -87,6 +87,9 @@ LIVE_KEYS: Mapping[str, str] = {
     "portfolio.max_position_pct": "per-symbol net cap (also Phase 1's per-signal cap)",
     "portfolio.max_strategy_pct": "per-strategy gross budget",
     "portfolio.max_portfolio_pct": "portfolio gross budget",
+    "portfolio.max_net_pct": "net exposure cap (standing targets that no longer fit are "
+                             "scaled at the book's next step, and every portfolio re-planned)",
+    "portfolio.max_leverage": "leverage cap (as max_net_pct)",
     "portfolio.drift_threshold": "weight-drift flag threshold",
     "portfolio.max_signal_clock_skew_sec": "bound checked on each signal taken in",
     "portfolio.correlation.min_observations": "aligned rows needed before correlation counts",
@@ -96,6 +99,14 @@ LIVE_KEYS: Mapping[str, str] = {
     "portfolio.correlation.max_symbols_per_row": "cap checked on each new returns row",
     "portfolio.correlation.max_symbols": "cap checked on each new returns row",
     "portfolio.correlation.max_clock_skew_sec": "bound checked on each new returns row",
+    "book.target_ttl_sec": "read at each step of the book (stale targets decay then)",
+    "book.max_portfolios": "checked when a portfolio is created",
+    "execution.intent_ttl_sec": "stamped on intents issued from now on",
+    "execution.no_trade_band_pct": "read at each step of the book",
+    "execution.no_trade_band_usd": "read at each step of the book",
+    "execution.order_type": "stamped on intents issued from now on",
+    "execution.time_in_force": "stamped on intents issued from now on",
+    "execution.limit_offset_bps": "limit price of intents issued from now on",
     "rl.timeout_sec": "total RL deadline per decision",
     "rl.min_confidence": "RL answers below it fall back (low_confidence)",
     "rl.max_rl_weight": "largest weight of the RL target in the blend",
@@ -120,6 +131,9 @@ LIVE_KEYS: Mapping[str, str] = {
 RESTART_ONLY_KEYS: Mapping[str, str] = {
     "portfolio.weight_history_size": "bounded history is allocated at start-up",
     "portfolio.correlation.window": "the correlation row buffer is allocated at start-up",
+    "execution.markets_file": "the instrument rules are loaded at start-up",
+    "execution.precision_mode": "how the markets file is read at start-up",
+    "execution.closed_intents_kept": "bounded history of closed intents, sized at start-up",
     "rl.enabled": "creates or removes the RL client and its breaker",
     "rl.use_mock": "chooses the RL client class",
     "rl.endpoint": "the HTTP client and its connection pool are bound to it",
@@ -158,6 +172,8 @@ LIMIT_KEYS: Mapping[str, str] = {
     "portfolio.max_position_pct": "net cap per symbol",
     "portfolio.max_strategy_pct": "gross budget per strategy",
     "portfolio.max_portfolio_pct": "gross budget of the portfolio",
+    "portfolio.max_net_pct": "net exposure cap of the book",
+    "portfolio.max_leverage": "leverage cap of the book",
     "rl.max_rl_weight": "largest weight of the RL target in the blend",
 }
 

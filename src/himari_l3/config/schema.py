@@ -221,15 +221,39 @@ class CorrelationConfig(_Strict):
 
 
 class PortfolioConfig(_Strict):
-    """Phase 2 hierarchical budgets and drift tracking."""
+    """Phase 2 hierarchical budgets, the book's net and leverage caps, drift tracking."""
 
     max_position_pct: float = Field(0.15, gt=0.0, le=1.0)
     max_strategy_pct: float = Field(0.40, gt=0.0, le=1.0)
     max_portfolio_pct: float = Field(0.80, gt=0.0, le=1.0)
+    max_net_pct: float = Field(0.80, gt=0.0, le=1.0)
+    max_leverage: float = Field(1.0, gt=0.0, le=10.0)
     drift_threshold: float = Field(0.20, gt=0.0, le=10.0)
     weight_history_size: int = Field(10_000, ge=10, le=10_000_000)
     max_signal_clock_skew_sec: float = Field(60.0, gt=0.0, le=31_536_000.0)
     correlation: CorrelationConfig = CorrelationConfig()
+
+
+class BookConfig(_Strict):
+    """The book: standing targets per portfolio (docs/execution.md)."""
+
+    target_ttl_sec: float = Field(14_400.0, gt=0.0, le=31_536_000.0)
+    max_portfolios: int = Field(16, ge=1, le=10_000)
+
+
+class OrderExecutionConfig(_Strict):
+    """Order intents for Layer 4: instrument rules, no-trade band, order defaults
+    (docs/execution.md)."""
+
+    markets_file: str | None = Field(None, min_length=1)
+    precision_mode: Literal["tick_size", "decimal_places"] = "tick_size"
+    intent_ttl_sec: float = Field(300.0, gt=0.0, le=604_800.0)
+    no_trade_band_pct: float = Field(0.001, ge=0.0, le=0.1)
+    no_trade_band_usd: float = Field(10.0, ge=0.0, le=1e9)
+    order_type: Literal["market", "limit"] = "market"
+    time_in_force: Literal["GTC", "IOC", "FOK"] = "GTC"
+    limit_offset_bps: float = Field(10.0, ge=0.0, le=1_000.0)
+    closed_intents_kept: int = Field(256, ge=1, le=100_000)
 
 
 class CircuitBreakerConfig(_Strict):
@@ -431,6 +455,8 @@ class Layer3Config(_Strict):
     portfolio_value: float = Field(100_000.0, gt=0.0, le=1e13)
     sizing: SizingConfig = SizingConfig()
     portfolio: PortfolioConfig = PortfolioConfig()
+    book: BookConfig = BookConfig()
+    execution: OrderExecutionConfig = OrderExecutionConfig()
     rl: RLConfig = RLConfig()
     circuit_breaker: CircuitBreakerConfig = CircuitBreakerConfig()
     service: ServiceConfig = ServiceConfig()

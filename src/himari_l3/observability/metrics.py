@@ -292,6 +292,52 @@ class Layer3Metrics:
         self.path_outcomes = Counter(p + "path_outcomes_total",
             "Realised outcomes recorded per decision path", ["path"], registry=r)
 
+        # --- the book: positions, fills, intents -----------------------------------------
+        self.portfolio_label = BoundedLabel(max_label_values)
+        self.book_steps = Counter(p + "book_steps_total",
+            "Book steps (re-plans) by what caused them", ["cause"], registry=r)
+        self.book_intents = Counter(p + "book_intents_total",
+            "Order intents issued, by what they do", ["reason"], registry=r)
+        self.book_intents_dropped = Counter(p + "book_intents_dropped_total",
+            "Orders the book wanted but did not issue, by reason", ["reason"], registry=r)
+        self.book_intents_closed = Counter(p + "book_intents_closed_total",
+            "Open intents closed without a fill: superseded or expired", ["status"],
+            registry=r)
+        self.book_repairs = Counter(p + "book_repairs_total",
+            "Re-plans that needed a limit repair, by stage", ["stage"], registry=r)
+        self.book_target_scaledowns = Counter(p + "book_target_scaledowns_total",
+            "Standing targets scaled down because they breached a limit", ["limit"],
+            registry=r)
+        self.book_equity = Gauge(p + "book_equity_usd",
+            "Equity of a portfolio's book, marked to the latest prices", ["portfolio"],
+            registry=r)
+        self.book_exposure = Gauge(p + "book_exposure_ratio",
+            "Gross or net exposure of a portfolio's positions over its equity",
+            ["portfolio", "kind"], registry=r)
+        self.book_pnl = Gauge(p + "book_pnl_usd",
+            "Realised PnL, unrealised PnL and fees paid of a portfolio's book",
+            ["portfolio", "kind"], registry=r)
+        self.book_open_intents = Gauge(p + "book_open_intents",
+            "Open order intents of a portfolio", ["portfolio"], registry=r)
+        self.fills = Counter(p + "fills_total",
+            "Fills reported, by side and result (applied, duplicate, before_reconcile)",
+            ["side", "result"], registry=r)
+        self.fill_notional = Counter(p + "fill_notional_usd_total",
+            "Notional of applied fills", ["side"], registry=r)
+        self.closed_trades = Counter(p + "closed_trades_total",
+            "Positions (or parts) closed by fills, by result", ["result"], registry=r)
+        self.closed_trade_return = FastHistogram(p + "closed_trade_return",
+            "Realised return of closed positions (fraction of entry)", buckets=_RET,
+            registry=r)
+        self.reconciliations = Counter(p + "reconciliations_total",
+            "Authoritative positions snapshots taken", registry=r)
+        self.reconcile_differences = Counter(p + "reconcile_differences_total",
+            "Differences between the book and a positions snapshot, by field", ["field"],
+            registry=r)
+        self.reconcile_difference_usd = Gauge(p + "reconcile_difference_usd",
+            "Absolute USD value of the last snapshot's differences", ["portfolio"],
+            registry=r)
+
         # --- circuit breaker (names fixed by the user's document) ------------------------
         self.cb_state = Gauge(p + "circuit_breaker_state",
             "Circuit breaker state: 0 closed, 1 half-open, 2 open", ["breaker"], registry=r)

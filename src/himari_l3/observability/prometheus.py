@@ -23,10 +23,13 @@ from .._version import __version__
 from ..contracts import MarketRegime
 from ..events import (
     AllocationMade,
+    BookMarked,
+    BookStepped,
     CircuitEvent,
     ConfigReloaded,
     CorrelationUpdated,
     Event,
+    FillRecorded,
     HttpRequestServed,
     HybridDecided,
     InputRejected,
@@ -36,6 +39,7 @@ from ..events import (
     MessageDeadLettered,
     OutcomeLearned,
     PathOutcomeRecorded,
+    PositionsReconciled,
     RegimeObserved,
     RLLimitClipped,
     RLPredictionBlended,
@@ -49,6 +53,7 @@ from ..events import (
     StreamMessagesHandled,
     StreamRedisFailed,
     StreamTicked,
+    TradeClosed,
 )
 from ..observers import Observer
 from ..phase1 import PHASE1_STAGE_ORDER
@@ -95,6 +100,9 @@ class PrometheusObserver(Observer):
             RLPredictionBlended: self._write_rl_blend, RLSymbolFellBack: self._write_rl_fallback,
             RLLimitClipped: self._write_rl_clip, HybridDecided: self._write_hybrid,
             PathOutcomeRecorded: self._write_path_outcome, CircuitEvent: self._write_breaker,
+            BookStepped: self._write_book_step,
+            FillRecorded: self._write_fill, TradeClosed: self._write_trade,
+            PositionsReconciled: self._write_reconcile,
             HttpRequestServed: self._write_http, StoreWritten: self._write_store,
             StoreFailed: self._write_store_failure, ConfigReloaded: self._write_reload,
             StreamTicked: self._write_tick, StreamMessagesHandled: self._write_handled,
@@ -319,6 +327,54 @@ class PrometheusObserver(Observer):
         elif kind == "state_change":
             self._child(m.cb_transitions, name, event.new_state.value).inc()
 
+    # ------------------------------------------------------------------- the book
+    def _write_book_step(self, event: BookStepped) -> None:
+        m = self.metrics
+        self._child(m.book_steps, event.cause).inc()
+        for reason in event.issued:
+            self._child(m.book_intents, reason).inc()
+        for reason in event.dropped:
+            self._child(m.book_intents_dropped, reason).inc()
+        if event.superseded:
+            self._child(m.book_intents_closed, "superseded").inc(event.superseded)
+        if event.expired:
+            self._child(m.book_intents_closed, "expired").inc(event.expired)
+        if event.repair is not None:
+            self._child(m.book_repairs, event.repair).inc()
+        for limit in event.target_scaledowns:
+            self._child(m.book_target_scaledowns, limit).inc()
+        self._write_book_marks(event.marks)
+
+    def _write_book_marks(self, event: BookMarked) -> None:
+        m = self.metrics
+        name = m.portfolio_label(event.portfolio)
+        self._child(m.book_equity, name).set(event.equity)
+        self._child(m.book_exposure, name, "gross").set(event.gross_ratio)
+        self._child(m.book_exposure, name, "net").set(event.net_ratio)
+        self._child(m.book_pnl, name, "realized").set(event.realized_pnl)
+        self._child(m.book_pnl, name, "unrealized").set(event.unrealized_pnl)
+        self._child(m.book_pnl, name, "fees").set(event.fees_paid)
+        self._child(m.book_open_intents, name).set(event.open_intents)
+
+    def _write_fill(self, event: FillRecorded) -> None:
+        m = self.metrics
+        self._child(m.fills, event.side, event.result).inc()
+        if event.result == "applied":
+            self._child(m.fill_notional, event.side).inc(event.notional_usd)
+
+    def _write_trade(self, event: TradeClosed) -> None:
+        m = self.metrics
+        self._child(m.closed_trades, "win" if event.realized_pnl > 0 else "loss").inc()
+        m.closed_trade_return.observe(event.realized_return)
+
+    def _write_reconcile(self, event: PositionsReconciled) -> None:
+        m = self.metrics
+        m.reconciliations.inc()
+        for field, n in event.differences:
+            self._child(m.reconcile_differences, field).inc(n)
+        self._child(m.reconcile_difference_usd, m.portfolio_label(event.portfolio)).set(
+            event.abs_usd)
+
     # ----------------------------------------------------------- service and operations
     def _write_http(self, event: HttpRequestServed) -> None:
         self._child(self.metrics.http_requests, event.endpoint, event.code).inc()
@@ -372,7 +428,7 @@ class PrometheusObserver(Observer):
         m.lease_epoch.set(event.epoch)
 
 
-_BUDGETS = frozenset({"position", "strategy", "portfolio"})
+_BUDGETS = frozenset({"position", "strategy", "portfolio", "net", "leverage"})
 # Where each stage sits in a Phase 1 trace (the declared order).
 _KELLY, _CONFORMAL, _SENTIMENT, _REGIME, _CASCADE = (
     PHASE1_STAGE_ORDER.index(s) for s in (StageName.KELLY, StageName.CONFORMAL,

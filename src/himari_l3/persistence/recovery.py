@@ -5,7 +5,7 @@ on trust:
 
 1. at start-up, `verify` the store and refuse to start (`StoreIntegrityError`, naming the
    seqs) when SQLite's ``PRAGMA quick_check`` reports damage, when ``seq`` has a gap or a
-   duplicate across the four journal tables, when the journal ends below the acknowledged
+   duplicate across the journal tables, when the journal ends below the acknowledged
    seq recorded outside the database (`AckRecord`), or below a snapshot's seq. Each of these
    means acknowledged requests are gone: starting anyway would lose them silently and hand
    their decision ids out again;

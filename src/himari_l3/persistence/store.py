@@ -7,12 +7,14 @@ Tables (SQLAlchemy Core, the same on SQLite and PostgreSQL; JSON is kept as text
     outcomes         seq, ts_ns, kind (trade | path), strategy_id, symbol, realized_return,
                      used_rl, config_version, request, response
     returns          seq, ts_ns, config_version, request, response
+    book_events      seq, ts_ns, kind (fills | reconcile), portfolio, config_version,
+                     request, response
     config_changes   seq, ts_ns, config_version, config
     state_snapshots  id, seq, ts_ns, config_version, state
     stream_inputs    stream, msg_id, seq   (which decision answered each stream message)
     meta             key, value
 
-``seq`` is one sequence over the four journal tables: the order in which the service applied
+``seq`` is one sequence over the five journal tables: the order in which the service applied
 the requests to its learned state. A snapshot holds the learned state after every journal
 entry with ``seq <= snapshot.seq``; state at any later point is that snapshot plus the
 entries after it, replayed in ``seq`` order (see ``himari_l3.runtime.service``).
@@ -113,6 +115,16 @@ returns = Table(
     Column("request", Text, nullable=False),
     Column("response", Text),
 )
+book_events = Table(
+    "book_events", _md,
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("ts_ns", BigInteger, nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("portfolio", String(64)),
+    Column("config_version", String(64), nullable=False),
+    Column("request", Text, nullable=False),
+    Column("response", Text),
+)
 config_changes = Table(
     "config_changes", _md,
     Column("seq", BigInteger, primary_key=True, autoincrement=False),
@@ -149,7 +161,8 @@ meta = Table(
 )
 
 JOURNAL_TABLES: dict[str, Table] = {
-    "decision": decisions, "outcome": outcomes, "returns": returns, "config": config_changes,
+    "decision": decisions, "outcome": outcomes, "returns": returns, "book": book_events,
+    "config": config_changes,
 }
 _INSERTS = {name: insert(table) for name, table in JOURNAL_TABLES.items()}
 _INSERTS["stream_input"] = insert(stream_inputs)
@@ -367,7 +380,7 @@ class Store:
         return int(value) if value is not None else None
 
     def journal_bounds(self) -> tuple[int, int, int]:
-        """(rows, lowest seq, highest seq) over the four journal tables."""
+        """(rows, lowest seq, highest seq) over the journal tables."""
         rows, lo, hi = 0, 0, 0
         with self.engine.connect() as conn:
             for table in JOURNAL_TABLES.values():
@@ -459,6 +472,11 @@ class Store:
     def returns(self, *, after_seq: int = 0, limit: int | None = None) -> list[dict[str, Any]]:
         """Correlation-return records in ``seq`` order, JSON columns parsed."""
         return list(self._rows(returns, after_seq, limit, ("request", "response")))
+
+    def book_events(self, *, after_seq: int = 0,
+                    limit: int | None = None) -> list[dict[str, Any]]:
+        """Fills and reconcile records in ``seq`` order, JSON columns parsed."""
+        return list(self._rows(book_events, after_seq, limit, ("request", "response")))
 
     def counts(self) -> dict[str, int]:
         """Rows per table."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 __all__ = [
     "BudgetResult",
@@ -38,11 +38,13 @@ def nets(contrib: Contrib, symbols: list[str]) -> dict[str, float]:
 @dataclass(frozen=True, slots=True)
 class BudgetResult:
     """Contributions after the limits, each limit's factors, and the binding limit per
-    symbol."""
+    symbol; with a book, the commitments as the limits left them and how they scaled them."""
 
     contrib: Contrib
     factors: dict[str, dict[str, float]]  # limit -> key (strategy or symbol or "all") -> factor
     binding: dict[str, str]  # symbol -> tightest limit ("none" if none bound)
+    committed: Contrib = field(default_factory=dict)
+    committed_factors: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 def correlation_multipliers(  # noqa: PLR0917 - the inputs of one formula

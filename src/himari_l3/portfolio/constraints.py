@@ -6,13 +6,22 @@ Two declared lists (in `himari_l3.phase2`):
 
 * **adjustments**, applied once when a batch is prepared (before any RL blend):
   `CorrelationAdjustment` (pairwise penalty and multi-asset Kelly, ``budgets.py``);
-* **limits**, applied to the baseline and again after any RL blend, in this order:
-  `SymbolBoundLimit` (cascade EXIT, direction rules, per-symbol cap on the net),
-  `StrategyBudget`, `PositionBudget`, `PortfolioBudget` (docs/sizing-math.md §8).
+* **limits**, applied to the baseline and again after any RL blend, in this order
+  (`declared_limits`): `SymbolBoundLimit` (cascade EXIT, direction rules, per-symbol cap
+  on the net), `StrategyBudget`, `PositionBudget`, `PortfolioBudget`, `NetBudget`,
+  `LeverageBudget` (docs/sizing-math.md §8).
 
 Each limit scales what exceeds it proportionally, names itself in the binding limit of the
 symbols it cut (the tightest factor wins), and reports its factors for the trace. A new
 whole-book limit is a class here and one entry in the list (ARCHITECTURE.md).
+
+**Commitments** (the book, ``himari_l3.book``): a context may carry standing targets that
+the batch does not touch (``LimitContext.committed``). Every limit then holds over
+commitments plus batch: the batch gets what the limit leaves after the commitments
+(``headroom.py``); commitments that breach a limit on their own (a limit lowered, equity
+fallen) are scaled to fit first, and the batch gets nothing of that limit. A cascade EXIT
+zeroes the symbol's commitments too. Without commitments (Phase 2 alone) every limit takes
+exactly the arithmetic it always took.
 """
 
 from __future__ import annotations
@@ -25,8 +34,10 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 from ..contracts import CascadeRecommendation
 from ..trace import LimitName
 from .budgets import BudgetResult, Contrib, correlation_multipliers, nets
+from .headroom import CRUMB, gross_room, linear_room
 
 if TYPE_CHECKING:
+    from ..config.schema import PortfolioConfig
     from ..contracts import PositionSizingDecision, TacticalSignal
     from .correlation import CorrelationMonitor
 
@@ -34,13 +45,16 @@ __all__ = [
     "ConstraintResult",
     "CorrelationAdjustment",
     "CorrelationResult",
+    "LeverageBudget",
     "LimitContext",
+    "NetBudget",
     "PortfolioBudget",
     "PortfolioLimit",
     "PositionBudget",
     "StrategyBudget",
     "SymbolBoundLimit",
     "SymbolBounds",
+    "declared_limits",
     "run_limits",
     "symbol_bounds",
 ]
@@ -102,23 +116,57 @@ class ConstraintResult(NamedTuple):
 
 
 class LimitContext:
-    """One pass of the limits over a batch's contributions (mutated in place)."""
+    """One pass of the limits over a batch's contributions (mutated in place), beside the
+    commitments ``committed`` (standing targets the batch does not touch; empty for Phase 2
+    alone). ``committed_factors[limit][key]`` records how a limit scaled commitments."""
 
-    __slots__ = ("bounds", "contrib", "position_cap_usd", "pv", "symbols", "tight")
+    __slots__ = ("_all", "_held", "bounds", "committed", "committed_factors", "contrib",
+                 "position_cap_usd", "pv", "symbols", "tight")
 
     def __init__(self, contrib: Contrib, symbols: list[str], pv: float,
-                 bounds: dict[str, SymbolBounds], position_cap_usd: float) -> None:
+                 bounds: dict[str, SymbolBounds], position_cap_usd: float,
+                 committed: Contrib | None = None) -> None:
         self.contrib = {s: dict(row) for s, row in contrib.items()}
         self.symbols = symbols
         self.pv = pv
         self.bounds = bounds
         self.position_cap_usd = position_cap_usd
         self.tight: dict[str, tuple[LimitName, float]] = {}
+        self.committed: Contrib = ({s: dict(row) for s, row in committed.items() if row}
+                                   if committed else {})
+        self.committed_factors: dict[str, dict[str, float]] = {}
+        self._all: list[str] | None = None
+        self._held: dict[str, float] | None = None
 
     def bind(self, symbol: str, limit: LimitName, factor: float) -> None:
         """Record that ``limit`` cut ``symbol`` by ``factor`` (the tightest one is named)."""
         if factor < self.tight.get(symbol, (LimitName.NONE, 1.0))[1]:
             self.tight[symbol] = (limit, factor)
+
+    def all_symbols(self) -> list[str]:
+        """The batch's symbols and the commitments' (sorted: deterministic)."""
+        if self._all is None:
+            self._all = sorted({*self.symbols,
+                                *(y for row in self.committed.values() for y in row)})
+        return self._all
+
+    def held_nets(self) -> dict[str, float]:
+        """The commitments' net per symbol (of `all_symbols`; kept until they are scaled)."""
+        if self._held is None:
+            self._held = nets(self.committed, self.all_symbols())
+        return self._held
+
+    def scale_committed(self, limit: LimitName, key: str, factor: float,
+                        strategy: str | None = None, symbol: str | None = None) -> None:
+        """Scale commitments (of one strategy, one symbol, or all) by ``factor``."""
+        self.committed_factors.setdefault(limit.value, {})[key] = factor
+        self._held = None
+        for strat, row in self.committed.items():
+            if strategy is not None and strat != strategy:
+                continue
+            for sym in row:
+                if symbol is None or sym == symbol:
+                    row[sym] *= factor
 
 
 class PortfolioLimit(Protocol):
@@ -158,11 +206,16 @@ class SymbolBoundLimit:
                     ctx.tight[sym] = (name, f)
                     factors[sym] = f
                 row[sym] = usd * f if f > 0.0 else 0.0
+        if ctx.committed:
+            for sym in ctx.symbols:
+                if ctx.bounds[sym].exit:  # the market says get out: whoever holds it
+                    ctx.scale_committed(LimitName.EXIT, sym, 0.0, symbol=sym)
         return _new(ConstraintResult, (self.name, factors, tuple(factors)))
 
 
 class StrategyBudget:
-    """A strategy whose gross exceeds ``max_strategy_pct`` x PV is scaled as a whole."""
+    """A strategy whose gross exceeds ``max_strategy_pct`` x PV is scaled as a whole (the
+    batch gets what the strategy's commitments leave)."""
 
     name = LimitName.STRATEGY
 
@@ -174,21 +227,31 @@ class StrategyBudget:
         bound: dict[str, None] = {}  # an ordered set (deterministic trace)
         cap = self.max_strategy_pct * ctx.pv
         c = ctx.contrib
-        for strat in sorted(c):
-            gross = sum(abs(x) for x in c[strat].values())
-            if gross > cap:
-                f = cap / gross * _SAFETY
+        held_by = ctx.committed
+        for strat in sorted(c.keys() | held_by.keys()) if held_by else sorted(c):
+            row = c.get(strat, {})
+            gross = sum(abs(x) for x in row.values())
+            held = 0.0
+            if strat in held_by:
+                held = sum(abs(x) for x in held_by[strat].values())
+                if held > cap:  # its commitments alone breach: scale them, no room left
+                    ctx.scale_committed(self.name, strat, cap / held * _SAFETY, strategy=strat)
+                    held = cap
+            if held + gross > cap:
+                room = cap - held
+                f = 0.0 if room <= CRUMB * cap else room / gross * _SAFETY
                 factors[strat] = f
-                for sym in c[strat]:
-                    c[strat][sym] *= f
-                    if c[strat][sym] != 0.0:
+                for sym in row:
+                    row[sym] *= f
+                    if row[sym] != 0.0 or f == 0.0:
                         ctx.bind(sym, LimitName.STRATEGY, f)
                         bound[sym] = None
         return _new(ConstraintResult, (self.name, factors, tuple(bound)))
 
 
 class PositionBudget:
-    """A symbol whose net (strategies summed) exceeds ``max_position_pct`` x PV is scaled."""
+    """A symbol whose net (strategies summed, commitments included) exceeds
+    ``max_position_pct`` x PV is scaled."""
 
     name = LimitName.POSITION
 
@@ -199,6 +262,8 @@ class PositionBudget:
         factors: dict[str, float] = {}
         cap = self.max_position_pct * ctx.pv
         c = ctx.contrib
+        if ctx.committed:
+            return self._beside_commitments(ctx, cap)
         for sym, net in nets(c, ctx.symbols).items():
             if abs(net) > cap:
                 f = cap / abs(net) * _SAFETY
@@ -209,9 +274,30 @@ class PositionBudget:
                         c[strat][sym] *= f
         return _new(ConstraintResult, (self.name, factors, tuple(factors)))
 
+    def _beside_commitments(self, ctx: LimitContext, cap: float) -> ConstraintResult:
+        factors: dict[str, float] = {}
+        symbols = ctx.all_symbols()
+        held = dict(ctx.held_nets())
+        batch = nets(ctx.contrib, symbols)
+        for sym in symbols:
+            h = held[sym]
+            if abs(h) > cap:
+                ctx.scale_committed(self.name, sym, cap / abs(h) * _SAFETY, symbol=sym)
+                h *= cap / abs(h) * _SAFETY
+            n = batch[sym]
+            if n != 0.0 and abs(h + n) > cap:
+                f = linear_room(h, n, cap) * _SAFETY
+                factors[sym] = f
+                ctx.bind(sym, LimitName.POSITION, f)
+                for row in ctx.contrib.values():
+                    if sym in row:
+                        row[sym] *= f
+        return _new(ConstraintResult, (self.name, factors, tuple(factors)))
+
 
 class PortfolioBudget:
-    """If the gross of the nets exceeds ``max_portfolio_pct`` x PV, everything is scaled."""
+    """If the gross of the nets (commitments included) exceeds ``max_portfolio_pct`` x PV,
+    the batch is scaled by one factor (commitments first, if they breach it alone)."""
 
     name = LimitName.PORTFOLIO
 
@@ -220,8 +306,10 @@ class PortfolioBudget:
 
     def apply(self, ctx: LimitContext) -> ConstraintResult:
         c = ctx.contrib
-        gross = sum(abs(x) for x in nets(c, ctx.symbols).values())
         cap = self.max_portfolio_pct * ctx.pv
+        if ctx.committed:
+            return self._beside_commitments(ctx, cap)
+        gross = sum(abs(x) for x in nets(c, ctx.symbols).values())
         if gross <= cap:
             return _new(ConstraintResult, (self.name, {}, ()))
         f = cap / gross * _SAFETY
@@ -230,25 +318,113 @@ class PortfolioBudget:
                 c[strat][sym] *= f
         bound = tuple(sym for sym, net in nets(c, ctx.symbols).items() if net != 0.0)
         for sym in bound:
-            ctx.bind(sym, LimitName.PORTFOLIO, f)
+            ctx.bind(sym, self.name, f)
         return _new(ConstraintResult, (self.name, {"all": f}, bound))
+
+    def _beside_commitments(self, ctx: LimitContext, cap: float) -> ConstraintResult:
+        symbols = ctx.all_symbols()
+        held = ctx.held_nets()
+        held_gross = sum(abs(x) for x in held.values())
+        if held_gross > cap:
+            ctx.scale_committed(self.name, "all", cap / held_gross * _SAFETY)
+            held = ctx.held_nets()
+        batch = nets(ctx.contrib, symbols)
+        if sum(abs(held[s] + batch[s]) for s in symbols) <= cap:
+            return _new(ConstraintResult, (self.name, {}, ()))
+        f = gross_room([held[s] for s in symbols], [batch[s] for s in symbols], cap)
+        if f >= 1.0:
+            return _new(ConstraintResult, (self.name, {}, ()))
+        return _scale_batch(ctx, self.name, f * _SAFETY, batch)
+
+
+class NetBudget:
+    """If the net of all symbols (longs minus shorts, commitments included) exceeds
+    ``max_net_pct`` x PV in either direction, the batch is scaled by one factor.
+
+    ``gross_cap_pct``: the tightest gross cap applied before it. The net never exceeds the
+    gross, so a net cap at or above it cannot bind, and the pass is skipped."""
+
+    name = LimitName.NET
+
+    def __init__(self, max_net_pct: float, gross_cap_pct: float = 1.0) -> None:
+        self.max_net_pct = max_net_pct
+        self.inert = max_net_pct >= gross_cap_pct
+
+    def apply(self, ctx: LimitContext) -> ConstraintResult:
+        if self.inert:
+            return _new(ConstraintResult, (self.name, {}, ()))
+        cap = self.max_net_pct * ctx.pv
+        symbols = ctx.all_symbols() if ctx.committed else ctx.symbols
+        held = sum(ctx.held_nets().values()) if ctx.committed else 0.0
+        if abs(held) > cap:
+            ctx.scale_committed(self.name, "all", cap / abs(held) * _SAFETY)
+            held *= cap / abs(held) * _SAFETY
+        batch = nets(ctx.contrib, symbols)
+        total = sum(batch.values())
+        if abs(held + total) <= cap:
+            return _new(ConstraintResult, (self.name, {}, ()))
+        return _scale_batch(ctx, self.name, linear_room(held, total, cap) * _SAFETY, batch)
+
+
+class LeverageBudget(PortfolioBudget):
+    """Gross exposure over equity at most ``max_leverage`` (the book's hard cap; it binds
+    only where it is tighter than the gross budget ``max_portfolio_pct``, applied before
+    it: otherwise the pass is skipped)."""
+
+    name = LimitName.LEVERAGE
+
+    def __init__(self, max_leverage: float, gross_cap_pct: float = math.inf) -> None:
+        super().__init__(max_leverage)
+        self.max_leverage = max_leverage
+        self.inert = max_leverage >= gross_cap_pct
+
+    def apply(self, ctx: LimitContext) -> ConstraintResult:
+        if self.inert:
+            return _new(ConstraintResult, (self.name, {}, ()))
+        return super().apply(ctx)
+
+
+def _scale_batch(ctx: LimitContext, name: LimitName, f: float,
+                 before: dict[str, float]) -> ConstraintResult:
+    """Scale every batch contribution by ``f``; bind the symbols that had a net."""
+    for row in ctx.contrib.values():
+        for sym in row:
+            row[sym] *= f
+    bound = tuple(sym for sym, net in before.items() if net != 0.0)
+    for sym in bound:
+        ctx.bind(sym, name, f)
+    return _new(ConstraintResult, (name, {"all": f}, bound))
+
+
+def declared_limits(cfg: PortfolioConfig) -> list[PortfolioLimit]:
+    """The limits in the order they apply (Phase 2, Phase 3 after a blend, and the book)."""
+    gross = min(cfg.max_portfolio_pct, cfg.max_leverage)
+    return [SymbolBoundLimit(), StrategyBudget(cfg.max_strategy_pct),
+            PositionBudget(cfg.max_position_pct), PortfolioBudget(cfg.max_portfolio_pct),
+            LeverageBudget(cfg.max_leverage, cfg.max_portfolio_pct),
+            NetBudget(cfg.max_net_pct, gross)]
 
 
 _BUDGETS = frozenset({LimitName.STRATEGY, LimitName.POSITION, LimitName.PORTFOLIO})
+_CAPS = frozenset({LimitName.NET, LimitName.LEVERAGE})
 
 
 def run_limits(limits: Sequence[PortfolioLimit], contrib: Contrib, symbols: list[str],
-               pv: float, bounds: dict[str, SymbolBounds],
-               position_cap_usd: float) -> BudgetResult:
-    """Apply ``limits`` in order to a copy of ``contrib`` (pure: nothing else changes)."""
-    ctx = LimitContext(contrib, symbols, pv, bounds, position_cap_usd)
+               pv: float, bounds: dict[str, SymbolBounds], position_cap_usd: float,
+               committed: Contrib | None = None) -> BudgetResult:
+    """Apply ``limits`` in order to a copy of ``contrib`` (pure: nothing else changes),
+    beside ``committed`` (copied too; the result carries them as the limits left them)."""
+    ctx = LimitContext(contrib, symbols, pv, bounds, position_cap_usd, committed)
     results = [limit.apply(ctx) for limit in limits]
-    factors = {r.name.value: r.factors for r in results if r.name in _BUDGETS}
+    # The three budgets always report (an empty dict when they did not bind); the newer
+    # caps only when they bound, so that a Phase 2 trace reads as it did before them.
+    factors = {r.name.value: r.factors for r in results
+               if r.name in _BUDGETS or (r.name in _CAPS and r.factors)}
     tight = ctx.tight
     # LimitName members are strings ("position", ...): the binding map holds them as such.
     binding: dict[str, str] = {sym: (tight[sym][0] if sym in tight else LimitName.NONE)
                                for sym in symbols}
-    return BudgetResult(ctx.contrib, factors, binding)
+    return BudgetResult(ctx.contrib, factors, binding, ctx.committed, ctx.committed_factors)
 
 
 class CorrelationResult(NamedTuple):

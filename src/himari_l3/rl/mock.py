@@ -18,7 +18,7 @@ from .._clock import SYSTEM_CLOCK, Clock
 from ..contracts import RLPrediction, TacticalSignal
 from ..resilience import CircuitBreaker
 from ..rl_guard import GuardedModel
-from ..rl_port import RLFailure, RLResult, gather_with_deadline
+from ..rl_port import RLFailure, RLResult
 
 __all__ = ["MOCK_MODEL_VERSION", "MockModel", "MockTransformerRLClient"]
 
@@ -36,7 +36,9 @@ class MockModel:
 
     Every call draws exactly three numbers from one ``random.Random(seed)``, in the order of
     the signals, so a seeded mock gives the same sequence of answers whichever API (sync or
-    async) is used. The async API sleeps ``latency_ms``; the blocking one only reports it.
+    async) is used. The latency is simulated, not spent: an answer slower than the deadline
+    is a "timeout" by arithmetic, so the answers never depend on how busy the machine is (the
+    async API only yields to the event loop once per call).
     """
 
     endpoint = "mock://rl"
@@ -81,18 +83,13 @@ class MockModel:
             timestamp_ns=self._clock.time_ns(),
         )
 
-    async def _one(self, signal: TacticalSignal, draw: tuple[bool, float, str],
-                   deadline_sec: float) -> RLResult:
-        if self.latency_ms > 0:
-            await asyncio.sleep(self.latency_ms / 1000.0)
-        return self._answer(signal, draw, deadline_sec)
-
     async def predict_many(self, signals: Sequence[TacticalSignal],
                            market_data: dict[str, Any] | None,
                            deadline_sec: float) -> list[RLResult]:
-        draws = [self._draw() for _ in signals]
-        coros = [self._one(s, d, deadline_sec) for s, d in zip(signals, draws, strict=True)]
-        return await gather_with_deadline(signals, coros, deadline_sec)
+        # A real coroutine that yields once, but no wall-clock wait and no wall-clock
+        # deadline: the simulated latency decides timeouts (class docstring).
+        await asyncio.sleep(0)
+        return self.predict_many_blocking(signals, market_data, deadline_sec)
 
     def predict_many_blocking(self, signals: Sequence[TacticalSignal],
                               market_data: dict[str, Any] | None,
@@ -112,7 +109,7 @@ class MockTransformerRLClient(GuardedModel):
     ----------
     success_rate : probability in [0, 1] that an admitted call succeeds.
     seed : seed of the generator (None: nondeterministic).
-    latency_ms : simulated latency (the async API sleeps it; the sync API only reports it).
+    latency_ms : simulated latency (reported, and compared with the deadline; never slept).
     circuit_breaker, min_confidence, clock : keyword-only, as for `GuardedModel`.
     timeout_sec : keyword-only per-request timeout (None: only deadlines bound a call).
     """

@@ -11,9 +11,17 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..book import (
+    DEFAULT_PORTFOLIO,
+    BookAllocation,
+    Fill,
+    FillsResult,
+    Layer3Book,
+    PositionsSnapshot,
+    ReconcileResult,
+)
 from ..contracts import (
     CascadeIndicators,
-    EnsembleAllocation,
     PositionSizingDecision,
     TacticalSignal,
 )
@@ -22,7 +30,9 @@ from ..phase3 import Layer3Phase3Hybrid
 __all__ = [
     "allocate_request",
     "apply_allocate",
+    "apply_fills",
     "apply_outcome",
+    "apply_reconcile",
     "apply_returns",
     "apply_size",
     "size_request",
@@ -45,20 +55,34 @@ def size_request(req: dict[str, Any]) -> tuple[TacticalSignal, CascadeIndicators
             req["price"], req["current_position_usd"], req["portfolio_value"])
 
 
-async def apply_allocate(hybrid: Layer3Phase3Hybrid, signals: list[TacticalSignal],
-                         cascade: dict[str, CascadeIndicators],
-                         prices: dict[str, float]) -> EnsembleAllocation:
-    """Phase 3 allocation of a batch."""
-    return await hybrid.process_signals_async(signals, cascade, prices)
+async def apply_allocate(book: Layer3Book, signals: list[TacticalSignal],
+                         cascade: dict[str, CascadeIndicators], prices: dict[str, float],
+                         portfolio: str, mode: str, decision_id: int) -> BookAllocation:
+    """Phase 3 allocation of a batch through the portfolio's book (targets, intents)."""
+    return await book.allocate_async(signals, cascade, prices, portfolio=portfolio,
+                                     mode=mode, decision_id=decision_id)
 
 
 def allocate_request(req: dict[str, Any]) -> tuple[list[TacticalSignal],
                                                    dict[str, CascadeIndicators],
-                                                   dict[str, float]]:
-    """A journaled ``allocate`` request as `apply_allocate`'s arguments."""
+                                                   dict[str, float], str, str]:
+    """A journaled ``allocate`` request as `apply_allocate`'s arguments (a request
+    journaled before the book existed is an incremental one for the default portfolio)."""
     return ([TacticalSignal.from_dict(s) for s in req["signals"]],
             {k: CascadeIndicators.from_dict(c) for k, c in req["cascade"].items()},
-            req["prices"])
+            req["prices"], req.get("portfolio", DEFAULT_PORTFOLIO),
+            req.get("mode", "incremental"))
+
+
+def apply_fills(book: Layer3Book, req: dict[str, Any], request_id: int) -> FillsResult:
+    """Fills of the book's intents (checked as a whole before any is applied)."""
+    return book.book.apply_fills([Fill.from_dict(f, i) for i, f in enumerate(req["fills"])],
+                                 request_id)
+
+
+def apply_reconcile(book: Layer3Book, req: dict[str, Any], request_id: int) -> ReconcileResult:
+    """An authoritative positions snapshot of one portfolio."""
+    return book.book.reconcile(req["portfolio"], PositionsSnapshot.from_dict(req), request_id)
 
 
 def apply_outcome(hybrid: Layer3Phase3Hybrid, req: dict[str, Any]) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .._exceptions import ConfigError
+from ..book import Layer3Book
 from ..config.schema import Layer3Config, parse_config
 from ..contracts import EnsembleAllocation, RLPrediction
 from ..observers import GatedObserver
@@ -31,7 +32,9 @@ from .clock import PinnedClock
 from .requests import (
     allocate_request,
     apply_allocate,
+    apply_fills,
     apply_outcome,
+    apply_reconcile,
     apply_returns,
     apply_size,
     size_request,
@@ -74,9 +77,11 @@ class Restorer:
     """Replays the store into the engine (see the module docstring)."""
 
     def __init__(self, store: Store, hybrid: Layer3Phase3Hybrid, clock: PinnedClock,
-                 gate: GatedObserver, version_of: Callable[[Layer3Config], str]) -> None:
+                 gate: GatedObserver, version_of: Callable[[Layer3Config], str],
+                 book: Layer3Book) -> None:
         self.store = store
         self.hybrid = hybrid
+        self.book = book
         self.clock = clock
         self.gate = gate
         self.version_of = version_of
@@ -97,9 +102,13 @@ class Restorer:
                 snap_cfg = self._snapshot_config(state)
                 if snap_cfg is not None and self.version_of(snap_cfg) != self.version_of(
                         applied):
-                    hybrid.apply_config(snap_cfg)
+                    self.book.apply_config(snap_cfg)
                     applied = snap_cfg
                 hybrid.restore_state(state["hybrid"])
+                # A snapshot from before the book: an empty book (the journal after it
+                # builds the book up from there).
+                if "book" in state:
+                    self.book.book.restore_state(state["book"])
                 last = state.get("last_allocation")
                 # Phase 2's export leaves out the last allocation outcomes are credited to.
                 hybrid.phase2.restore_last_allocation(
@@ -119,7 +128,8 @@ class Restorer:
         hybrid, row = self.hybrid, e.row
         if e.table == "config":
             new = parse_config(Layer3Config, json.loads(row["config"]))
-            hybrid.apply_config(new)
+            with self.clock.pinned(int(row["ts_ns"])):
+                self.book.apply_config(new, e.seq)
             return new
         req = json.loads(row["request"])
         with self.clock.pinned(int(row["ts_ns"])):
@@ -127,6 +137,9 @@ class Restorer:
                 apply_outcome(hybrid, req)
             elif e.table == "returns":
                 apply_returns(hybrid, req)
+            elif e.table == "book":
+                (apply_fills if row["kind"] == "fills" else apply_reconcile)(self.book, req,
+                                                                            e.seq)
             elif row["kind"] == "size":
                 apply_size(hybrid, *size_request(req))
             elif hybrid.rl_client is not None:
@@ -136,9 +149,9 @@ class Restorer:
                 recorded = row.get("rl_results")
                 with hybrid.rl_client.replaying(
                         None if recorded is None else rl_results_from_json(recorded)):
-                    await apply_allocate(hybrid, *allocate_request(req))
+                    await apply_allocate(self.book, *allocate_request(req), e.seq)
             else:
-                await apply_allocate(hybrid, *allocate_request(req))
+                await apply_allocate(self.book, *allocate_request(req), e.seq)
         return cfg
 
     @staticmethod

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from .._exceptions import ValidationError
+from ..book import DEFAULT_PORTFOLIO, Layer3Book
 from ..config.reload import ConfigReloader
 from ..config.schema import Layer3Config
 from ..contracts import DECISION_FIELDS, CascadeIndicators, TacticalSignal
@@ -44,7 +45,14 @@ from ..rl_port import RLFailure, RLResult
 from .clock import PinnedClock
 from .errors import PersistenceUnavailable
 from .jsonio import dumps, encode_cooperatively, record_fields
-from .requests import apply_allocate, apply_outcome, apply_returns, apply_size
+from .requests import (
+    apply_allocate,
+    apply_fills,
+    apply_outcome,
+    apply_reconcile,
+    apply_returns,
+    apply_size,
+)
 from .restore import Restorer, RestoreResult
 
 __all__ = ["PinnedClock", "Reply", "SizingService", "StreamSource"]
@@ -56,8 +64,10 @@ log = logging.getLogger(__name__)
 class Reply:
     """The service's answer to one state-changing request, as committed to the journal.
 
-    ``record`` is the domain result (a `PositionSizingDecision`, an `EnsembleAllocation`, or
-    what an outcome or returns row taught); ``body`` the response object as compact JSON
+    ``record`` is the domain result (a `PositionSizingDecision`, a `BookAllocation` — the
+    `EnsembleAllocation` and the book's step with its intents —, a `FillsResult`, a
+    `ReconcileResult`, or what an outcome or returns row taught); ``body`` the response
+    object as compact JSON
     (what the journal's audit column holds); a decision also carries its trace as JSON under
     ``trace_key`` ("diagnostics" or "trace").
     """
@@ -93,21 +103,23 @@ class SizingService:
     module docstring). Built by ``bootstrap.build_service``; driven by a transport (HTTP
     today) through `start`, the request methods and `stop`."""
 
-    def __init__(self, config: Layer3Config, hybrid: Layer3Phase3Hybrid, store: Store,
+    def __init__(self, config: Layer3Config, hybrid: Layer3Phase3Hybrid, store: Store,  # noqa: PLR0913 - the collaborators bootstrap wires
                  gate: GatedObserver, clock: PinnedClock,
                  version_of: Callable[[Layer3Config], str], *, owns_store: bool = False,
-                 reloader: ConfigReloader | None = None) -> None:
+                 reloader: ConfigReloader | None = None, book: Layer3Book | None = None) -> None:
         """``gate`` wraps the observer the engine reports to (muted during replay); the
-        service reports its own events (journal writes, failures) to ``gate.inner``."""
+        service reports its own events (journal writes, failures) to ``gate.inner``.
+        ``book``: the book driven by ``hybrid`` (default: one without instrument rules)."""
         self.config = config
         self.hybrid = hybrid
+        self.book = book or Layer3Book(hybrid, config=config, observer=gate, clock=clock)
         self.store = store
         self.observer: Observer = gate.inner
         self.clock = clock
         self.version_of = version_of
         self.config_version = version_of(config)
         self.reloader = reloader
-        self.restorer = Restorer(store, hybrid, clock, gate, version_of)
+        self.restorer = Restorer(store, hybrid, clock, gate, version_of, self.book)
         self._owns_store = owns_store
         p = config.persistence
         self.audit = p.audit_decisions
@@ -204,12 +216,15 @@ class SizingService:
                 _Decision(seq, ts, "size", "baseline", request, None), d, out, trace,
                 "diagnostics", want_digest)
 
-    async def allocate(self, signals: list[TacticalSignal],
+    async def allocate(self, signals: list[TacticalSignal],  # noqa: PLR0913 - keyword-only options of the book and of a stream
                        cascade: dict[str, CascadeIndicators], prices: dict[str, float],
                        want_digest: bool, request: dict[str, Any] | None = None, *,
+                       portfolio: str = DEFAULT_PORTFOLIO, mode: str = "incremental",
                        source: StreamSource | None = None,
                        inputs: dict[str, Any] | None = None) -> Reply:
-        """Phase 3 allocation of a batch (RL blend with fallback when RL is enabled).
+        """Phase 3 allocation of a batch (RL blend with fallback when RL is enabled) through
+        the portfolio's book: every limit holds over the standing targets plus the batch,
+        and the reply carries the intents (``mode``: incremental or full).
 
         ``request``: the same batch as plain JSON (signals with their timestamps filled
         in), journaled as is; built from the contracts when not given. ``source``: the
@@ -223,22 +238,77 @@ class SizingService:
             with self._mutating(), self.clock.pinned(ts), (
                     client.recording() if client is not None
                     else contextlib.nullcontext()) as tape:
-                alloc = await apply_allocate(self.hybrid, signals, cascade, prices)
+                result = await apply_allocate(self.book, signals, cascade, prices, portfolio,
+                                              mode, seq)
+            alloc = result.allocation
             path = ("rl" if any(p.get("path") == "rl" for p in alloc.provenance.values())
                     else "baseline")
             out = record_fields(alloc)
             trace = out.pop("trace")
             if inputs:
                 trace = {**trace, "inputs": inputs}
-            out.update(decision_id=seq, path=path, config_version=self.config_version)
+            out.update(decision_id=seq, path=path, config_version=self.config_version,
+                       mode=mode, **result.step.to_dict(), book=self._summary(portfolio))
             if request is None:
                 request = {"signals": [s.to_dict() for s in signals],
                            "cascade": {k: c.to_dict() for k, c in sorted(cascade.items())},
                            "prices": prices}
+            request = {**request, "portfolio": portfolio, "mode": mode}
             # Every answer the guard returned (an empty list too): replay never asks the model.
             rl = None if tape is None else dumps([_rl_result(r) for r in tape.results])
             return await self._decision(_Decision(seq, ts, "allocate", path, request, rl),
-                                        alloc, out, trace, "trace", want_digest, source)
+                                        result, out, trace, "trace", want_digest, source)
+
+    def _summary(self, portfolio: str) -> dict[str, Any]:
+        """The portfolio's whole-book numbers after a request."""
+        view = self.book.positions(portfolio)
+        return {k: view[k] for k in _SUMMARY}
+
+    async def fills(self, fills: list[dict[str, Any]], want_digest: bool) -> Reply:
+        """Fills of the book's intents: all checked first (a bad one refuses the request and
+        changes nothing), then applied; each portfolio touched is re-planned."""
+        async with self._lock:
+            await self._resync_if_dirty()
+            ts, seq = self.clock.base.time_ns(), self.seq + 1
+            request = {"fills": fills}
+            with self._mutating(), self.clock.pinned(ts):
+                result = apply_fills(self.book, request, seq)
+            portfolios = sorted(s.portfolio for s in result.steps)
+            out = {"fills_id": seq, **result.to_dict(),
+                   "book": {p: self._summary(p) for p in portfolios}}
+            return await self._journal(JournalEntry("book", {
+                "seq": seq, "ts_ns": ts, "kind": "fills",
+                "portfolio": portfolios[0] if len(portfolios) == 1 else None,
+                "config_version": self.config_version, "request": dumps(request)}),
+                result, out, want_digest)
+
+    async def reconcile(self, portfolio: str, snapshot: dict[str, Any],
+                        want_digest: bool) -> Reply:
+        """An authoritative positions snapshot of one portfolio: every difference counted,
+        logged and reported; open intents superseded; the book re-planned."""
+        async with self._lock:
+            await self._resync_if_dirty()
+            ts, seq = self.clock.base.time_ns(), self.seq + 1
+            stamp = snapshot.get("timestamp_ns")
+            request = {**snapshot, "portfolio": portfolio,
+                       "timestamp_ns": ts if stamp is None else stamp}
+            with self._mutating(), self.clock.pinned(ts):
+                result = apply_reconcile(self.book, request, seq)
+            out = {"reconcile_id": seq, **result.to_dict(), "book": self._summary(portfolio)}
+            return await self._journal(JournalEntry("book", {
+                "seq": seq, "ts_ns": ts, "kind": "reconcile", "portfolio": portfolio,
+                "config_version": self.config_version, "request": dumps(request)}),
+                result, out, want_digest)
+
+    async def read_positions(self, portfolio: str) -> dict[str, Any]:
+        """``GET /v1/positions`` (consistent: under the lock)."""
+        async with self._lock:
+            return self.book.positions(portfolio)
+
+    async def read_intents(self, portfolio: str) -> dict[str, Any]:
+        """``GET /v1/intents``: the portfolio's open intents."""
+        async with self._lock:
+            return {"portfolio": portfolio, "intents": self.book.intents(portfolio)}
 
     async def outcome(self, symbol: str, realized_return: float, strategy_id: str | None,
                       used_rl: bool | None, predicted_return: float | None,
@@ -288,8 +358,8 @@ class SizingService:
                 "seq": seq, "ts_ns": ts, "config_version": version,
                 "config": dumps(cfg.public_dump())}), "config")
             self.seq = seq
-            with self._mutating():
-                self.hybrid.apply_config(cfg)
+            with self._mutating(), self.clock.pinned(ts):
+                self.book.apply_config(cfg, seq)
             self.config, self.config_version = cfg, version
             self._since_snapshot += 1
 
@@ -312,6 +382,7 @@ class SizingService:
                             "store": self.store.dialect, "degraded": self._dirty,
                             "restore": self.restore_info},
                 "hybrid": self.hybrid.get_state(),
+                "book": {name: self._summary(name) for name in sorted(self.book.book.portfolios)},
             }
             if learned:
                 out["learned_state"] = self.learned_state()
@@ -330,6 +401,7 @@ class SizingService:
         relative to *now*, and is operational rather than learned)."""
         state = self.hybrid.export_state()
         state.pop("circuit_breaker", None)
+        state["book"] = self.book.book.export_state()
         return state
 
     def digest(self) -> str:
@@ -441,6 +513,7 @@ class SizingService:
         state = {"version": 1, "seq": self.seq, "config_version": self.config_version,
                  "config": self.config.public_dump(),
                  "hybrid": self.hybrid.export_state(),
+                 "book": self.book.book.export_state(),
                  "last_allocation": last.to_dict() if last is not None else None}
         self._since_snapshot = 0
         self._last_snapshot_mono = self.clock.monotonic()
@@ -475,6 +548,10 @@ class SizingService:
             due = self.clock.monotonic() - self._last_snapshot_mono >= self.snapshot_interval
             if due and self._since_snapshot > 0:
                 self._schedule_snapshot("interval")
+
+
+_SUMMARY = ("equity", "cash", "gross_exposure_pct", "net_exposure_pct",
+            "projected_gross_exposure_pct", "projected_net_exposure_pct", "open_intents")
 
 
 def _rl_result(r: RLResult) -> dict[str, Any]:

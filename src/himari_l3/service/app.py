@@ -1,7 +1,8 @@
 """The HTTP transport: the FastAPI routes over the service the composition root builds.
 
 Endpoints (docs/service.md has examples): ``POST /v1/size``, ``POST /v1/allocate``,
-``POST /v1/outcomes``, ``POST /v1/returns`` (bearer token if one is configured),
+``POST /v1/outcomes``, ``POST /v1/returns``, ``POST /v1/fills``, ``PUT /v1/positions``
+(bearer token if one is configured), ``GET /v1/positions``, ``GET /v1/intents``,
 ``GET /v1/state``, ``GET /metrics``, ``GET /healthz``, OpenAPI at ``/openapi.json`` and
 ``/docs``. A bad request is a 4xx whose ``detail[].loc`` names the field; a 500 only ever
 means a bug (and is logged).
@@ -17,7 +18,7 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
-from fastapi import FastAPI, Header
+from fastapi import FastAPI, Header, Query
 from fastapi.responses import Response
 from prometheus_client import CollectorRegistry, generate_latest
 from starlette.exceptions import HTTPException
@@ -35,7 +36,9 @@ from .errors import FieldError, install_error_handlers
 from .middleware import EdgeMiddleware
 from .models import (
     AllocateRequest,
+    FillsRequest,
     OutcomeRequest,
+    PositionsRequest,
     ReturnsRequest,
     SizeRequest,
     to_cascade,
@@ -51,6 +54,8 @@ AUTH_TOKEN_ENV = "HIMARI_L3_AUTH_TOKEN"
 _JSON = "application/json"
 _Digest = Annotated[str | None, Header(alias="X-State-Digest",
                                        description="1: add the learned-state digest")]
+_Portfolio = Annotated[str, Query(min_length=1, max_length=64,
+                                  description="the portfolio's book")]
 
 
 def render(reply: Reply) -> Response:
@@ -109,6 +114,7 @@ def create_app(config: Layer3Config, *, config_path: str | None = None,
     api = Api(app, token, protect_reads=config.service.protect_read_endpoints)
     app.state.api = api  # routes added later (other transports' endpoints) use it too
     _sizing_routes(api, svc, config.service.max_signals_per_request)
+    _book_routes(api, svc)
     _learning_routes(api, svc)
     _operations_routes(api, svc, config, registry)
     return app
@@ -146,8 +152,10 @@ def _sizing_routes(api: Api, svc: SizingService, max_signals: int) -> None:
         when enabled (fallback to the baseline on any RL problem), inside every limit."""
         signals, cascade, request = _allocation_inputs(body, max_signals,
                                                        base_clock.time_ns(), _skew_ns(svc))
-        return render(await svc.allocate(signals, cascade, dict(body.prices),
-                                         x_state_digest == "1", request))
+        with _fields({}):
+            return render(await svc.allocate(signals, cascade, dict(body.prices),
+                                             x_state_digest == "1", request,
+                                             portfolio=body.portfolio, mode=body.mode))
 
 
 def _allocation_inputs(body: AllocateRequest, max_signals: int, now: int,
@@ -173,6 +181,38 @@ def _allocation_inputs(body: AllocateRequest, max_signals: int, now: int,
     request = {"signals": raw, "prices": dict(body.prices),
                "cascade": {sym: c.model_dump() for sym, c in sorted(body.cascade.items())}}
     return signals, cascade, request
+
+
+def _book_routes(api: Api, svc: SizingService) -> None:
+    @api.write("/v1/fills", tags=["book"])
+    async def fills(body: FillsRequest, x_state_digest: _Digest = None) -> Response:
+        """Fills of the book's intents. Every fill is checked before any is applied (an
+        unknown order, the wrong side or symbol, an over-fill: a 422 naming the field, and
+        nothing changes); a re-sent fill is recognised and changes nothing."""
+        with _fields({}):
+            return render(await svc.fills([f.model_dump() for f in body.fills],
+                                          x_state_digest == "1"))
+
+    @api.write("/v1/positions", tags=["book"], method="PUT")
+    async def reconcile(body: PositionsRequest, x_state_digest: _Digest = None) -> Response:
+        """An authoritative positions snapshot: the book takes it, reports every difference
+        (also as metrics and in the log), and re-plans its intents."""
+        snapshot = {"positions": {s: p.model_dump() for s, p in body.positions.items()},
+                    "cash": body.cash, "timestamp_ns": body.timestamp_ns}
+        with _fields({}):
+            return render(await svc.reconcile(body.portfolio, snapshot, x_state_digest == "1"))
+
+    @api.read("/v1/positions", tags=["book"], query=True,
+              ok="positions, cash, equity, exposures, PnL, standing targets")
+    async def positions(portfolio: _Portfolio = "default") -> Response:
+        """Positions, cash, equity, exposures (USD and % of equity), PnL, standing targets."""
+        return Response(dumps(await svc.read_positions(portfolio)), media_type=_JSON)
+
+    @api.read("/v1/intents", tags=["book"], query=True,
+              ok="the portfolio's open intents, with what has been filled of each")
+    async def intents(portfolio: _Portfolio = "default") -> Response:
+        """The portfolio's open intents, with what has been filled of each."""
+        return Response(dumps(await svc.read_intents(portfolio)), media_type=_JSON)
 
 
 def _learning_routes(api: Api, svc: SizingService) -> None:

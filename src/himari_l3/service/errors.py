@@ -21,6 +21,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
 
 from .._exceptions import ValidationError
 from ..events import InputKind, InputRejected
@@ -46,8 +47,9 @@ class FieldError(Exception):
     @classmethod
     def from_validation(cls, prefix: tuple[str | int, ...], err: ValidationError,
                         rename: dict[str, str] | None = None) -> FieldError:
-        """Map a core `ValidationError` (``field``/``value``/``expected``) under ``prefix``."""
-        loc = field_loc(err.field, rename)
+        """Map a core `ValidationError` (``field``/``value``/``expected``) under ``prefix``
+        (at its ``path`` when it carries one: a field inside a list or a mapping)."""
+        loc = err.path if err.path is not None else field_loc(err.field, rename)
         name = ".".join(str(p) for p in loc)
         return cls((*prefix, *loc), f"{name} was {err.value!r}, expected {err.expected}",
                    err.value)
@@ -67,7 +69,8 @@ def field_loc(field: str, rename: dict[str, str] | None = None) -> tuple[str, ..
 
 
 _INPUT_KINDS = {"signal": "signal", "signals": "signal", "cascade": "cascade",
-                "price": "price", "prices": "price", "returns": "returns"}
+                "price": "price", "prices": "price", "returns": "returns", "fills": "fill",
+                "positions": "positions"}
 
 
 def _count_invalid(request: Request, loc: tuple[Any, ...] | list[Any]) -> None:
@@ -103,8 +106,11 @@ def install_error_handlers(app: FastAPI) -> None:
             return JSONResponse({"detail": [{"loc": ["body"], "type": "json_invalid",
                                              "msg": _undecodable(exc.__cause__),
                                              "input": None}]}, 400)
+        headers = exc.headers
+        if exc.status_code == 405:
+            headers = {**(headers or {}), "Allow": _allowed(request)}
         return JSONResponse({"detail": jsonable(exc.detail)}, exc.status_code,
-                            headers=exc.headers)
+                            headers=headers)
 
     async def unavailable(_: Request, exc: Exception) -> Response:
         return JSONResponse({"detail": jsonable(str(exc))}, 503, headers={"Retry-After": "1"})
@@ -151,6 +157,19 @@ def _message(error: Any) -> str:
         return str(error.get("msg", ""))
     name = str(loc[-1])
     return f"{name} was {error.get('input')!r}, expected {name} {kind[1]} {ctx[kind[0]]}"
+
+
+def _allowed(request: Request) -> str:
+    """Every method some route serves at the request's path (Starlette's 405 names only the
+    methods of the first route that matched the path, e.g. PUT for /v1/positions, which
+    GET serves too)."""
+    methods: set[str] = set()
+    for route in request.app.routes:
+        match, _ = route.matches({**request.scope, "method": "GET"})
+        route_methods = getattr(route, "methods", None)
+        if match is not Match.NONE and route_methods:
+            methods |= set(route_methods)
+    return ", ".join(sorted(methods))
 
 
 def _undecodable(cause: BaseException) -> str:

@@ -10,7 +10,7 @@ field's path in the body.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.config import JsonDict
@@ -23,13 +23,18 @@ from .._validate import (
     MAX_PRICE,
     MIN_PRICE,
 )
+from ..book.fills import MAX_QUANTITY as MAX_BOOK_QUANTITY
 from ..contracts import CascadeIndicators, TacticalSignal
 from .errors import FieldError
 
 __all__ = [
     "AllocateRequest",
     "CascadeIn",
+    "FillIn",
+    "FillsRequest",
     "OutcomeRequest",
+    "PositionIn",
+    "PositionsRequest",
     "ReturnsRequest",
     "SignalIn",
     "SizeRequest",
@@ -110,8 +115,21 @@ class SizeRequest(_Body):
         description="overrides the configured one; bounded like it: 0 < x <= 1e13")
 
 
+def _portfolio() -> Any:
+    return Field("default", min_length=1, max_length=64,
+                 description="the portfolio's book (created on first use, up to "
+                             "book.max_portfolios)", examples=["default"])
+
+
+def _stamp() -> Any:
+    return Field(None, ge=0, le=2**63 - 1,
+                 description="int64 nanoseconds since the epoch; defaults to the request's "
+                             "time")
+
+
 class AllocateRequest(_Body):
-    """``POST /v1/allocate``: a batch through Phase 3 (Phase 2 baseline, optional RL).
+    """``POST /v1/allocate``: a batch through Phase 3 (Phase 2 baseline, optional RL) and the
+    portfolio's book (standing targets, whole-book limits, order intents).
 
     Every signal's symbol needs an entry in ``prices`` and in ``cascade`` (a 422 naming the
     missing one); at most ``service.max_signals_per_request`` signals."""
@@ -121,6 +139,56 @@ class AllocateRequest(_Body):
                                           json_schema_extra=_SYMBOL_KEYS)
     prices: dict[str, Price] = Field(description="current price per symbol of the signals",
                                      json_schema_extra=_SYMBOL_KEYS)
+    mode: Literal["incremental", "full"] = Field(
+        "incremental", description="incremental: a symbol absent from the batch keeps its "
+        "standing target; full: the batch is the whole portfolio (absent => target 0)")
+    portfolio: str = _portfolio()
+
+
+class FillIn(_Body):
+    """One execution of an intent (docs/execution.md). ``|fee| <= quantity x price``."""
+
+    symbol: Identifier = Field(examples=["BTC-USD"])
+    side: Literal["buy", "sell"]
+    quantity: float = Field(gt=0.0, le=MAX_BOOK_QUANTITY, description="base units, > 0",
+                            examples=[0.1])
+    price: float = Field(gt=0.0, le=MAX_PRICE, description="> 0", examples=[50_000.0])
+    fee: float = Field(0.0, description="USD paid (negative: a rebate); |fee| <= quantity x "
+                       "price", examples=[2.5])
+    client_order_id: Identifier = Field(description="the intent's client_order_id")
+    timestamp_ns: int | None = _stamp()
+    fill_id: str | None = Field(None, min_length=1, max_length=128,
+                                description="the venue's trade id (re-sends are recognised "
+                                "by it; without it, by all the fields)")
+
+
+class FillsRequest(_Body):
+    """``POST /v1/fills``: fills of the book's intents (all checked before any applies)."""
+
+    fills: list[FillIn] = Field(min_length=1, max_length=10_000)
+
+
+class PositionIn(_Body):
+    """One position of a snapshot: the signed quantity held (negative: short)."""
+
+    quantity: float = Field(ge=-MAX_BOOK_QUANTITY, le=MAX_BOOK_QUANTITY,
+                            description="signed base units", examples=[0.1])
+    avg_price: float | None = Field(None, gt=0.0, le=MAX_PRICE,
+                                    description="average entry, > 0")
+    price: float | None = Field(None, gt=0.0, le=MAX_PRICE,
+                                description="current price (the mark), > 0")
+
+
+class PositionsRequest(_Body):
+    """``PUT /v1/positions``: an authoritative, complete snapshot of one portfolio (a
+    symbol it does not list is flat)."""
+
+    portfolio: str = _portfolio()
+    positions: dict[str, PositionIn] = Field(max_length=10_000,
+                                             json_schema_extra=_SYMBOL_KEYS)
+    cash: float | None = Field(None, ge=-1e15, le=1e15,
+                               description="the cash balance in USD (optional)")
+    timestamp_ns: int | None = _stamp()
 
 
 class OutcomeRequest(_Body):

@@ -148,16 +148,17 @@ class Api:
 
         return [Depends(require_token)]
 
-    def write(self, path: str, *, tags: list[str | Enum]) -> Callable[[Handler], Handler]:
-        """A state-changing ``POST`` with a JSON body."""
+    def write(self, path: str, *, tags: list[str | Enum],
+              method: str = "POST") -> Callable[[Handler], Handler]:
+        """A state-changing request with a JSON body (``POST``, or ``PUT``)."""
         responses: dict[int | str, dict[str, Any]] = {
             200: json_object("decided (or learned), journaled, then acknowledged"),
             400: _BAD_BODY, 408: _TIMEOUT, 413: _TOO_LARGE, 422: _INVALID,
             500: _INTERNAL, 503: _UNAVAILABLE}
         if self.write_auth:
             responses[401] = _UNAUTHORISED
-        return self.app.post(path, dependencies=self.write_auth, tags=tags,
-                             responses=responses)
+        route = self.app.put if method == "PUT" else self.app.post
+        return route(path, dependencies=self.write_auth, tags=tags, responses=responses)
 
     def read(self, path: str, *, tags: list[str | Enum], ok: str,
              media: str = JSON, also: dict[int, dict[str, Any]] | None = None,

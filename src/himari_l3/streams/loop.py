@@ -244,7 +244,7 @@ class LiveLoop:
             self._report_substitution(note)
         try:
             reply = await svc.allocate(inputs.signals, inputs.cascade, inputs.prices, False,
-                                       inputs.request,
+                                       inputs.request, portfolio=cfg.portfolio,
                                        source=StreamSource(self.stream, tuple(batch.ids)),
                                        inputs=inputs.notes or None)
         except PersistenceUnavailable:

@@ -2,8 +2,10 @@
 python collectors on the same registry are prometheus_client's, read at scrape time).
 
 One scenario drives the real service app (in-process, real SQLite file, mock RL with a
-failure rate that trips the breaker, a config file that is reloaded and then broken, a
-store that fails once) and then reads ``GET /metrics`` as Prometheus would. A family that
+failure rate that trips the breaker, fills of the book's intents — some at prices off the
+mark, some re-sent —, positions snapshots that cut the cash, a config file that is reloaded
+and then broken, a store that fails once) and then reads ``GET /metrics`` as Prometheus
+would. A family that
 no code path writes fails the test by name.
 """
 
@@ -42,6 +44,9 @@ def _config_data(tmp_path: Path) -> dict[str, Any]:
                       "max_portfolio_pct": 0.04},
         "rl": {"enabled": True, "use_mock": True, "mock_success_rate": 0.6, "mock_seed": 5},
         "circuit_breaker": {"failure_threshold": 3, "initial_timeout_sec": 5.0},
+        # A band (0.4 % of equity) wider than a 25 % move of a position at its 1 % cap: the
+        # move stays inside the band, breaches the cap, and the book repairs it.
+        "execution": {"no_trade_band_pct": 0.004},
         "persistence": {"url": f"sqlite:///{tmp_path / 'l3.sqlite'}",
                         "snapshot_every_decisions": 5},
         "service": {"config_watch_interval_sec": 3600.0},
@@ -71,6 +76,28 @@ def _batch(i: int) -> dict[str, Any]:
     if i % 5 == 4:  # a stale duplicate: dropped with its reason, the rest allocated
         sigs.append({**sigs[0], "timestamp_ns": 1, "confidence": 0.31})
     return {"signals": sigs, "cascade": cascade, "prices": prices}
+
+
+async def _fill_and_reconcile(c: httpx.AsyncClient, i: int,
+                              intents: list[dict[str, Any]]) -> None:
+    """Fill the intents (at a price 25 % off the mark every third time, so a position held
+    at its cap breaches it and the book repairs), re-send some fills, and now and then
+    take a positions snapshot that cuts the cash (the standing targets no longer fit)."""
+    if intents:
+        move = 1.25 if i % 3 == 0 else 1.0
+        body = {"fills": [{"symbol": x["symbol"], "side": x["side"],
+                           "quantity": x["quantity"], "price": x["reference_price"] * move,
+                           "fee": 0.5, "client_order_id": x["client_order_id"]}
+                          for x in intents]}
+        assert (await c.post("/v1/fills", json=body)).status_code == 200
+        if i % 5 == 0:
+            again = (await c.post("/v1/fills", json=body)).json()
+            assert set(again["results"]) == {"duplicate"}
+    if i % 7 == 6:
+        view = (await c.get("/v1/positions")).json()
+        snap = {s: {"quantity": p["quantity"] * 1.1} for s, p in view["positions"].items()}
+        r = await c.put("/v1/positions", json={"positions": snap, "cash": view["cash"] * 0.8})
+        assert r.status_code == 200, r.text
 
 
 def _exposed_written(text: str) -> dict[str, bool]:
@@ -105,6 +132,7 @@ async def test_every_registered_family_is_written(tmp_path: Path) -> None:
             clock.advance(2.0)
             r = await c.post("/v1/allocate", json=_batch(i))
             assert r.status_code == 200, r.text
+            await _fill_and_reconcile(c, i, r.json()["intents"])
             for sym in SYMS:
                 await c.post("/v1/outcomes", json={"symbol": sym, "used_rl": i % 2 == 0,
                                                    "realized_return": 0.01 * ((i % 7) - 3)})

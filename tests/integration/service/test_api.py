@@ -203,8 +203,10 @@ async def test_limits_body_size_and_signal_count(authed: httpx.AsyncClient) -> N
 async def test_openapi_lists_every_endpoint(client: httpx.AsyncClient) -> None:
     """/openapi.json documents every endpoint of the API."""
     spec = (await client.get("/openapi.json")).json()
-    assert {"/v1/size", "/v1/allocate", "/v1/outcomes", "/v1/returns", "/v1/state",
-            "/metrics", "/healthz"} <= set(spec["paths"])
+    assert {"/v1/size", "/v1/allocate", "/v1/outcomes", "/v1/returns", "/v1/fills",
+            "/v1/positions", "/v1/intents", "/v1/state", "/metrics",
+            "/healthz"} <= set(spec["paths"])
+    assert {"get", "put"} <= set(spec["paths"]["/v1/positions"])
     assert (await client.get("/docs")).status_code == 200
 
 

@@ -92,8 +92,8 @@ async def test_the_token_is_never_stored_logged_or_returned(
 
 async def test_read_endpoints_can_require_the_token(tmp_path: Path,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    """service.protect_read_endpoints: /v1/state and /metrics need the bearer token too;
-    /healthz (liveness probes) and the API documents stay open."""
+    """service.protect_read_endpoints: /v1/state, /metrics and the book's reads need the
+    bearer token too; /healthz (liveness probes) and the API documents stay open."""
     monkeypatch.delenv("HIMARI_L3_AUTH_TOKEN", raising=False)
     cfg_path = tmp_path / "layer3.yaml"
     cfg_path.write_text(f"persistence:\n  url: 'sqlite:///{tmp_path / 'l3.sqlite'}'\n"
@@ -102,7 +102,7 @@ async def test_read_endpoints_can_require_the_token(tmp_path: Path,
     app = create_app(load_config(cfg_path), registry=CollectorRegistry())
     async with app.router.lifespan_context(app), httpx.AsyncClient(
             transport=httpx.ASGITransport(app), base_url="http://l3") as c:
-        for path in ("/v1/state", "/metrics"):
+        for path in ("/v1/state", "/metrics", "/v1/positions", "/v1/intents"):
             r = await c.get(path)
             assert r.status_code == 401, path
             assert r.headers["www-authenticate"] == "Bearer"

@@ -1,6 +1,8 @@
 """SIGKILL mid-stream against a real server process (uvicorn on 127.0.0.1, SQLite file):
-every acknowledged request is in the store and the restored learned state is the state after
-the last committed one; SIGTERM then shuts down gracefully with a final snapshot."""
+every acknowledged request — allocations through the book, fills of their intents,
+positions snapshots, outcomes, returns — is in the store and the restored learned state
+(the book included) is the state after the last committed one; SIGTERM then shuts down
+gracefully with a final snapshot."""
 
 from __future__ import annotations
 
@@ -58,44 +60,68 @@ def start_server(cfg: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
     raise AssertionError(f"server did not become healthy:\n{log.read_text()}")
 
 
-def request(i: int, w: int) -> tuple[str, dict[str, Any]]:
-    """The i-th request of worker w: allocations, outcomes (both kinds), returns."""
-    k = i % 4
+def request(i: int, w: int, intents: list[dict[str, Any]]) -> tuple[str, str, dict[str, Any]]:
+    """The i-th request of worker w (its own portfolio): allocations, fills of the intents
+    the last one issued, positions snapshots, outcomes (both kinds), returns."""
+    k = i % 6
+    portfolio = f"p{w}"
     if k in (0, 1):
         sigs = [{**SIG, "strategy_id": f"s{j % 3}", "symbol": SYMS[j % 3],
                  "confidence": 0.5 + 0.03 * ((i + j + w) % 12),
                  "action": "SELL" if (i + j) % 5 == 0 else "BUY"} for j in range(10)]
-        return "/v1/allocate", {"signals": sigs, "cascade": {s: CAS for s in SYMS},
-                                "prices": {"BTC-USD": 5e4, "ETH-USD": 3e3, "SOL-USD": 150.0}}
-    if k == 2:
+        return "POST", "/v1/allocate", {
+            "signals": sigs, "cascade": {s: CAS for s in SYMS}, "portfolio": portfolio,
+            "prices": {"BTC-USD": 5e4, "ETH-USD": 3e3, "SOL-USD": 150.0}}
+    if k == 2 and intents:
+        return "POST", "/v1/fills", {"fills": [
+            {"symbol": x["symbol"], "side": x["side"], "quantity": x["quantity"] / 2,
+             "price": x["reference_price"], "fee": 0.1,
+             "client_order_id": x["client_order_id"]} for x in intents]}
+    if k == 3 and i % 12 == 3:
+        return "PUT", "/v1/positions", {"portfolio": portfolio, "positions": {
+            "BTC-USD": {"quantity": 0.01 * (i % 4), "price": 5e4}}}
+    if k in (2, 3):
         body: dict[str, Any] = {"symbol": SYMS[i % 3], "realized_return": 0.01 * (i % 7 - 3)}
         if i % 8 == 2:
             body["strategy_id"] = f"s{i % 3}"
-        return "/v1/outcomes", body
-    return "/v1/returns", {"returns": {s: 0.002 * ((i + n) % 9 - 4) for n, s in
-                                       enumerate(SYMS)}}
+        return "POST", "/v1/outcomes", body
+    return "POST", "/v1/returns", {"returns": {s: 0.002 * ((i + n) % 9 - 4) for n, s in
+                                               enumerate(SYMS)}}
+
+
+_IDS = ("decision_id", "outcome_id", "returns_id", "fills_id", "reconcile_id")
+
+
+def send(c: httpx.Client, i: int, w: int, intents: list[dict[str, Any]]) -> tuple[int, str]:
+    """Send worker w's i-th request; (seq, state digest) of its acknowledgement. ``intents``
+    is the worker's memory of the intents to fill (updated in place)."""
+    method, path, body = request(i, w, intents)
+    r = c.request(method, path, json=body, headers={"X-State-Digest": "1"})
+    assert r.status_code == 200, r.text
+    out = r.json()
+    if path == "/v1/allocate":
+        intents[:] = out["intents"]
+    elif path == "/v1/fills":
+        intents.clear()
+    return int(next(out[k] for k in _IDS if k in out)), str(out["state_digest"])
 
 
 def stream(port: int, w: int, stop: threading.Event, acked: list[tuple[int, str]]) -> None:
     """Send requests until stopped or the server dies; record (seq, digest) of each ack."""
+    intents: list[dict[str, Any]] = []
     with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5.0) as c:
         for i in range(100_000):  # bounded
             if stop.is_set():
                 return
-            path, body = request(i, w)
             try:
-                r = c.post(path, json=body, headers={"X-State-Digest": "1"})
+                acked.append(send(c, i, w, intents))
             except httpx.HTTPError:
                 return
-            assert r.status_code == 200, r.text
-            out = r.json()
-            seq = out.get("decision_id") or out.get("outcome_id") or out.get("returns_id")
-            acked.append((int(seq), out["state_digest"]))
 
 
 def journal(store: Store) -> dict[int, dict[str, Any]]:
-    """Every decision, outcome and returns row by seq."""
-    rows = store.decisions() + store.outcomes() + store.returns()
+    """Every decision, outcome, returns and book row by seq."""
+    rows = store.decisions() + store.outcomes() + store.returns() + store.book_events()
     return {int(r["seq"]): r for r in rows}
 
 
@@ -151,6 +177,10 @@ def test_sigkill_mid_stream_loses_nothing_acknowledged(tmp_path: Path) -> None:
     workers = [threading.Thread(target=stream, args=(port, w, stop, acked)) for w in range(2)]
     kill_mid_stream(proc, workers, stop, acked, 150, 15.0)
     assert len(acked) >= 150, log.read_text()
+    store = Store(f"sqlite:///{db}")
+    kinds = {r["kind"] for r in store.book_events()}
+    store.close()
+    assert kinds == {"fills", "reconcile"}, kinds
 
     store = Store(f"sqlite:///{db}")
     rows, expected = committed(store, acked)

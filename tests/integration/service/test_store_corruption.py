@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 import pytest
 
-from integration.service.test_sigkill import free_port, request, start_server
+from integration.service.test_sigkill import free_port, send, start_server
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -40,16 +40,9 @@ def write_config(tmp_path: Path, every: int, interval: float) -> tuple[Path, Pat
 
 def drive(port: int, n: int) -> list[tuple[int, str]]:
     """Send ``n`` requests one after another; (seq, state digest) of each acknowledgement."""
-    acked = []
+    intents: list[dict[str, Any]] = []
     with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10.0) as c:
-        for i in range(n):
-            path, body = request(i, 0)
-            r = c.post(path, json=body, headers={"X-State-Digest": "1"})
-            assert r.status_code == 200, r.text
-            out = r.json()
-            seq = out.get("decision_id") or out.get("outcome_id") or out.get("returns_id")
-            acked.append((int(seq), str(out["state_digest"])))
-    return acked
+        return [send(c, i, 0, intents) for i in range(n)]
 
 
 def kill(proc: subprocess.Popen[bytes]) -> None:

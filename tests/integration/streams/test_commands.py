@@ -91,4 +91,5 @@ async def test_layer4_example_consumes_the_loops_output(tmp_path: Path,
                "--stream", cfg.streams.output_stream, "--count", "1", "--block-ms", "500")
     assert out.returncode == 0, out.stderr
     assert f"decision {decision['decision_id']} (portfolio default" in out.stdout
-    assert "target BTCUSDT: +" in out.stdout
+    [intent] = decision["intents"]  # the book's order for the target, in venue symbols
+    assert f"intent {intent['client_order_id']}: buy {intent['quantity']} BTCUSDT" in out.stdout

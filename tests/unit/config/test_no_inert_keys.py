@@ -1,7 +1,8 @@
 """No inert config keys: for every leaf of ``portfolio_value``, ``sizing``, ``portfolio``,
-``rl`` and ``circuit_breaker``, changing that key alone (to another valid value) changes an
-observable output — a Phase 1 decision, a Phase 2/3 allocation, a breaker transition, an RL
-blend. A second test proves every *live* key also takes effect through ``apply_config``
+``book``, ``execution``, ``rl`` and ``circuit_breaker``, changing that key alone (to another
+valid value) changes an observable output — a Phase 1 decision, a Phase 2/3 allocation, the
+book's targets and intents, a breaker transition, an RL blend. A second test proves every
+*live* key also takes effect through ``apply_config``
 (hot reload) exactly as if the orchestrator had been built with it.
 
 Each case: ``Case(new, scenario, context, also)``. Both sides get ``BASE + context``; the
@@ -23,8 +24,11 @@ from typing import Any
 
 import pytest
 
-from conftest import make_cascade, make_signal
+from conftest import REPO, make_cascade, make_signal
 from himari_l3 import ManualClock, MarketRegime, TacticalAction
+from himari_l3._exceptions import ValidationError
+from himari_l3.book import Layer3Book
+from himari_l3.config.markets import load_markets
 from himari_l3.config.reload import is_live, leaf_paths
 from himari_l3.config.schema import Layer3Config, parse_config
 from himari_l3.contracts import EnsembleAllocation, PositionSizingDecision
@@ -33,7 +37,7 @@ from himari_l3.phase3 import Layer3Phase3Hybrid
 
 SYM, ETH, SOL = "BTC-USD", "ETH-USD", "SOL-USD"
 PRICES = {SYM: 50_000.0, ETH: 3_000.0, SOL: 100.0}
-SECTIONS = ("sizing", "portfolio", "rl", "circuit_breaker")
+SECTIONS = ("sizing", "portfolio", "book", "execution", "rl", "circuit_breaker")
 BASE: dict[str, Any] = {"rl": {"enabled": True, "use_mock": True, "mock_seed": 7,
                                "mock_success_rate": 1.0}}
 STUB = "{stub}"  # replaced by the stub RL server's URL
@@ -41,10 +45,17 @@ STUB = "{stub}"  # replaced by the stub RL server's URL
 Scenario = Callable[[Layer3Phase3Hybrid, ManualClock], Any]
 
 
+class BookScenario:
+    """A scenario run through the book (``Layer3Book`` around the orchestrator)."""
+
+    def __init__(self, run: Callable[[Layer3Book, ManualClock], Any]) -> None:
+        self.run = run
+
+
 @dataclass(frozen=True)
 class Case:
     new: Any
-    scenario: Scenario
+    scenario: Scenario | BookScenario
     context: dict[str, Any] = field(default_factory=dict)
     also: dict[str, Any] = field(default_factory=dict)
 
@@ -175,6 +186,56 @@ def stamped_ahead(ahead_sec: float) -> Scenario:
 
 
 TWO_ON_BTC = [("momentum", SYM, STRONG), ("breakout", SYM, STRONG)]
+MARKETS = str(REPO / "tests" / "data" / "markets_ccxt.json")
+DECIMALS = str(REPO / "tests" / "data" / "markets_decimals.json")
+
+
+def _book_view(lb: Layer3Book, *outs: Any) -> Any:
+    """What the book shows: targets and open intents (ids and times included)."""
+    return ([o.step.to_dict() for o in outs], lb.positions()["targets"], lb.intents())
+
+
+def book_allocations(*batches: list[tuple[str, str, dict[str, Any]]], gap_sec: float = 60.0,
+                     portfolios: tuple[str, ...] = ("default",)) -> BookScenario:
+    """Allocations of the given batches through the book, ``gap_sec`` apart (each batch
+    to the next portfolio of ``portfolios``, cycling); the book's view, or the field of the
+    first refusal."""
+    def run(lb: Layer3Book, clock: ManualClock) -> Any:
+        outs = []
+        try:
+            for i, batch in enumerate(batches):
+                clock.advance(gap_sec)
+                sigs = [make_signal(strategy_id=s, symbol=y, **kw) for s, y, kw in batch]
+                outs.append(lb.allocate(sigs, make_cascade(), PRICES,
+                                        portfolio=portfolios[i % len(portfolios)]))
+        except ValidationError as err:
+            return err.field, err.value
+        return _book_view(lb, *outs)
+    return BookScenario(run)
+
+
+def late_fill(supersessions: int) -> BookScenario:
+    """An intent superseded ``supersessions`` times over, then filled: applied, or refused
+    once the closed intents kept have forgotten it."""
+    def run(lb: Layer3Book, clock: ManualClock) -> Any:
+        first = lb.allocate([make_signal(**STRONG)], make_cascade(), PRICES)
+        intent = first.step.result.issued[0]
+        for i in range(supersessions):
+            clock.advance(1.0)
+            lb.allocate([make_signal(**{**STRONG, "confidence": 0.5 + 0.2 * (i % 2)})],
+                        make_cascade(), PRICES)
+        try:
+            lb.apply_fills([{"symbol": SYM, "side": intent.side, "price": PRICES[SYM],
+                             "quantity": intent.quantity,
+                             "client_order_id": intent.client_order_id}])
+        except ValidationError as err:
+            return err.field
+        return lb.positions()["positions"]
+    return BookScenario(run)
+
+
+ONE_BTC = [("momentum", SYM, STRONG)]
+RESIZED = [("momentum", SYM, {**STRONG, "confidence": 0.85})]
 BTC_AND_ETH = [("momentum", SYM, STRONG), ("momentum", ETH, STRONG)]
 
 
@@ -314,6 +375,24 @@ TABLE: dict[str, Case] = {
                                        also={"sizing.limits.max_position_pct": 0.05}),
     "portfolio.max_strategy_pct": Case(0.05, phase2(BTC_AND_ETH), context=TRUSTED),
     "portfolio.max_portfolio_pct": Case(0.1, phase2(BTC_AND_ETH), context=TRUSTED),
+    "portfolio.max_net_pct": Case(0.05, phase2(BTC_AND_ETH), context=TRUSTED),
+    "portfolio.max_leverage": Case(0.05, phase2(BTC_AND_ETH), context=TRUSTED),
+    # --- book / execution (through the book)
+    "book.target_ttl_sec": Case(90.0, book_allocations(ONE_BTC, [("momentum", ETH, STRONG)],
+                                                       gap_sec=120.0)),
+    "book.max_portfolios": Case(1, book_allocations(ONE_BTC, ONE_BTC,
+                                                    portfolios=("a", "b"))),
+    "execution.markets_file": Case(MARKETS, book_allocations(ONE_BTC)),
+    "execution.precision_mode": Case("decimal_places", book_allocations(ONE_BTC),
+                                     context={"execution.markets_file": DECIMALS}),
+    "execution.intent_ttl_sec": Case(30.0, book_allocations(ONE_BTC)),
+    "execution.no_trade_band_pct": Case(0.1, book_allocations(ONE_BTC, RESIZED)),
+    "execution.no_trade_band_usd": Case(50_000.0, book_allocations(ONE_BTC)),
+    "execution.order_type": Case("limit", book_allocations(ONE_BTC)),
+    "execution.time_in_force": Case("IOC", book_allocations(ONE_BTC)),
+    "execution.limit_offset_bps": Case(50.0, book_allocations(ONE_BTC),
+                                       context={"execution.order_type": "limit"}),
+    "execution.closed_intents_kept": Case(1, late_fill(3)),
     "portfolio.drift_threshold": Case(0.01, phase2(  # sizes under the caps: weights move
         [("momentum", SYM, ORDINARY), ("breakout", SYM, ORDINARY)],
         [("momentum", SYM, ORDINARY), ("breakout", SYM, {**ORDINARY, "confidence": 0.8})])),
@@ -417,10 +496,15 @@ def _config(changes: dict[str, Any], url: str) -> Layer3Config:
     return parse_config(Layer3Config, data)
 
 
-def _run(cfg: Layer3Config, scenario: Scenario,
+def _run(cfg: Layer3Config, scenario: Scenario | BookScenario,
          reload_to: Layer3Config | None = None) -> Any:
     clock = ManualClock()
     with Layer3Phase3Hybrid(enable_metrics=False, config=cfg, clock=clock) as h:
+        if isinstance(scenario, BookScenario):
+            lb = Layer3Book(h, config=cfg, markets=load_markets(cfg.execution), clock=clock)
+            if reload_to is not None:
+                lb.apply_config(reload_to)
+            return scenario.run(lb, clock)
         if reload_to is not None:
             h.apply_config(reload_to)
         return scenario(h, clock)

@@ -157,7 +157,7 @@ def test_journal_behind_the_acknowledged_seq_is_refused_naming_the_seqs(db: Path
 
 
 def test_a_gap_in_the_journal_is_refused(db: Path) -> None:
-    """A seq missing in the middle (across the four tables) is named."""
+    """A seq missing in the middle (across the journal tables) is named."""
     store = damaged(db, 10, "DELETE FROM returns WHERE seq IN (4, 5)")
     with pytest.raises(StoreIntegrityError, match=r"gaps: seq 4\.\.5 missing \(2 entries\)"):
         verify(store)
@@ -287,4 +287,20 @@ def test_checked_snapshot_refuses_a_lossy_store_at_start_up_only(db: Path) -> No
         checked_snapshot(store, startup=True)
     snap: Any = checked_snapshot(store, startup=False)
     assert snap.seq == 5
+    store.close()
+
+
+def test_the_book_events_table_is_part_of_the_seq_checks(db: Path) -> None:
+    """Fills and snapshots of the book share the journal's seq: a lost one is a gap."""
+    store = filled(db, 4)
+    for seq in (5, 6, 7):
+        store.append([JournalEntry("book", {
+            "seq": seq, "ts_ns": seq, "kind": "fills", "portfolio": "default",
+            "config_version": "v", "request": "{}", "response": None})])
+    store.append([returns_row(8)])
+    verify(store)
+    store.close()
+    store = damaged(db, 0, "DELETE FROM book_events WHERE seq = 6")
+    with pytest.raises(StoreIntegrityError, match=r"gaps: seq 6 missing \(1 entries\)"):
+        verify(store)
     store.close()
