@@ -68,21 +68,24 @@ class Child:
         self.svc = build_service(cfg)
         self.db = tmp / "l3.sqlite"
 
-    async def _allocate(self, sigs: list[dict[str, Any]]) -> None:
+    async def _allocate(self, sigs: list[dict[str, Any]], mode: str = "incremental") -> None:
         from himari_l3.contracts import CascadeIndicators, TacticalSignal
 
         syms = sorted({s["symbol"] for s in sigs})
         await self.svc.allocate([TacticalSignal(**s) for s in sigs],
                                 {s: CascadeIndicators(**CAS) for s in syms},
-                                dict.fromkeys(syms, 100.0), False)
+                                dict.fromkeys(syms, 100.0), False, mode=mode)
 
     async def churn(self, ids: int) -> dict[str, Any]:
-        """``ids`` new strategy x symbol ids, 10 per allocation; one trade outcome in five."""
+        """``ids`` new strategy x symbol ids, 10 per allocation; one trade outcome in five.
+        The allocations are full batches (each the whole portfolio: the book keeps only its
+        10 targets), so the ids reach Phase 1's learners; the book's standing targets are
+        filled separately (`fill_book`)."""
         rss: list[tuple[int, float]] = [(0, _rss_mb())]
         t0 = time.perf_counter()
         for k in range(0, ids, 10):
             sigs = [_signal(f"s{k + j}", f"X{k + j}", k + j) for j in range(10)]
-            await self._allocate(sigs)
+            await self._allocate(sigs, mode="full")
             for j in range(0, 10, 5):
                 await self.svc.outcome(f"X{k + j}", 0.01 * ((k + j) % 5 - 2), f"s{k + j}",
                                        None, None, None, False)
@@ -91,6 +94,26 @@ class Child:
         seconds = time.perf_counter() - t0
         return {"ids": ids, "seconds": round(seconds, 1),
                 "requests_per_sec": round(ids / 10 * 3 / seconds, 1), "rss_mb": rss}
+
+    async def fill_book(self, batches: int = 400) -> dict[str, Any]:
+        """``batches`` incremental batches of 10 new pairs (4,000 > book.max_targets): the
+        book keeps what its limits and its target cap allow; the next probes run against
+        that full book (its standing targets and open intents, which every step walks)."""
+        from himari_l3._exceptions import ValidationError
+
+        await self.probe(1)  # the probe batch's own targets first
+        accepted = refused = 0
+        for k in range(0, batches * 10, 10):
+            sigs = [_signal(f"b{k + j}", f"B{k + j}", k + j) for j in range(10)]
+            try:
+                await self._allocate(sigs)
+                accepted += 1
+            except ValidationError:
+                refused += 1
+        pb = self.svc.book.book.portfolios["default"]
+        return {"accepted_batches": accepted, "refused_batches": refused,
+                "targets": len(pb.targets), "open_intents": len(pb.by_cid),
+                "marks": len(pb.marks), "rss_mb": round(_rss_mb(), 1)}
 
     async def probe(self, n: int) -> list[float]:
         """``n`` allocations of the fixed batch; latency of each (ms), journal commit in."""
@@ -129,6 +152,8 @@ class Child:
             cmd, _, arg = line.strip().partition(" ")
             if cmd == "churn":
                 out: Any = await self.churn(ids)
+            elif cmd == "fill_book":
+                out = await self.fill_book()
             elif cmd == "probe":
                 out = await self.probe(int(arg))
             elif cmd == "report":
@@ -236,10 +261,15 @@ def run(ids: int, rounds: int, probe: int, before_src: Path | None,
     loaded, empty = Proc(SRC, ids), Proc(SRC, 0)
     try:
         churn = loaded.ask("churn")
-        lat: dict[str, list[float]] = {"empty": [], "loaded": []}
+        lat: dict[str, list[float]] = {"empty": [], "loaded": [], "empty_2": [],
+                                       "loaded_full_book": []}
         for _ in range(rounds):  # interleaved: both children timed under the same load
             lat["empty"] += empty.ask(f"probe {probe}")
             lat["loaded"] += loaded.ask(f"probe {probe}")
+        churn["book"] = loaded.ask("fill_book")
+        for _ in range(rounds):
+            lat["empty_2"] += empty.ask(f"probe {probe}")
+            lat["loaded_full_book"] += loaded.ask(f"probe {probe}")
         out: dict[str, Any] = {"after": {"churn": churn, "report": loaded.ask("report"),
                                          "empty_report": empty.ask("report")}}
     finally:
@@ -251,6 +281,10 @@ def run(ids: int, rounds: int, probe: int, before_src: Path | None,
                                        / out["probes"]["empty"]["p99_ms"], 2)
     out["probes"]["p50_ratio"] = round(out["probes"]["loaded"]["p50_ms"]
                                        / out["probes"]["empty"]["p50_ms"], 2)
+    for q in ("p50", "p99"):
+        out["probes"][f"full_book_{q}_ratio"] = round(
+            out["probes"]["loaded_full_book"][f"{q}_ms"] / out["probes"]["empty_2"][f"{q}_ms"],
+            2)
     out["worst_case"] = worst_case()
     if before_src is not None:
         before = Proc(before_src, before_ids)

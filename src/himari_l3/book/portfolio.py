@@ -74,6 +74,16 @@ class PortfolioBook:
                     0.0 < price < float("inf"):
                 self.marks[sym] = float(price)
 
+    def forget_idle_marks(self, limit: int) -> None:
+        """Past ``limit`` marks, drop those of symbols the book holds nothing of — no
+        position, target, bracket or open intent — so that every symbol a caller ever
+        priced does not stay for ever (issue 13). Deterministic: a function of the state."""
+        if len(self.marks) <= limit:
+            return
+        used = (self.positions.keys() | self.target_symbols() | self.live.keys()
+                | self.brackets.keys())
+        self.marks = {s: p for s, p in self.marks.items() if s in used}
+
     def equity(self) -> float:
         return self.cash + sum(p.quantity * self.marks[s] for s, p in self.positions.items())
 

@@ -101,6 +101,7 @@ LIVE_KEYS: Mapping[str, str] = {
     "portfolio.correlation.max_clock_skew_sec": "bound checked on each new returns row",
     "book.target_ttl_sec": "read at each step of the book (stale targets decay then)",
     "book.max_portfolios": "checked when a portfolio is created",
+    "book.max_targets": "checked before each incremental allocation (targets kept)",
     "execution.intent_ttl_sec": "stamped on intents issued from now on",
     "execution.no_trade_band_pct": "read at each step of the book",
     "execution.no_trade_band_usd": "read at each step of the book",

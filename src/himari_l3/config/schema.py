@@ -239,6 +239,7 @@ class BookConfig(_Strict):
 
     target_ttl_sec: float = Field(14_400.0, gt=0.0, le=31_536_000.0)
     max_portfolios: int = Field(16, ge=1, le=10_000)
+    max_targets: int = Field(2_000, ge=1, le=1_000_000)
 
 
 class OrderExecutionConfig(_Strict):

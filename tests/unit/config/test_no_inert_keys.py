@@ -382,6 +382,8 @@ TABLE: dict[str, Case] = {
                                                        gap_sec=120.0)),
     "book.max_portfolios": Case(1, book_allocations(ONE_BTC, ONE_BTC,
                                                     portfolios=("a", "b"))),
+    # a second standing target (ETH beside BTC) is over a cap of 1
+    "book.max_targets": Case(1, book_allocations(ONE_BTC, [("momentum", ETH, STRONG)])),
     "execution.markets_file": Case(MARKETS, book_allocations(ONE_BTC)),
     "execution.precision_mode": Case("decimal_places", book_allocations(ONE_BTC),
                                      context={"execution.markets_file": DECIMALS}),
