@@ -19,10 +19,9 @@ from __future__ import annotations
 
 import enum
 import math
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
-if TYPE_CHECKING:
-    from .contracts import CascadeRecommendation
+from .enums import CascadeRecommendation
 
 __all__ = [
     "CapsDetail",
