@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -137,7 +138,9 @@ def valid_signals(draw: st.DrawFn, **fixed: Any) -> TacticalSignal:
         "confidence": draw(unit),
         "risk_score": draw(unit),
         "regime": draw(regimes),
-        "timestamp_ns": draw(st.integers(0, 2**62)),
+        # up to the test clock's now (ManualClock's wall time): a batch refuses signals
+        # stamped further ahead than portfolio.max_signal_clock_skew_sec
+        "timestamp_ns": draw(st.integers(0, 1_700_000_000_000_000_000)),
         "expected_return": draw(st.none() | st.floats(-1.0, 1.0, allow_nan=False)),
         "predicted_volatility": draw(st.none() | st.floats(1e-6, 5.0, allow_nan=False)),
         "signal_strength": draw(st.none() | unit),
@@ -267,3 +270,29 @@ def own_redis(tmp_path: Path) -> Iterator[Any]:
         yield server
     finally:
         server.kill()
+
+
+def mutable_ids(root: Any, own: bool) -> set[int]:
+    """Ids of the dicts, lists, sets and deques reachable from ``root`` (through this
+    package's objects' attributes when ``own``; plain containers otherwise)."""
+    seen: set[int] = set()
+    found: set[int] = set()
+    stack = [root]
+    while stack:
+        obj = stack.pop()
+        if id(obj) in seen or isinstance(obj, (str, bytes, int, float, bool, type(None))):
+            continue
+        seen.add(id(obj))
+        if isinstance(obj, (dict, list, set, deque)):
+            found.add(id(obj))
+        if isinstance(obj, dict):
+            stack.extend(obj.keys())
+            stack.extend(obj.values())
+        elif isinstance(obj, (list, tuple, set, frozenset, deque)):
+            stack.extend(obj)
+        elif own and type(obj).__module__.startswith("himari_l3"):
+            slots = [s for c in type(obj).__mro__ for s in getattr(c, "__slots__", ())]
+            stack.extend(getattr(obj, s) for s in slots if hasattr(obj, s))
+            stack.extend(getattr(obj, "__dict__", {}).values())
+    return found
+

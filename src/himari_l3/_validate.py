@@ -6,6 +6,15 @@ import math
 
 from ._exceptions import ValidationError
 
+# The ranges every edge accepts for the inputs that scale a size (docs/service.md). Generous
+# for any traded asset, and tight enough that every output is finite by construction: units
+# = USD / price <= 1e13 / 1e-12; a take-profit <= price · (1 + 50 · 5); sizes <= equity.
+MAX_PORTFOLIO_VALUE = 1e13  # USD of equity (also Layer3Config.portfolio_value's bound)
+# quote units per unit of the asset (the book's fills and marks have the same upper bound)
+MIN_PRICE, MAX_PRICE = 1e-12, 1e12
+MAX_POSITION_USD = 1e15  # |a held position| in USD (100 x the largest equity)
+INT64_MAX = 2**63 - 1  # timestamps are int64 nanoseconds (the journal's column type)
+
 
 def finite(exc: type[ValidationError], field: str, value: object) -> float:
     """Return ``value`` as a float if it is a finite real number, else raise ``exc``."""
@@ -37,6 +46,18 @@ def positive(exc: type[ValidationError], field: str, value: object, hi: float = 
     if not 0.0 < v <= hi:
         raise exc(field, value, f"0 < {field} <= {hi:g}")
     return v
+
+
+def price(exc: type[ValidationError], field: str, value: object) -> float:
+    """A price: finite and ``MIN_PRICE <= value <= MAX_PRICE``."""
+    if type(value) is float and MIN_PRICE <= value <= MAX_PRICE:
+        return value  # the common case (a float compares False with NaN)
+    return in_range(exc, field, value, MIN_PRICE, MAX_PRICE)
+
+
+def equity(exc: type[ValidationError], field: str, value: object) -> float:
+    """A portfolio value: finite and ``0 < value <= MAX_PORTFOLIO_VALUE``."""
+    return positive(exc, field, value, MAX_PORTFOLIO_VALUE)
 
 
 def optional_in_range(

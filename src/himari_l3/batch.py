@@ -7,17 +7,19 @@ every symbol, a missing or non-finite price, duplicate signals, a signal without
 is a `RejectedSignal` with its reason code, and the rest of the batch goes on.
 
 Unstamped signals (``timestamp_ns`` None) are stamped with the caller's clock reading
-``now_ns`` here; nothing in the domain reads the wall clock.
+``now_ns`` here; nothing in the domain reads the wall clock. A signal stamped further ahead
+of ``now_ns`` than ``max_ahead_ns`` is rejected (``FUTURE_TIMESTAMP``): duplicates are
+resolved newest first, so a far-future stamp would win over every real signal of its key.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any, NamedTuple
 
 from ._exceptions import ValidationError
+from ._validate import MAX_PRICE, MIN_PRICE
 from .contracts import CascadeIndicators, TacticalSignal
 from .events import InputKind, InputRejected
 from .observers import NULL_OBSERVER, Observer
@@ -79,10 +81,12 @@ def parse_batch(
     current_prices: Mapping[str, float],
     now_ns: int,
     observer: Observer = NULL_OBSERVER,
+    max_ahead_ns: int | None = None,
 ) -> SignalBatch:
     """Build a `SignalBatch` from the loose inputs of the public API (signals may be dicts;
     one readings object may stand for every symbol). Never raises for a bad signal, price or
-    reading: the signal is rejected with its reason (and counted through ``observer``)."""
+    reading: the signal is rejected with its reason (and counted through ``observer``).
+    ``max_ahead_ns``: how far a signal's timestamp may lead ``now_ns`` (None: no bound)."""
     rejected: list[RejectedSignal] = []
     candidates: list[tuple[int, TacticalSignal]] = []
     market: dict[str, MarketSnapshot] = {}
@@ -97,6 +101,13 @@ def parse_batch(
             continue
         if sig.timestamp_ns is None:
             sig = replace(sig, timestamp_ns=now_ns)
+        elif max_ahead_ns is not None and sig.timestamp_ns > now_ns + max_ahead_ns:
+            rejected.append(_reject(i, sig, ReasonCode.FUTURE_TIMESTAMP,
+                                    f"timestamp_ns was {sig.timestamp_ns}, expected at most "
+                                    f"{now_ns + max_ahead_ns} (the clock's {now_ns} plus the "
+                                    "allowed skew)"))
+            observer.emit(InputRejected(InputKind.SIGNAL, "timestamp_ns"))
+            continue
         if sig.symbol not in market:
             problem = _snapshot(sig.symbol, prices, cascade_indicators, market, observer)
             if problem is not None:
@@ -120,10 +131,11 @@ def _snapshot(symbol: str, prices: Mapping[str, float],
     if price is None:
         return ReasonCode.MISSING_PRICE, f"current_prices[{symbol}] is missing"
     if (isinstance(price, bool) or not isinstance(price, (int, float))
-            or not math.isfinite(price) or price <= 0):
+            or not MIN_PRICE <= price <= MAX_PRICE):  # (False for NaN)
         observer.emit(InputRejected(InputKind.PRICE, f"current_prices[{symbol}]"))
         return (ReasonCode.INVALID_PRICE,
-                f"current_prices[{symbol}] was {price!r}, expected a finite number > 0")
+                f"current_prices[{symbol}] was {price!r}, expected "
+                f"{MIN_PRICE:g} <= price <= {MAX_PRICE:g}")
     readings = _cascade_for(cascade, symbol)
     if readings is None:
         return (ReasonCode.MISSING_CASCADE,

@@ -37,6 +37,7 @@ __all__ = [
     "InputRejected",
     "IntentsCancelled",
     "Layer1Substituted",
+    "LearnedStateEvicted",
     "LeaseChanged",
     "MessageDeadLettered",
     "OutcomeLearned",
@@ -98,6 +99,13 @@ class OutcomeLearned(NamedTuple):
     conformal_alpha: float
     conformal_samples: int
     conformal_coverage: float | None
+
+
+class LearnedStateEvicted(NamedTuple):
+    """Phase 1 forgot its least recently used keys beyond a retention cap: per structure
+    (``strategy_symbol``, ``strategy``, ``symbol``), how many."""
+
+    counts: tuple[tuple[str, int], ...]
 
 
 class RegimeObserved(NamedTuple):
@@ -343,6 +351,7 @@ class LeaseChanged(NamedTuple):
 
 
 Event = (SizingDecided | InputRejected | OutcomeLearned | RegimeObserved | AllocationMade
+         | LearnedStateEvicted
          | CorrelationUpdated | RLRequestsCompleted | RLPredictionBlended | RLSymbolFellBack
          | RLLimitClipped | HybridDecided | PathOutcomeRecorded | BookStepped
          | FillRecorded | TradeClosed | PaperFilled | IntentsCancelled

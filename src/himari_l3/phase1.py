@@ -26,7 +26,8 @@ from ._exceptions import (
     StateRestoreError,
     ValidationError,
 )
-from ._validate import finite, in_range, nonempty_str, positive
+from ._validate import MAX_POSITION_USD, equity, in_range, nonempty_str, positive
+from ._validate import price as valid_price
 from .config.schema import SizingConfig, parse_config
 from .contracts import (
     CascadeIndicators,
@@ -37,12 +38,20 @@ from .contracts import (
     TacticalSignal,
     ValidationStatus,
 )
-from .events import InputKind, InputRejected, OutcomeLearned, RegimeObserved, SizingDecided
+from .events import (
+    InputKind,
+    InputRejected,
+    LearnedStateEvicted,
+    OutcomeLearned,
+    RegimeObserved,
+    SizingDecided,
+)
 from .observers import NULL_OBSERVER, Observer, resolve_observer
 from .sizing.conformal import ConformalScaler
 from .sizing.kelly import BayesianKelly
 from .sizing.limits import CapsStage, ExecutionStage
 from .sizing.regime import RegimeTracker, SymbolRegimeState
+from .sizing.retention import Retention
 from .sizing.stages import (
     CascadeStage,
     ConformalStage,
@@ -59,6 +68,8 @@ __all__ = ["PHASE1_STAGE_ORDER", "Layer3Phase1"]
 log = logging.getLogger(__name__)
 
 STATE_VERSION = 1
+# get_state details at most this many strategies and symbols (the most recently used).
+STATE_DETAIL_KEYS = 50
 
 # The declared order (the assembly below reads stage sizes by position in it).
 PHASE1_STAGE_ORDER = (StageName.KELLY, StageName.CONFORMAL, StageName.SENTIMENT,
@@ -79,7 +90,7 @@ class Layer3Phase1:
     Parameters
     ----------
     portfolio_value : float
-        Equity in USD that fractions are taken of (> 0).
+        Equity in USD that fractions are taken of (0 < x <= 1e13, like the config's).
     kelly_fraction : float
         Fractional Kelly multiplier (0.25 = quarter Kelly); overrides ``config.kelly.fraction``.
     enable_metrics : bool
@@ -116,7 +127,7 @@ class Layer3Phase1:
     ) -> None:
         cfg = config or SizingConfig()
         cfg = _override(cfg, kelly_fraction, enable_sentiment, max_position_pct, allow_short)
-        self.portfolio_value = positive(InvalidPriceException, "portfolio_value", portfolio_value)
+        self.portfolio_value = equity(InvalidPriceException, "portfolio_value", portfolio_value)
         self.config = cfg
         self.enable_metrics = enable_metrics
         self.clock = clock or SYSTEM_CLOCK
@@ -137,6 +148,12 @@ class Layer3Phase1:
         # the caller repeating them.
         self._last_prediction: dict[tuple[str, str], tuple[float | None, float | None]] = {}
         self.decisions_total = 0
+        # Bounded learned state: the least recently used keys beyond the caps are forgotten
+        # at the end of each decision, batch or outcome (sizing/retention.py).
+        self.retention = Retention(cfg.retention, self._forget_pair, self._forget_strategy,
+                                   self._forget_symbol)
+        self._touch_pair = self.retention.pairs.touch
+        self._touch_strategy = self.retention.strategies.touch
 
     def apply_config(self, config: SizingConfig) -> None:
         """Swap in a new sizing config; learned state is kept (hot reload)."""
@@ -145,6 +162,8 @@ class Layer3Phase1:
         self.kelly.config = config.kelly
         self.conformal.reconfigure(config.conformal)
         self.regimes.reconfigure(config.regime)
+        self.retention.config = config.retention
+        self.trim_learned_state()  # a lower cap forgets the excess at once
 
     # ------------------------------------------------------------------ sizing
     def observe_regime(self, symbol: str, regime: MarketRegime,
@@ -152,6 +171,7 @@ class Layer3Phase1:
         """Advance ``symbol``'s regime hysteresis by one period (Phase 2 calls this once
         per symbol per batch, then sizes with ``observe_regime=False``). ``short_regime``
         is what the short side observes, when it differs."""
+        self.retention.symbols.touch(symbol)
         st = self.regimes.observe(symbol, regime, short_regime)
         if self.observer is not NULL_OBSERVER:
             self.observer.emit(RegimeObserved(symbol, st.effective_long, regime,
@@ -173,26 +193,30 @@ class Layer3Phase1:
         t0 = time.perf_counter_ns()
         try:
             self._validate(signal, cascade_indicators)
-            price = positive(InvalidPriceException, "current_price", current_price)
+            price = valid_price(InvalidPriceException, "current_price", current_price)
             pv = (self.portfolio_value if portfolio_value is None
-                  else positive(InvalidPriceException, "portfolio_value", portfolio_value))
+                  else equity(InvalidPriceException, "portfolio_value", portfolio_value))
             current = (0.0 if current_position_usd is None
-                       else finite(InvalidSignalException, "current_position_usd",
-                                   current_position_usd))
+                       else in_range(InvalidSignalException, "current_position_usd",
+                                     current_position_usd, -MAX_POSITION_USD,
+                                     MAX_POSITION_USD))
         except (InvalidSignalException, InvalidCascadeIndicatorsException,
                 InvalidPriceException) as err:
             kind = _INPUT_KIND.get(type(err), InputKind.PRICE)
             self.observer.emit(InputRejected(kind, err.field))
             raise
-        return self.size_validated(signal, cascade_indicators, price, pv, current,
-                                   observe_regime, t0)
+        decision = self.size_validated(signal, cascade_indicators, price, pv, current,
+                                       observe_regime, t0)
+        self.trim_learned_state()
+        return decision
 
     def size_validated(self, signal: TacticalSignal, cascade_indicators: CascadeIndicators,
                        price: float, portfolio_value: float, current_position_usd: float,
                        observe_regime: bool, t0: int) -> PositionSizingDecision:
         """Run the stages on inputs already validated at the edge (``calculate_position``,
-        or Phase 2's batch parse: prices finite and > 0, records of the right types, the
-        equity and held positions finite); ``t0`` is when the request started
+        or Phase 2's batch parse: prices in [1e-12, 1e12], records of the right types, the
+        equity in (0, 1e13] and held positions within +-1e15 USD, so every output is finite);
+        ``t0`` is when the request started
         (``time.perf_counter_ns``), for the decision's latency."""
         ctx = SizingContext(signal, cascade_indicators, price, portfolio_value,
                             current_position_usd, observe_regime, self.config)
@@ -222,8 +246,10 @@ class Layer3Phase1:
         else:
             status = ValidationStatus.PASS
         reasons = caps.reasons + results[-1].reasons
-        self._last_prediction[(signal.strategy_id, signal.symbol)] = (
-            signal.expected_return, signal.predicted_volatility)
+        key = (signal.strategy_id, signal.symbol)
+        self._last_prediction[key] = (signal.expected_return, signal.predicted_volatility)
+        self._touch_pair(key)
+        self._touch_strategy(signal.strategy_id)
         trace = _new(SizingTrace, (results, ctx.portfolio_value, ctx.price, ctx.direction,
                                    ctx.current_position_usd, binding, signal.signal_strength,
                                    signal.timestamp_ns))
@@ -272,6 +298,8 @@ class Layer3Phase1:
         last_r, last_v = self._last_prediction.get((strategy_id, symbol), (None, None))
         pred_r = last_r if pred_r is None else pred_r
         pred_v = last_v if pred_v is None else pred_v
+        self._touch_pair((strategy_id, symbol))
+        self._touch_strategy(strategy_id)
         self.kelly.update(strategy_id, symbol, r)
         score = self.conformal.update(strategy_id, r, pred_r, pred_v)
         stats = self.kelly.stats_[(strategy_id, symbol)]
@@ -286,6 +314,7 @@ class Layer3Phase1:
             self.observer.emit(OutcomeLearned(
                 strategy_id, symbol, r, stats.n, st.alpha_t, len(st.scores),
                 learned["conformal_coverage"]))
+        self.trim_learned_state()
         return learned
 
     def record_outcome(self, strategy_id: str, symbol: str, realized_return: float,
@@ -293,6 +322,24 @@ class Layer3Phase1:
         """Alias of :meth:`update_from_trade_result` keyed by strategy and symbol."""
         return self.update_from_trade_result(strategy_id, symbol, realized_return,
                                              **predictions)
+
+    # --------------------------------------------------------------- retention
+    def trim_learned_state(self) -> None:
+        """Forget the least recently used keys beyond ``config.retention``'s caps (called
+        at the end of every decision, outcome and batch; Phase 2 calls it after a batch)."""
+        evicted = self.retention.trim()
+        if evicted is not None and self.observer is not NULL_OBSERVER:
+            self.observer.emit(LearnedStateEvicted(evicted.counts()))
+
+    def _forget_pair(self, key: tuple[str, str]) -> None:
+        self.kelly.stats_.pop(key, None)
+        self._last_prediction.pop(key, None)
+
+    def _forget_strategy(self, strategy_id: str) -> None:
+        self.conformal.states_.pop(strategy_id, None)
+
+    def _forget_symbol(self, symbol: str) -> None:
+        self.regimes.states_.pop(symbol, None)
 
     # ------------------------------------------------------------------- state
     def export_state(self) -> dict[str, Any]:
@@ -305,6 +352,7 @@ class Layer3Phase1:
             "last_prediction": {f"{s}\x1f{y}": list(p)
                                 for (s, y), p in sorted(self._last_prediction.items())},
             "decisions_total": self.decisions_total,
+            "retention": self.retention.export_state(),
         }
 
     def restore_state(self, state: dict[str, Any]) -> None:
@@ -320,23 +368,38 @@ class Layer3Phase1:
                 for k, p in state["last_prediction"].items()
             }
             self.decisions_total = int(state["decisions_total"])
+            self.retention.restore_state(
+                state.get("retention"), [*self.kelly.stats_, *self._last_prediction],
+                self.conformal.states_, self.regimes.states_)
         except (KeyError, TypeError, ValueError) as err:
             raise StateRestoreError(f"state could not be restored: {err!r}") from err
+        self.trim_learned_state()  # a state saved under larger caps
 
     def get_state(self) -> dict[str, Any]:
-        """Summary for operators (counts, per-key learners)."""
+        """Summary for operators: counts, the retention caps, and the learners of the
+        ``STATE_DETAIL_KEYS`` most recently used strategies and symbols (bounded whatever
+        the number of keys; ``export_state`` has them all)."""
+        strategies = sorted(s for s in self.retention.strategies.recent(STATE_DETAIL_KEYS)
+                            if s in self.conformal.states_)
+        symbols = sorted(s for s in self.retention.symbols.recent(STATE_DETAIL_KEYS)
+                         if s in self.regimes.states_)
+        conformal, regimes = self.conformal.states_, self.regimes.states_
         return {
             "portfolio_value": self.portfolio_value,
             "decisions_total": self.decisions_total,
             "kelly_keys": len(self.kelly.stats_),
-            "conformal": {sid: {"samples": len(st.scores), "multiplier": st.multiplier,
+            "conformal_strategies": len(conformal),
+            "regime_symbols": len(regimes),
+            "retention": self.retention.summary(),
+            "conformal": {sid: {"samples": len(conformal[sid].scores),
+                                "multiplier": conformal[sid].multiplier,
                                 "coverage": self.conformal.coverage(sid),
-                                "alpha": st.alpha_t}
-                          for sid, st in sorted(self.conformal.states_.items())},
-            "regimes": {sym: {"long": st.effective_long.value,
-                              "short": st.effective_short.value,
-                              "false_flips": st.false_flips}
-                        for sym, st in sorted(self.regimes.states_.items())},
+                                "alpha": conformal[sid].alpha_t}
+                          for sid in strategies},
+            "regimes": {sym: {"long": regimes[sym].effective_long.value,
+                              "short": regimes[sym].effective_short.value,
+                              "false_flips": regimes[sym].false_flips}
+                        for sym in symbols},
         }
 
 

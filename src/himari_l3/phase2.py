@@ -21,7 +21,7 @@ from typing import Any
 
 from ._clock import SYSTEM_CLOCK, Clock
 from ._exceptions import InvalidPriceException, StateRestoreError, ValidationError
-from ._validate import positive
+from ._validate import equity
 from .batch import SignalBatch, parse_batch
 from .config.schema import PortfolioConfig, SizingConfig, parse_config
 from .contracts import (
@@ -93,8 +93,7 @@ class Layer3Phase2Portfolio:
         cfg = _override(config or PortfolioConfig(), max_position_pct, max_strategy_pct,
                         max_portfolio_pct, max_correlation)
         self.config = cfg
-        self.portfolio_value = positive(InvalidPriceException, "portfolio_value",
-                                        portfolio_value)
+        self.portfolio_value = equity(InvalidPriceException, "portfolio_value", portfolio_value)
         self.observer = resolve_observer(observer, enable_metrics)
         self.clock = clock or SYSTEM_CLOCK
         # Phase 1's own cap is the portfolio's position cap: one number for one meaning.
@@ -151,7 +150,8 @@ class Layer3Phase2Portfolio:
               current_prices: Mapping[str, float]) -> SignalBatch:
         """The public API's loose inputs as one typed batch (the edge: ``batch.py``)."""
         return parse_batch(signals, cascade_indicators, current_prices, self.clock.time_ns(),
-                           self.observer)
+                           self.observer,
+                           round(self.config.max_signal_clock_skew_sec * 1e9))
 
     def update_correlations(self, returns: dict[str, float],
                             timestamp_ns: int | None = None) -> dict[str, Any]:
@@ -226,7 +226,7 @@ class Layer3Phase2Portfolio:
 
     def set_portfolio_value(self, value: float) -> None:
         """Mark equity to a new value (used by backtests and the service)."""
-        self.portfolio_value = positive(InvalidPriceException, "portfolio_value", value)
+        self.portfolio_value = equity(InvalidPriceException, "portfolio_value", value)
         self.phase1.portfolio_value = self.portfolio_value
 
     # ------------------------------------------------------- stages (Phase 3 too)
@@ -333,6 +333,7 @@ class Layer3Phase2Portfolio:
         )
         self.last_allocation_ = alloc
         self.batches_total += 1
+        self.phase1.trim_learned_state()  # after the batch: none of its keys mid-batch
         return alloc
 
     # ------------------------------------------------------------------ state
@@ -340,7 +341,8 @@ class Layer3Phase2Portfolio:
         return {
             "version": STATE_VERSION, "phase1": self.phase1.export_state(),
             "correlation": self.correlations.export_state(),
-            "weights": self.weights.export_state(), "positions": self.positions_,
+            "weights": self.weights.export_state(),
+            "positions": {s: dict(row) for s, row in self.positions_.items()},
             "batches_total": self.batches_total,
         }
 

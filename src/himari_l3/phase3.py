@@ -425,7 +425,7 @@ class Layer3Phase3Hybrid:
             "outcomes": {p: list(xs) for p, xs in self.outcomes_.items()},
             "counters": {"total": self.total_decisions, "rl": self.rl_decisions,
                          "fallback": self.fallback_decisions,
-                         "fallback_reasons": self.fallback_reasons},
+                         "fallback_reasons": dict(self.fallback_reasons)},
             "circuit_breaker": (self.circuit_breaker.export_state()
                                 if self.circuit_breaker is not None else None),
         }

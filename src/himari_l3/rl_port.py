@@ -31,7 +31,7 @@ __all__ = [
 ]
 
 FAILURE_REASONS: Final = frozenset({"timeout", "connection_error", "http_error",
-                                    "invalid_response", "slow", "circuit_open",
+                                    "invalid_response", "oversize", "slow", "circuit_open",
                                     "low_confidence"})
 
 
@@ -61,8 +61,8 @@ class RLModel(Protocol):
     """A model transport. Answers must come back in input order, one per signal, within
     ``deadline_sec`` (a late answer is the transport's ``RLFailure("timeout")``). Transport
     problems are `RLFailure` values (``timeout``, ``connection_error``, ``http_error``,
-    ``invalid_response``), never exceptions; a caller input error (``market_data`` that is
-    not JSON) raises ``ValidationError`` before anything is sent."""
+    ``invalid_response``, ``oversize``), never exceptions; a caller input error
+    (``market_data`` that is not JSON) raises ``ValidationError`` before anything is sent."""
 
     @property
     def endpoint(self) -> str:

@@ -19,10 +19,9 @@ from __future__ import annotations
 
 import enum
 import math
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
-if TYPE_CHECKING:
-    from .contracts import CascadeRecommendation
+from .enums import CascadeRecommendation
 
 __all__ = [
     "CapsDetail",
@@ -102,6 +101,7 @@ class ReasonCode(enum.StrEnum):
     INVALID_PRICE = "INVALID_PRICE"
     MISSING_CASCADE = "MISSING_CASCADE"
     DUPLICATE_SUPERSEDED = "DUPLICATE_SUPERSEDED"
+    FUTURE_TIMESTAMP = "FUTURE_TIMESTAMP"
     # The stream consumer: why a symbol's Layer 1 readings were replaced by the configured
     # policy's (the decision's trace, ``inputs``).
     LAYER1_MISSING = "LAYER1_MISSING"

@@ -332,3 +332,39 @@ def test_defaults_used_by_strategies_are_ordinary() -> None:
     d = SIGNAL_DEFAULTS
     assert 0.3 <= d["confidence"] <= 0.95 and 0.002 <= d["expected_return"] <= 0.06
     assert 0.01 <= d["predicted_volatility"] <= 0.25
+
+
+@given(sig=valid_signals(), ind=cascade_indicators(),
+       price=st.floats(1e-12, 1e12), current=st.none() | st.floats(-1e15, 1e15),
+       pv=st.floats(1e-6, 1e13).filter(lambda x: x > 0), allow_short=st.booleans(),
+       sl=st.floats(1e-6, 20.0), tp=st.floats(1e-6, 50.0))
+@settings(PROFILE, max_examples=500)
+def test_every_output_is_finite_at_the_extremes_of_the_accepted_ranges(
+        sig: TacticalSignal, ind: CascadeIndicators, price: float, current: float | None,
+        pv: float, allow_short: bool, sl: float, tp: float) -> None:
+    """Anything calculate_position accepts (prices 1e-12..1e12, positions up to 1e15 USD,
+    equity up to 1e13, the widest bracket settings) gives only finite numbers: units are
+    never infinite, a stop or take-profit is a finite price or None with a reason code."""
+    cfg = SizingConfig.model_validate({"execution": {"stop_loss_sigma": sl,
+                                                     "take_profit_sigma": tp}})
+    e = make_engine(portfolio_value=pv, config=cfg, allow_short=allow_short)
+    d = e.calculate_position(sig, ind, price, current_position_usd=current)
+    out = d.to_dict()
+
+    def numbers(v: Any) -> list[float]:
+        if isinstance(v, dict):
+            return [x for w in v.values() for x in numbers(w)]
+        if isinstance(v, list):
+            return [x for w in v for x in numbers(w)]
+        return [v] if isinstance(v, float) else []
+
+    assert all(math.isfinite(x) for x in numbers(
+        {k: v for k, v in out.items() if k != "diagnostics"}))
+    # (NaN in the trace means "not defined here", e.g. no payoff ratio; never infinite)
+    assert not any(math.isinf(x) for x in numbers(out["diagnostics"]))
+    assert math.isfinite(d.position_size_units)
+    for price_field in (d.stop_loss_price, d.take_profit_price):
+        if price_field is not None:
+            assert math.isfinite(price_field) and price_field > 0.0
+        elif d.position_size_usd != 0.0:
+            assert {"BRACKET_BEYOND_ZERO", "NO_VOLATILITY_FOR_BRACKET"} & set(d.reason_codes)

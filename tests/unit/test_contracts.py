@@ -58,7 +58,7 @@ BAD_SIGNAL_FIELDS = [
     ("risk_score", NAN), ("risk_score", INF), ("risk_score", 1.0001), ("risk_score", -1.0),
     ("risk_score", "high"),
     ("timestamp_ns", -1), ("timestamp_ns", 1.5), ("timestamp_ns", "now"),
-    ("timestamp_ns", True), ("timestamp_ns", NAN),
+    ("timestamp_ns", True), ("timestamp_ns", NAN), ("timestamp_ns", 2**63),
     ("expected_return", NAN), ("expected_return", INF), ("expected_return", -INF),
     ("expected_return", 1.5), ("expected_return", -1.01), ("expected_return", "2%"),
     ("predicted_volatility", NAN), ("predicted_volatility", INF), ("predicted_volatility", 0.0),

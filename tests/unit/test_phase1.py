@@ -22,6 +22,7 @@ from himari_l3 import (
     MarketRegime,
     StateRestoreError,
     TacticalAction,
+    ValidationError,
     ValidationStatus,
 )
 from himari_l3.config.schema import LimitsConfig, SizingConfig
@@ -71,11 +72,29 @@ def test_constructor_overrides_reach_config() -> None:
     assert e.config.limits.max_position_pct == 0.05 and e.config.limits.allow_short
 
 
-@pytest.mark.parametrize("value", [0, -1.0, math.nan, math.inf])
+@pytest.mark.parametrize("value", [0, -1.0, math.nan, math.inf, 1e300, 1.0000001e13])
 def test_bad_portfolio_value_rejected(value: float) -> None:
-    """portfolio_value must be finite and > 0, named in the error."""
+    """portfolio_value must be finite, > 0 and <= 1e13 (the config's bound), named in the
+    error, in the constructor and as a per-call override."""
     with pytest.raises(InvalidPriceException, match="portfolio_value"):
         Layer3Phase1(portfolio_value=value, enable_metrics=False)
+    with pytest.raises(InvalidPriceException, match="portfolio_value"):
+        make_engine().calculate_position(make_signal(), CALM, 100.0, portfolio_value=value)
+
+
+@pytest.mark.parametrize(("kw", "field"), [
+    ({"current_price": 1e308}, "current_price"), ({"current_price": 5e-324}, "current_price"),
+    ({"current_price": 1.01e12}, "current_price"),
+    ({"current_position_usd": 1e308}, "current_position_usd"),
+    ({"current_position_usd": -2e15}, "current_position_usd"),
+])
+def test_extreme_finite_inputs_are_refused_naming_the_field(kw: dict[str, float],
+                                                            field: str) -> None:
+    """Prices outside [1e-12, 1e12] and held positions beyond 1e15 USD would give infinite
+    units or overflowing brackets: refused, naming the field and the range."""
+    args: dict[str, Any] = {"current_price": 100.0, **kw}
+    with pytest.raises(ValidationError, match=f"{field} was .*, expected"):
+        make_engine().calculate_position(make_signal(), CALM, **args)
 
 
 # ----------------------------------------------------------------- stage chain

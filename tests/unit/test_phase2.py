@@ -406,3 +406,42 @@ def test_adding_a_sell_with_another_regime_never_increases_the_long() -> None:
     alone = portfolio().process_multi_strategy_signals([buy], calm(), PRICES)
     both = portfolio().process_multi_strategy_signals([buy, sell], calm(), PRICES)
     assert both.allocations[BTC] <= alone.allocations[BTC] + 1e-9
+
+
+@pytest.mark.parametrize("value", [1e300, 1.0000001e13, 0.0, math.nan])
+def test_portfolio_value_is_bounded_like_the_config(value: float) -> None:
+    """The constructor and set_portfolio_value accept 0 < x <= 1e13 only (named)."""
+    from himari_l3 import InvalidPriceException
+
+    with pytest.raises(InvalidPriceException, match="portfolio_value"):
+        portfolio(portfolio_value=value)
+    with pytest.raises(InvalidPriceException, match="portfolio_value"):
+        portfolio().set_portfolio_value(value)
+
+
+def test_a_signal_stamped_beyond_the_skew_is_rejected_with_its_reason() -> None:
+    """portfolio.max_signal_clock_skew_sec (60 s): a signal stamped 61 s ahead of the clock
+    is left out (FUTURE_TIMESTAMP) — it would otherwise win every duplicate resolution of
+    its key — while one 59 s ahead and an old one are sized."""
+    p = portfolio()
+    now = p.clock.time_ns()
+    future = make_signal(strategy_id="a", timestamp_ns=now + 61 * 10**9, confidence=0.99)
+    real = make_signal(strategy_id="a", timestamp_ns=now - 10**9, confidence=0.6)
+    soon = make_signal(strategy_id="b", symbol=ETH, timestamp_ns=now + 59 * 10**9)
+    alloc = p.process_multi_strategy_signals([future, real, soon], make_cascade(), PRICES)
+    assert [(r["index"], r["code"]) for r in alloc.rejected_signals] == [
+        (0, "FUTURE_TIMESTAMP")]
+    assert "expected at most" in alloc.rejected_signals[0]["reason"]
+    assert sorted(alloc.allocations) == [BTC, ETH]
+    signals = {(s["strategy_id"], s["symbol"]) for s in alloc.trace["signals"]}
+    assert signals == {("a", BTC), ("b", ETH)}
+
+
+@pytest.mark.parametrize("price", [1e308, 5e-324, 1.01e12])
+def test_a_price_outside_the_accepted_range_rejects_its_signals(price: float) -> None:
+    """Batch prices are bounded like Phase 1's (1e-12 <= price <= 1e12): INVALID_PRICE."""
+    alloc = portfolio().process_multi_strategy_signals(
+        [make_signal(), make_signal(symbol=ETH)], make_cascade(), {**PRICES, BTC: price})
+    assert [r["code"] for r in alloc.rejected_signals] == ["INVALID_PRICE"]
+    assert "1e-12 <= price <= 1e+12" in alloc.rejected_signals[0]["reason"]
+    assert sorted(alloc.allocations) == [ETH]

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import make_cascade, make_metrics_observer, make_signal
+from conftest import make_cascade, make_metrics_observer, make_signal, mutable_ids
 from fakes import FakeRL, prediction
 from himari_l3 import CascadeIndicators, EnsembleAllocation, ManualClock, RLPrediction
 from himari_l3.config.schema import Layer3Config, RLConfig
@@ -373,3 +373,51 @@ def test_get_state_is_json_and_complete() -> None:
             "phase2"} <= set(state)
     assert state["rl_usage_rate"] == 1.0
     assert state["circuit_breaker"]["state"] == "closed"
+
+
+def _busy_hybrid() -> Layer3Phase3Hybrid:
+    """A hybrid with every kind of learned state: allocations with RL answers and failures,
+    both outcome kinds, correlation rows, regime changes."""
+    answers = iter(range(10**6))
+
+    def answer(s: TacticalSignal) -> RLPrediction | RLFailure:
+        k = next(answers)
+        if k % 3 == 0:
+            return RLFailure(s.symbol, s.strategy_id, "timeout", "scripted")
+        return prediction(0.05, 0.6)
+
+    h = hybrid(FakeRL(answer))
+    for i in range(6):
+        sigs = [make_signal(strategy_id=f"s{j}", symbol=(BTC, ETH, SOL)[j % 3],
+                            confidence=0.5 + 0.05 * i) for j in range(4)]
+        h.process_signals(sigs, make_cascade(), PRICES)
+        h.record_outcome(BTC, 0.01 * (i - 2), used_rl=i % 2 == 0)
+        h.phase2.phase1.update_from_trade_result("s1", ETH, 0.02 * (i - 3))
+        h.phase2.update_correlations({BTC: 0.01 * i, ETH: -0.005 * i}, 1_700_000_000 + i)
+    return h
+
+
+def test_exported_state_shares_no_mutable_container_with_the_engine() -> None:
+    """export_state returns fresh containers only: a snapshot is encoded while requests go
+    on, so a shared dict (the fallback-reason counts were one) would put a later state
+    under an earlier seq and break exact restore."""
+    h = _busy_hybrid()
+    state = h.export_state()
+    shared = mutable_ids(state, own=False) & mutable_ids(h, own=True)
+    assert not shared
+
+
+def test_an_export_does_not_change_when_the_engine_moves_on() -> None:
+    """The exported state is a consistent copy: more requests leave it as it was."""
+    import copy
+
+    h = _busy_hybrid()
+    state = h.export_state()
+    frozen = copy.deepcopy(state)
+    sigs = [make_signal(strategy_id="s0", symbol=BTC), make_signal(strategy_id="s9",
+                                                                    symbol=ADA)]
+    h.process_signals(sigs, make_cascade(), PRICES)
+    h.process_signals(sigs, EXIT, PRICES)  # a fallback: counted by reason
+    h.record_outcome(BTC, 0.03, used_rl=False)
+    h.phase2.update_correlations({BTC: 0.02, ADA: 0.01}, 1_700_000_100)
+    assert state == frozen

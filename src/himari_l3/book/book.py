@@ -190,6 +190,7 @@ class Book:
             pb.trading.observe_equity(pb.equity())
         result = rebalance(pb, self.settings, self.markets, now, request_id, cause,
                            gated=self.trading_states)
+        pb.forget_idle_marks(self.settings.max_targets)
         result.superseded += superseded
         expired, decayed, scaled = refreshed
         # The targets dicts are replaced (never edited) by set_targets: sharing them is safe.
@@ -219,13 +220,16 @@ class Book:
         if mode not in ("incremental", "full"):
             raise InvalidBookRequestException("mode", mode, "'incremental' or 'full'",
                                               path=("mode",))
-        pb = self._book(portfolio)
+        named = _named_pairs(signals)
         now = self.clock.time_ns()
+        self._check_room(None, named, now)  # before the book may be created
+        pb = self._book(portfolio)
+        if mode == "incremental":
+            self._check_room(pb, named, now)  # before anything changes
         pb.mark(prices)
         if self.trading_states:
             observe_batch(pb.trading, signals, price_times)
         expired, decayed, scaled = self._refresh(pb, now)
-        named = _named_pairs(signals)
         committed: Contrib = {}
         if mode == "incremental":
             for strat, row in pb.targets.items():
@@ -237,6 +241,27 @@ class Book:
         # (holds: the targets dicts are replaced, never edited, so sharing them is safe)
         return AllocationPlan(pb.name, mode, now, equity, sizing, committed, pb.targets,
                               frozenset(named), expired, decayed, scaled)
+
+    def _check_room(self, pb: PortfolioBook | None, named: set[tuple[str, str]],
+                    now: int) -> None:
+        """Refuse a batch that would leave more than ``book.max_targets`` standing strategy
+        x symbol targets (those not yet stale, plus the batch's pairs). A standing target is
+        a position to hold: forgetting one would trade, so a cap refuses rather than
+        evicts; each target costs every later step time, so without a cap a caller naming
+        new pairs would slow every allocation (issue 13)."""
+        cap = self.settings.max_targets
+        held: set[tuple[str, str]] = set()
+        if pb is not None:
+            ttl = self.settings.target_ttl_ns
+            held = {(s, y) for s, row in pb.updated.items() for y, t in row.items()
+                    if now - t <= ttl}
+        total = len(held | named)
+        if total > cap:
+            where = "" if pb is None else f" (portfolio {pb.name!r} holds {len(held)})"
+            raise InvalidBookRequestException(
+                "signals", total, f"at most book.max_targets ({cap}) standing strategy x "
+                f"symbol targets after the batch{where}: set some to zero, send a full "
+                "batch, or raise book.max_targets", path=("signals",))
 
     def finish_allocation(self, plan: AllocationPlan, allocation: EnsembleAllocation,
                           decision_id: int | None = None) -> BookStep:

@@ -78,6 +78,16 @@ class PortfolioBook:
                     0.0 < price < float("inf"):
                 self.marks[sym] = float(price)
 
+    def forget_idle_marks(self, limit: int) -> None:
+        """Past ``limit`` marks, drop those of symbols the book holds nothing of — no
+        position, target, bracket or open intent — so that every symbol a caller ever
+        priced does not stay for ever (issue 13). Deterministic: a function of the state."""
+        if len(self.marks) <= limit:
+            return
+        used = (self.positions.keys() | self.target_symbols() | self.live.keys()
+                | self.brackets.keys())
+        self.marks = {s: p for s, p in self.marks.items() if s in used}
+
     def equity(self) -> float:
         return self.cash + sum(p.quantity * self.marks[s] for s, p in self.positions.items())
 
@@ -262,7 +272,9 @@ class PortfolioBook:
         return {
             "capital": self.capital, "cash": self.cash, "marks": dict(self.marks),
             "positions": {s: p.to_state() for s, p in sorted(self.positions.items())},
-            "targets": self.targets, "updated": self.updated,
+            # (copies: a snapshot is encoded while requests go on)
+            "targets": {s: dict(r) for s, r in self.targets.items()},
+            "updated": {s: dict(r) for s, r in self.updated.items()},
             "brackets": {s: list(b) for s, b in sorted(self.brackets.items())},
             "live": [s.to_state() for s in self.open_intents()],
             "closed": [s.to_state() for s in self.closed],

@@ -95,7 +95,7 @@ class Position:
 
     def to_state(self) -> list[Any]:
         return [self.quantity, self.avg_price, self.realized_pnl, self.fees_paid,
-                self.strategies]
+                dict(self.strategies)]  # a copy: a snapshot is encoded while requests go on
 
     @classmethod
     def from_state(cls, symbol: str, state: list[Any]) -> Position:

@@ -39,6 +39,7 @@ class BookSettings:
     capital: float
     target_ttl_ns: int
     max_portfolios: int
+    max_targets: int
     intent_ttl_ns: int
     band_pct: float
     band_usd: float
@@ -51,7 +52,7 @@ class BookSettings:
     def from_config(cls, cfg: Layer3Config) -> BookSettings:
         b, e = cfg.book, cfg.execution
         return cls(BookCaps.from_config(cfg), cfg.portfolio_value,
-                   round(b.target_ttl_sec * 1e9), b.max_portfolios,
+                   round(b.target_ttl_sec * 1e9), b.max_portfolios, b.max_targets,
                    round(e.intent_ttl_sec * 1e9), e.no_trade_band_pct, e.no_trade_band_usd,
                    e.order_type, e.time_in_force, e.limit_offset_bps / 1e4,
                    e.closed_intents_kept)

@@ -93,7 +93,8 @@ def build_rl_client(config: Layer3Config, breaker: CircuitBreaker,
                                        min_confidence=rl.min_confidence, clock=clock,
                                        timeout_sec=rl.timeout_sec)
     return TransformerRLClient(rl.endpoint, rl.timeout_sec, rl.min_confidence,
-                               circuit_breaker=breaker, clock=clock)
+                               circuit_breaker=breaker, clock=clock,
+                               max_response_bytes=rl.max_response_bytes)
 
 
 def build_portfolio(config: Layer3Config, *, observer: Observer = NULL_OBSERVER,

@@ -62,10 +62,6 @@ class ConfigFile:
     keys: frozenset[str]
     confirmed_removals: frozenset[str]
 
-# Keys left out of `config_version`: rotating a secret changes no decision, and a hash of a
-# secret does not belong in audit records.
-_UNVERSIONED = (("service", "auth_token"),)
-
 
 class _UniqueKeyLoader(yaml.SafeLoader):
     """``yaml.SafeLoader`` that refuses a key given twice in one mapping (PyYAML would
@@ -133,6 +129,9 @@ def read_config_bytes(data: bytes, source: str = "<config>",
     except ConfigError as err:
         errors = tuple(f"{source}: {e}" for e in err.errors)
         raise ConfigError("\n".join(errors), errors) from None
+    problem = cfg.service.token_problem()
+    if problem is not None:
+        raise ConfigError(f"{source}: {problem}", (f"{source}: {problem}",))
     return ConfigFile(cfg, keys, frozenset(confirmed))
 
 
@@ -165,9 +164,7 @@ def config_version(cfg: Layer3Config) -> str:
     Equal configs give equal versions whatever the file's layout, comments or key order; the
     auth token is left out. Audit records carry it so a decision can be tied to its config.
     """
-    data = cfg.model_dump(mode="json")
-    for section, key in _UNVERSIONED:
-        data[section].pop(key, None)
+    data = cfg.public_dump()
     canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), allow_nan=False)
     return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 

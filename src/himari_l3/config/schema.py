@@ -44,6 +44,7 @@ def _describe(model: type[BaseModel], root: str, error: Any) -> str:
 
 
 _SECRET_KEYS = frozenset({"auth_token", "redis_url"})  # a redis URL may carry a password
+SECRET_KEY_PATHS = (("service", "auth_token"),)
 
 
 class _Strict(BaseModel):
@@ -173,6 +174,15 @@ class ExecutionConfig(_Strict):
     take_profit_sigma: float = Field(3.0, gt=0.0, le=50.0)
 
 
+class RetentionConfig(_Strict):
+    """Caps on Phase 1's learned keys; beyond one, the least recently used keys are
+    forgotten (``sizing/retention.py`` says why LRU and not a TTL or a refusal)."""
+
+    max_strategy_symbols: int = Field(10_000, ge=1, le=10_000_000)
+    max_strategies: int = Field(1_000, ge=1, le=1_000_000)
+    max_symbols: int = Field(2_000, ge=1, le=1_000_000)
+
+
 class SizingConfig(_Strict):
     """Everything Phase 1 reads."""
 
@@ -183,6 +193,7 @@ class SizingConfig(_Strict):
     cascade: CascadeConfig = CascadeConfig()
     limits: LimitsConfig = LimitsConfig()
     execution: ExecutionConfig = ExecutionConfig()
+    retention: RetentionConfig = RetentionConfig()
 
 
 class CorrelationConfig(_Strict):
@@ -219,6 +230,7 @@ class PortfolioConfig(_Strict):
     max_leverage: float = Field(1.0, gt=0.0, le=10.0)
     drift_threshold: float = Field(0.20, gt=0.0, le=10.0)
     weight_history_size: int = Field(10_000, ge=10, le=10_000_000)
+    max_signal_clock_skew_sec: float = Field(60.0, gt=0.0, le=31_536_000.0)
     correlation: CorrelationConfig = CorrelationConfig()
 
 
@@ -227,6 +239,7 @@ class BookConfig(_Strict):
 
     target_ttl_sec: float = Field(14_400.0, gt=0.0, le=31_536_000.0)
     max_portfolios: int = Field(16, ge=1, le=10_000)
+    max_targets: int = Field(2_000, ge=1, le=1_000_000)
 
 
 class TradingStateConfig(_Strict):
@@ -314,6 +327,7 @@ class RLConfig(_Strict):
     mock_success_rate: float = Field(0.9, ge=0.0, le=1.0)
     mock_seed: int | None = None
     performance_history_size: int = Field(10_000, ge=10, le=10_000_000)
+    max_response_bytes: int = Field(65_536, ge=256, le=16 * 1_048_576)
 
     @field_validator("endpoint")
     @classmethod
@@ -326,6 +340,16 @@ class RLConfig(_Strict):
                 raise ValueError(f"expected an http(s) URL with a host and a port in "
                                  f"0..65535, e.g. http://127.0.0.1:8888/predict ({problem})")
         return value
+
+
+def _without_password(url: str) -> str:
+    """``url`` with its password, if any, replaced by ``***``
+    (``postgresql+psycopg://user:***@host/db``)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return parts._replace(netloc=f"{parts.username or ''}:***@{host}").geturl()
 
 
 def http_url_problem(url: str) -> str | None:
@@ -349,11 +373,24 @@ class ServiceConfig(_Strict):
 
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
-    auth_token: str | None = Field(None, min_length=16)
+    # repr=False: a config printed or logged does not show it; `Layer3Config.public_dump`
+    # (what journals and snapshots store) leaves it out.
+    auth_token: str | None = Field(None, min_length=16, repr=False)
+    protect_read_endpoints: bool = False
     max_request_bytes: int = Field(1_048_576, ge=1024, le=64 * 1_048_576)
     max_signals_per_request: int = Field(1000, ge=1, le=100_000)
     body_read_timeout_sec: float = Field(10.0, gt=0.0, le=600.0)
+    header_read_timeout_sec: float = Field(10.0, gt=0.0, le=600.0)
     config_watch_interval_sec: float = Field(1.0, gt=0.0, le=3600.0)
+
+    def token_problem(self) -> str | None:
+        """Why the token settings cannot serve (None: they can). Checked where the token is
+        known — the file loader and the app — not by the model: a journaled config has no
+        token (``Layer3Config.public_dump``) and must still parse on replay."""
+        if self.protect_read_endpoints and self.auth_token is None:
+            return ("service.protect_read_endpoints: true, but there is no token (set "
+                    "service.auth_token or HIMARI_L3_AUTH_TOKEN): it would protect nothing")
+        return None
 
 
 class PersistenceConfig(_Strict):
@@ -457,6 +494,17 @@ class Layer3Config(_Strict):
     persistence: PersistenceConfig = PersistenceConfig()
     metrics: MetricsConfig = MetricsConfig()
     streams: StreamsConfig = StreamsConfig()
+
+    def public_dump(self) -> dict[str, Any]:
+        """The config as JSON data without its secrets — ``service.auth_token`` left out,
+        a password in ``persistence.url`` masked — what the journal, snapshots, versions and
+        state reads carry. Parsing it back gives the same config minus the secrets, which
+        no decision reads (the running service keeps the ones it started with)."""
+        data = self.model_dump(mode="json")
+        for section, key in SECRET_KEY_PATHS:
+            data[section].pop(key, None)
+        data["persistence"]["url"] = _without_password(data["persistence"]["url"])
+        return data
 
     @model_validator(mode="after")
     def _one_position_cap(self) -> Layer3Config:

@@ -225,6 +225,9 @@ class Layer3Metrics:
             "Inputs rejected by validation", ["kind"], registry=r)
         self.outcomes = Counter(p + "outcomes_total",
             "Realised trade outcomes learned from", ["result"], registry=r)
+        self.learned_state_evictions = Counter(p + "learned_state_evictions_total",
+            "Least recently used learned keys forgotten beyond sizing.retention's caps",
+            ["structure"], registry=r)
         self.realized_return = FastHistogram(p + "realized_return",
             "Realised trade returns learned from", buckets=_RET, registry=r)
 

@@ -35,6 +35,7 @@ from ..events import (
     InputRejected,
     IntentsCancelled,
     Layer1Substituted,
+    LearnedStateEvicted,
     LeaseChanged,
     MessageDeadLettered,
     OutcomeLearned,
@@ -97,6 +98,7 @@ class PrometheusObserver(TradingWriters, Observer):
         self._writers: dict[type[Any], Callable[[Any], None]] = {
             SizingDecided: self._write_sizing, InputRejected: self._write_invalid_input,
             OutcomeLearned: self._write_outcome, RegimeObserved: self._write_regime,
+            LearnedStateEvicted: self._write_evictions,
             AllocationMade: self._write_allocation,
             CorrelationUpdated: self._write_correlation,
             RLRequestsCompleted: self._write_rl_requests,
@@ -227,6 +229,10 @@ class PrometheusObserver(TradingWriters, Observer):
 
     def _write_invalid_input(self, event: InputRejected) -> None:
         self._child(self.metrics.invalid_inputs, event.kind.value).inc()
+
+    def _write_evictions(self, event: LearnedStateEvicted) -> None:
+        for structure, n in event.counts:
+            self._child(self.metrics.learned_state_evictions, structure).inc(n)
 
     def _write_outcome(self, event: OutcomeLearned) -> None:
         m = self.metrics

@@ -451,9 +451,27 @@ def run_limits(limits: Sequence[PortfolioLimit], contrib: Contrib, symbols: list
                pv: float, bounds: dict[str, SymbolBounds], position_cap_usd: float,
                committed: Contrib | None = None) -> BudgetResult:
     """Apply ``limits`` in order to a copy of ``contrib`` (pure: nothing else changes),
-    beside ``committed`` (copied too; the result carries them as the limits left them)."""
+    beside ``committed`` (copied too; the result carries them as the limits left them).
+
+    Commitments are settled first, by every limit over the commitments alone (a zero
+    batch); only then does the batch get what they leave. In one interleaved pass a later
+    limit that scaled a commitment down could break an earlier limit the batch had just
+    been fitted to: a commitment that offsets the batch on a symbol, shrunk, *raises* that
+    symbol's net and the gross. Once the commitments fit every limit, each limit's room for
+    the batch is an interval of factors (the measures are convex in the batch factor), so
+    the later limits' scalings keep the earlier ones true."""
+    committed_factors: dict[str, dict[str, float]] = {}
+    if committed:
+        settle = LimitContext({s: dict.fromkeys(row, 0.0) for s, row in contrib.items()},
+                              symbols, pv, bounds, position_cap_usd, committed)
+        for limit in limits:
+            limit.apply(settle)
+        committed, committed_factors = settle.committed, settle.committed_factors
     ctx = LimitContext(contrib, symbols, pv, bounds, position_cap_usd, committed)
     results = [limit.apply(ctx) for limit in limits]
+    for name, keyed in ctx.committed_factors.items():  # none, unless rounding: kept
+        committed_factors.setdefault(name, {}).update(keyed)
+    ctx.committed_factors = committed_factors
     # The three budgets always report (an empty dict when they did not bind); the newer
     # caps only when they bound, so that a Phase 2 trace reads as it did before them.
     factors = {r.name.value: r.factors for r in results

@@ -45,6 +45,11 @@ if TYPE_CHECKING:
 __all__ = ["CorrelationMonitor", "InvalidReturnsException", "ledoit_wolf_correlation"]
 
 INT64_MAX = 2**63 - 1
+# Matrices cached per symbol set until the next row. Batches name the sets: without rows
+# (no /v1/returns traffic) nothing invalidates them, so each distinct set of symbols a
+# caller sends would stay cached for ever (a leak keyed by the caller's ids). Past this
+# many entries a cache starts again (it is derived data: only speed is lost).
+_CACHE_ENTRIES = 256
 
 
 class InvalidReturnsException(ValidationError):
@@ -123,11 +128,15 @@ class CorrelationMonitor:
     def update(self, returns: dict[str, float], timestamp_ns: int) -> None:
         """Add one aligned row of per-symbol returns (fractions: 0.01 = +1 %).
 
-        Raises `InvalidReturnsException` (and changes nothing) for a bad symbol or return, a
-        row over the caps, or a timestamp outside int64, ahead of the clock by more than
-        ``max_clock_skew_sec`` or before the previous row's."""
+        Raises `InvalidReturnsException` (and changes nothing) for a bad symbol or return, an
+        empty row, a row over the caps, or a timestamp outside int64, ahead of the clock by
+        more than ``max_clock_skew_sec`` or before the previous row's."""
         if not isinstance(returns, dict):
             raise InvalidReturnsException("returns", returns, "a mapping of symbol to return")
+        if not returns:
+            # An empty row observes nothing, yet would take a window slot (pushing a real
+            # row out): a caller could flush the window with them.
+            raise InvalidReturnsException("returns", returns, "at least one symbol")
         if len(returns) > self.max_symbols_per_row:
             raise InvalidReturnsException(
                 "returns", len(returns), f"at most portfolio.correlation.max_symbols_per_row "
@@ -213,6 +222,8 @@ class CorrelationMonitor:
         hit = self._cache.get(key)
         if hit is not None:
             return hit
+        if len(self._cache) >= _CACHE_ENTRIES:
+            self._cache.clear()
         p = len(key)
         aligned = [[row[s] for s in key] for _, row in self.rows_ if all(s in row for s in key)]
         n = len(aligned)
@@ -226,7 +237,8 @@ class CorrelationMonitor:
 
     def _derived(self) -> dict[tuple[str, ...], list[list[float]] | None]:
         # Derived matrices (as plain nested lists) live until the next update.
-        if self._derived_version != self.version_:
+        if (self._derived_version != self.version_
+                or len(self._derived_cache) >= _CACHE_ENTRIES):
             self._derived_cache.clear()
             self._derived_version = self.version_
         return self._derived_cache
@@ -260,7 +272,7 @@ class CorrelationMonitor:
     def volatility(self, symbol: str) -> float | None:
         """Sample standard deviation of ``symbol``'s returns in the window (None if < 2)."""
         cache = self._vol_cache
-        if self._vol_version != self.version_:
+        if self._vol_version != self.version_ or len(cache) >= _CACHE_ENTRIES:
             cache.clear()
             self._vol_version = self.version_
         if symbol not in cache:

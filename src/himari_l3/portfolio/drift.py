@@ -59,7 +59,8 @@ class WeightTracker:
         return len(self.history_)
 
     def export_state(self) -> dict[str, Any]:
-        return {"previous": self.previous_, "history": [list(r) for r in self.history_]}
+        previous = None if self.previous_ is None else dict(self.previous_)
+        return {"previous": previous, "history": [list(r) for r in self.history_]}
 
     def restore_state(self, state: dict[str, Any]) -> None:
         self.previous_ = state["previous"]

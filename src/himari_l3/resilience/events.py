@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import enum
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -51,11 +52,17 @@ Listener = Callable[[CircuitEvent], None]
 
 
 def failure_reason(exc: BaseException) -> str:
-    """Map an exception from a guarded call onto a bounded reason code."""
-    if isinstance(exc, TimeoutError):
+    """Map an exception from a guarded call onto a bounded reason code.
+
+    A cancelled call is a ``timeout``: a guarded call is cancelled when its caller stops
+    waiting for it, which is how every asyncio deadline (``asyncio.timeout``, ``wait_for``)
+    ends it — and the call cannot tell a deadline from another cancellation (both are a
+    bare ``task.cancel()``). Either way the dependency did not answer in the time it had.
+    """
+    if isinstance(exc, TimeoutError | asyncio.CancelledError):
         return "timeout"
     if isinstance(exc, ConnectionError):
         return "connection_error"
     if isinstance(exc, Exception):
         return "error"
-    return "cancelled"  # CancelledError, KeyboardInterrupt: the probe slot must still be freed
+    return "cancelled"  # KeyboardInterrupt, SystemExit: the probe slot must still be freed

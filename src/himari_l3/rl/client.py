@@ -15,7 +15,7 @@ from .._clock import Clock
 from ..resilience import CircuitBreaker
 from ..rl_guard import GuardedModel, PredictionStats, check_market_data
 from ..rl_port import FAILURE_REASONS, RLFailure, RLModel, RLResult, gather_with_deadline
-from .http import HttpModel, encode_request, parse_prediction
+from .http import DEFAULT_MAX_RESPONSE_BYTES, HttpModel, encode_request, parse_prediction
 
 __all__ = [
     "FAILURE_REASONS",
@@ -45,6 +45,7 @@ class TransformerRLClient(GuardedModel):
     clock : time source for latency (default the system clock).
     transport : an ``httpx.AsyncBaseTransport`` (tests use ``httpx.MockTransport``).
     max_connections : size of the connection pool.
+    max_response_bytes : a longer response body is the failure ``oversize`` (not read further).
 
     Arguments after ``min_confidence`` are keyword-only.
     """
@@ -59,9 +60,11 @@ class TransformerRLClient(GuardedModel):
         clock: Clock | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         max_connections: int = 20,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
         self.http = HttpModel(endpoint_url, clock=clock, transport=transport,
-                              max_connections=max_connections)
+                              max_connections=max_connections,
+                              max_response_bytes=max_response_bytes)
         super().__init__(self.http, circuit_breaker, timeout_sec=timeout_sec,
                          min_confidence=min_confidence, clock=clock)
 

@@ -4,8 +4,9 @@ Contract: ``POST <endpoint_url>`` with the signal's fields plus ``market_data``;
 answer with ``position_pct`` [-1, 1], ``confidence`` [0, 1], ``predicted_return`` [-1, 1],
 ``predicted_volatility`` [0, 5] (all finite real numbers, never strings or booleans) and a
 non-empty ``model_version``. Anything else is an `RLFailure` (``http_error``,
-``invalid_response``, ``timeout``, ``connection_error``); the guard around the transport
-(``guard.py``) decides what that means for the breaker.
+``invalid_response``, ``timeout``, ``connection_error``, or ``oversize``: a body over
+``max_response_bytes``, which is streamed and never read past that size); the guard around
+the transport (``rl_guard.py``) decides what that means for the breaker.
 
 Every HTTP call runs on one event loop owned by the transport (a daemon thread), using one
 pooled ``httpx.AsyncClient``: an httpx connection pool is bound to the loop that created it,
@@ -41,6 +42,11 @@ T = TypeVar("T")
 # How long a blocking caller waits beyond the call's own deadline before giving up on the loop
 # thread itself (it only matters if that thread is wedged; the coroutine is already bounded).
 _SYNC_GRACE_SEC: Final = 5.0
+# A prediction is ~200 bytes of JSON; the default leaves room for verbose models.
+DEFAULT_MAX_RESPONSE_BYTES: Final = 65_536
+_HEADERS: Final = {"content-type": "application/json",
+                   # No compression: the size bound is on what the model sends.
+                   "accept-encoding": "identity"}
 
 
 def encode_request(signal: TacticalSignal, market_data: dict[str, Any] | None) -> bytes:
@@ -97,13 +103,20 @@ class HttpModel:
     clock : time source for latency (default the system clock).
     transport : an ``httpx.AsyncBaseTransport`` (tests use ``httpx.MockTransport``).
     max_connections : size of the connection pool.
+    max_response_bytes : a response body over this is the failure ``oversize`` (the body is
+        streamed and never read past the limit; a declared ``Content-Length`` over it is
+        refused before reading).
     """
 
     def __init__(self, endpoint_url: str, *, clock: Clock | None = None,
                  transport: httpx.AsyncBaseTransport | None = None,
-                 max_connections: int = 20) -> None:
+                 max_connections: int = 20,
+                 max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES) -> None:
         if max_connections < 1:
             raise ValueError(f"max_connections was {max_connections!r}, expected >= 1")
+        if max_response_bytes < 1:
+            raise ValueError(f"max_response_bytes was {max_response_bytes!r}, expected >= 1")
+        self.max_response_bytes = max_response_bytes
         self.endpoint_url = endpoint_url
         self._clock: Clock = clock if clock is not None else SYSTEM_CLOCK
         self._transport = transport
@@ -215,9 +228,7 @@ class HttpModel:
         start = self._clock.monotonic()
         try:
             async with asyncio.timeout(timeout):
-                response = await self._client().post(
-                    self.endpoint_url, content=body, timeout=timeout,
-                    headers={"content-type": "application/json"})
+                status, content = await self._post(body, timeout)
         except (TimeoutError, httpx.TimeoutException) as exc:
             return _failure(signal, "timeout", f"no answer within {timeout:g}s ({exc!r})")
         except (httpx.TransportError, OSError) as exc:
@@ -225,13 +236,41 @@ class HttpModel:
         except Exception as exc:  # anything else from httpx is still the endpoint failing
             logger.exception("unexpected error calling the RL endpoint %s", self.endpoint_url)
             return _failure(signal, "http_error", repr(exc))
-        latency = self._clock.monotonic() - start
-        if not 200 <= response.status_code < 300:
-            return _failure(signal, "http_error", f"HTTP {response.status_code}")
+        return self._answer(signal, status, content, self._clock.monotonic() - start)
+
+    def _answer(self, signal: TacticalSignal, status: int, content: bytes | None,
+                latency: float) -> RLResult:
+        """What an answer that came back in time means."""
+        if not 200 <= status < 300:
+            return _failure(signal, "http_error", f"HTTP {status}")
+        if content is None:
+            return _failure(signal, "oversize", f"response body over max_response_bytes "
+                            f"({self.max_response_bytes} bytes): not read further")
         try:
-            return parse_prediction(response.content, latency * 1000.0, self._clock.time_ns())
+            return parse_prediction(content, latency * 1000.0, self._clock.time_ns())
         except InvalidRLPredictionException as exc:
             return _failure(signal, "invalid_response", str(exc))
+
+    async def _post(self, body: bytes, timeout: float) -> tuple[int, bytes | None]:
+        """POST ``body``; the status and the response body, read as a stream and at most
+        ``max_response_bytes`` of it (None: it is longer). A non-2xx body is not read."""
+        limit = self.max_response_bytes
+        async with self._client().stream("POST", self.endpoint_url, content=body,
+                                         timeout=timeout, headers=_HEADERS) as response:
+            status = response.status_code
+            if not 200 <= status < 300:
+                return status, b""
+            declared = response.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > limit:
+                return status, None
+            chunks: list[bytes] = []
+            size = 0
+            async for chunk in response.aiter_bytes():
+                size += len(chunk)
+                if size > limit:
+                    return status, None
+                chunks.append(chunk)
+            return status, b"".join(chunks)
 
 
 def _failure(signal: TacticalSignal, reason: str, detail: str) -> RLFailure:

@@ -197,7 +197,7 @@ class SizingService:
             await self._append(JournalEntry("config", {
                 "seq": seq, "ts_ns": self.clock.base.time_ns(),
                 "config_version": self.config_version,
-                "config": dumps(self.config.model_dump(mode="json"))}), "config")
+                "config": dumps(self.config.public_dump())}), "config")
             self.seq = seq
             if applied is not self.config:
                 self.hybrid.apply_config(self.config)
@@ -434,7 +434,7 @@ class SizingService:
             version = self.version_of(cfg)
             await self._append(JournalEntry("config", {
                 "seq": seq, "ts_ns": ts, "config_version": version,
-                "config": dumps(cfg.model_dump(mode="json"))}), "config")
+                "config": dumps(cfg.public_dump())}), "config")
             self.seq = seq
             with self._mutating(), self.clock.pinned(ts):
                 self.book.apply_config(cfg, seq)
@@ -598,7 +598,7 @@ class SizingService:
     def _export(self) -> tuple[int, dict[str, Any]]:
         last = self.hybrid.phase2.last_allocation_
         state = {"version": 1, "seq": self.seq, "config_version": self.config_version,
-                 "config": self.config.model_dump(mode="json"),
+                 "config": self.config.public_dump(),
                  "hybrid": self.hybrid.export_state(),
                  "book": self.book.book.export_state(),
                  "desk": None if self.desk is None else self.desk.export_state(),

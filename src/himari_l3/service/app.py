@@ -12,32 +12,28 @@ means a bug (and is logged).
 from __future__ import annotations
 
 import gc
-import hmac
 import logging
-import math
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import Depends, FastAPI, Header, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from fastapi import FastAPI
+from fastapi.responses import Response
+from prometheus_client import CollectorRegistry, generate_latest
 from starlette.exceptions import HTTPException
 
 from .._clock import Clock
+from .._exceptions import ConfigError
 from .._version import __version__
 from ..bootstrap.service import build_service
 from ..config.schema import Layer3Config
 from ..contracts import CascadeIndicators, TacticalSignal
-from ..events import InputKind, InputRejected
 from ..persistence import Store
-from ..runtime.errors import PersistenceUnavailable
 from ..runtime.jsonio import dumps
 from ..runtime.service import SizingService
-from .errors import FieldError
-from .middleware import EdgeMiddleware, utf8_safe
+from .errors import FieldError, install_error_handlers
+from .middleware import EdgeMiddleware
 from .models import (
     AllocateRequest,
     FillsRequest,
@@ -48,6 +44,7 @@ from .models import (
     to_cascade,
     to_signal,
 )
+from .openapi import PROMETHEUS_TEXT, Api, PrometheusText, error, json_object
 from .rendering import JSON as _JSON
 from .rendering import DigestHeader as _Digest
 from .rendering import PortfolioQuery as _Portfolio
@@ -76,6 +73,9 @@ def create_app(config: Layer3Config, *, config_path: str | None = None,
     svc = build_service(config, config_path=config_path, registry=registry, store=store,
                         clock=clock)
     token = os.environ.get(AUTH_TOKEN_ENV) or config.service.auth_token
+    problem = config.service.model_copy(update={"auth_token": token}).token_problem()
+    if problem is not None:
+        raise ConfigError(problem)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -101,57 +101,58 @@ def create_app(config: Layer3Config, *, config_path: str | None = None,
     app.add_middleware(EdgeMiddleware, max_bytes=config.service.max_request_bytes,
                        observer=svc.observer,
                        body_timeout_sec=config.service.body_read_timeout_sec)
-    _install_error_handlers(app)
+    install_error_handlers(app)
 
-    async def require_token(authorization: Annotated[str | None, Header()] = None) -> None:
-        if token is None:
-            return
-        given = (authorization or "")
-        scheme, _, value = given.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(value.encode(),
-                                                                 token.encode()):
-            raise HTTPException(401, "missing or wrong bearer token",
-                                headers={"WWW-Authenticate": "Bearer"})
-
-    auth = [Depends(require_token)]
-
-    _sizing_routes(app, svc, auth, config.service.max_signals_per_request)
-    _book_routes(app, svc, auth)
-    _learning_routes(app, svc, auth)
-    trading_routes(app, svc, auth)
-    _operations_routes(app, svc, config, registry)
+    api = Api(app, token, protect_reads=config.service.protect_read_endpoints)
+    app.state.api = api  # routes added later (other transports' endpoints) use it too
+    _sizing_routes(api, svc, config.service.max_signals_per_request)
+    _book_routes(api, svc)
+    _learning_routes(api, svc)
+    trading_routes(api, svc)
+    _operations_routes(api, svc, config, registry)
     return app
 
 
-def _sizing_routes(app: FastAPI, svc: SizingService, auth: list[Any],
-                   max_signals: int) -> None:
+def _skew_ns(svc: SizingService) -> int:
+    """How far a signal's timestamp may lead the request's time (live: follows reloads)."""
+    return round(svc.config.portfolio.max_signal_clock_skew_sec * 1e9)
+
+
+def _sizing_routes(api: Api, svc: SizingService, max_signals: int) -> None:
     base_clock = svc.clock.base
 
-    @app.post("/v1/size", dependencies=auth, tags=["sizing"])
+    def signals_max_items(doc: dict[str, Any]) -> None:
+        schema = doc["components"]["schemas"]["AllocateRequest"]["properties"]["signals"]
+        schema["maxItems"] = max_signals
+
+    api.patches.append(signals_max_items)
+
+    @api.write("/v1/size", tags=["sizing"])
     async def size(body: SizeRequest, x_state_digest: _Digest = None) -> Response:
         """Size one signal with Phase 1 (Kelly -> conformal -> sentiment -> regime ->
         cascade -> caps). The decision and its diagnostics are stored before the reply."""
         now = base_clock.time_ns()
-        signal = to_signal(body.signal, ("body", "signal"), now)
+        signal = to_signal(body.signal, ("body", "signal"), now, None, _skew_ns(svc))
         cascade = to_cascade(body.cascade, ("body", "cascade"))
         with _fields(_SIZE_FIELDS):
             return render(await svc.size(signal, cascade, body.price,
                                          body.current_position_usd, body.portfolio_value,
                                          x_state_digest == "1"))
 
-    @app.post("/v1/allocate", dependencies=auth, tags=["sizing"])
+    @api.write("/v1/allocate", tags=["sizing"])
     async def allocate(body: AllocateRequest, x_state_digest: _Digest = None) -> Response:
         """Allocate a batch through Phase 3: the Phase 2 baseline, blended with the RL model
         when enabled (fallback to the baseline on any RL problem), inside every limit."""
         signals, cascade, request = _allocation_inputs(body, max_signals,
-                                                       base_clock.time_ns())
+                                                       base_clock.time_ns(), _skew_ns(svc))
         with _fields({}):
             return render(await svc.allocate(signals, cascade, dict(body.prices),
                                              x_state_digest == "1", request,
                                              portfolio=body.portfolio, mode=body.mode))
 
 
-def _allocation_inputs(body: AllocateRequest, max_signals: int, now: int) -> tuple[
+def _allocation_inputs(body: AllocateRequest, max_signals: int, now: int,
+                       skew_ns: int) -> tuple[
         list[TacticalSignal], dict[str, CascadeIndicators], dict[str, Any]]:
     """The batch's contracts, and the request as it is journaled (timestamps filled in);
     a missing price or cascade reading for a signal's symbol is a 422 naming it."""
@@ -160,13 +161,9 @@ def _allocation_inputs(body: AllocateRequest, max_signals: int, now: int) -> tup
                          f"expected at most service.max_signals_per_request "
                          f"({max_signals})", len(body.signals))
     raw: list[dict[str, Any]] = []
-    signals = [to_signal(s, ("body", "signals", i), now, raw)
+    signals = [to_signal(s, ("body", "signals", i), now, raw, skew_ns)
                for i, s in enumerate(body.signals)]
     cascade = {sym: to_cascade(c, ("body", "cascade", sym)) for sym, c in body.cascade.items()}
-    for sym, price in body.prices.items():
-        if not price > 0:
-            raise FieldError(("body", "prices", sym),
-                             f"prices.{sym} was {price!r}, expected > 0", price)
     for i, s in enumerate(signals):
         if s.symbol not in body.prices:
             raise FieldError(("body", "prices", s.symbol), f"prices.{s.symbol} is missing "
@@ -179,8 +176,8 @@ def _allocation_inputs(body: AllocateRequest, max_signals: int, now: int) -> tup
     return signals, cascade, request
 
 
-def _book_routes(app: FastAPI, svc: SizingService, auth: list[Any]) -> None:
-    @app.post("/v1/fills", dependencies=auth, tags=["book"])
+def _book_routes(api: Api, svc: SizingService) -> None:
+    @api.write("/v1/fills", tags=["book"])
     async def fills(body: FillsRequest, x_state_digest: _Digest = None) -> Response:
         """Fills of the book's intents. Every fill is checked before any is applied (an
         unknown order, the wrong side or symbol, an over-fill: a 422 naming the field, and
@@ -189,7 +186,7 @@ def _book_routes(app: FastAPI, svc: SizingService, auth: list[Any]) -> None:
             return render(await svc.fills([f.model_dump() for f in body.fills],
                                           x_state_digest == "1"))
 
-    @app.put("/v1/positions", dependencies=auth, tags=["book"])
+    @api.write("/v1/positions", tags=["book"], method="PUT")
     async def reconcile(body: PositionsRequest, x_state_digest: _Digest = None) -> Response:
         """An authoritative positions snapshot: the book takes it, reports every difference
         (also as metrics and in the log), and re-plans its intents."""
@@ -198,19 +195,21 @@ def _book_routes(app: FastAPI, svc: SizingService, auth: list[Any]) -> None:
         with _fields({}):
             return render(await svc.reconcile(body.portfolio, snapshot, x_state_digest == "1"))
 
-    @app.get("/v1/positions", tags=["book"])
+    @api.read("/v1/positions", tags=["book"], query=True,
+              ok="positions, cash, equity, exposures, PnL, standing targets")
     async def positions(portfolio: _Portfolio = "default") -> Response:
         """Positions, cash, equity, exposures (USD and % of equity), PnL, standing targets."""
         return Response(dumps(await svc.read_positions(portfolio)), media_type=_JSON)
 
-    @app.get("/v1/intents", tags=["book"])
+    @api.read("/v1/intents", tags=["book"], query=True,
+              ok="the portfolio's open intents, with what has been filled of each")
     async def intents(portfolio: _Portfolio = "default") -> Response:
         """The portfolio's open intents, with what has been filled of each."""
         return Response(dumps(await svc.read_intents(portfolio)), media_type=_JSON)
 
 
-def _learning_routes(app: FastAPI, svc: SizingService, auth: list[Any]) -> None:
-    @app.post("/v1/outcomes", dependencies=auth, tags=["learning"])
+def _learning_routes(api: Api, svc: SizingService) -> None:
+    @api.write("/v1/outcomes", tags=["learning"])
     async def outcomes(body: OutcomeRequest, x_state_digest: _Digest = None) -> Response:
         """Record a realised return (see the request schema for the two kinds)."""
         if body.strategy_id is None:
@@ -224,7 +223,7 @@ def _learning_routes(app: FastAPI, svc: SizingService, auth: list[Any]) -> None:
                                             body.predicted_return, body.predicted_volatility,
                                             x_state_digest == "1"))
 
-    @app.post("/v1/returns", dependencies=auth, tags=["learning"])
+    @api.write("/v1/returns", tags=["learning"])
     async def returns(body: ReturnsRequest, x_state_digest: _Digest = None) -> Response:
         """Add one time-aligned row of per-symbol returns to the correlation monitor."""
         with _fields({}):
@@ -232,9 +231,10 @@ def _learning_routes(app: FastAPI, svc: SizingService, auth: list[Any]) -> None:
                                             x_state_digest == "1"))
 
 
-def _operations_routes(app: FastAPI, svc: SizingService, config: Layer3Config,
+def _operations_routes(api: Api, svc: SizingService, config: Layer3Config,
                        registry: CollectorRegistry) -> None:
-    @app.get("/v1/state", tags=["operations"])
+    @api.read("/v1/state", tags=["operations"], query=True,
+              ok="the summary (bounded), journal and snapshot positions, reload status")
     async def state(learned: bool = False, digest: bool = False) -> Response:
         """Hybrid summary, journal and snapshot positions, config reload status;
         ``learned=true`` adds the full learned state, ``digest=true`` its SHA-256."""
@@ -245,14 +245,19 @@ def _operations_routes(app: FastAPI, svc: SizingService, config: Layer3Config,
             "reloads_failed": rl.reloads_failed, "last_error": rl.last_error}
         return Response(dumps(out), media_type=_JSON)
 
-    @app.get("/metrics", tags=["operations"])
+    @api.read("/metrics", tags=["operations"], media=PROMETHEUS_TEXT,
+              ok="Prometheus text exposition of this app's registry (himari_l3_*, process_*, "
+                 "python_*)",
+              also={404: error("metrics are disabled (metrics.enabled: false)")})
     async def metrics() -> Response:
         """Prometheus text exposition of this app's registry (``himari_l3_*``)."""
         if not config.metrics.enabled:
             raise HTTPException(404, "metrics are disabled (metrics.enabled: false)")
-        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+        return PrometheusText(generate_latest(registry))
 
-    @app.get("/healthz", tags=["operations"])
+    @api.read("/healthz", tags=["operations"], protected=False,
+              ok="requests are being accepted",
+              also={503: json_object("degraded: the store cannot commit")})
     async def healthz() -> Response:
         """200 when requests are being accepted; 503 while the store is unavailable."""
         ok = not svc.degraded
@@ -265,61 +270,3 @@ def _operations_routes(app: FastAPI, svc: SizingService, config: Layer3Config,
 _SIZE_FIELDS = {"signal": "signal", "cascade_indicators": "cascade", "current_price": "price"}
 _OUTCOME_FIELDS = {"actual_return": "realized_return"}
 
-
-_INPUT_KINDS = {"signal": "signal", "signals": "signal", "cascade": "cascade",
-                "price": "price", "prices": "price", "returns": "returns", "fills": "fill",
-                "positions": "positions"}
-
-
-def _count_invalid(request: Request, loc: tuple[Any, ...] | list[Any]) -> None:
-    """Count a rejected input in ``himari_l3_invalid_inputs_total{kind}`` (bounded kinds)."""
-    parts = [str(p) for p in loc if p != "body"]
-    kind = next((_INPUT_KINDS[p] for p in parts if p in _INPUT_KINDS), None)
-    if kind is None:
-        kind = "outcome" if request.url.path.endswith("/outcomes") else "request"
-    service = getattr(request.app.state, "service", None)
-    if service is not None:
-        service.observer.emit(InputRejected(InputKind(kind), ".".join(parts)))
-
-
-def _install_error_handlers(app: FastAPI) -> None:
-    async def field_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, FieldError)
-        _count_invalid(request, exc.loc)
-        return JSONResponse({"detail": _jsonable(exc.detail())}, 422)
-
-    async def request_validation(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, RequestValidationError)
-        detail = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""),
-                   "type": e.get("type", ""), "input": e.get("input")} for e in exc.errors()]
-        _count_invalid(request, detail[0]["loc"] if detail else [])
-        return JSONResponse({"detail": _jsonable(detail)}, 422)
-
-    async def unavailable(_: Request, exc: Exception) -> Response:
-        return JSONResponse({"detail": _jsonable(str(exc))}, 503, headers={"Retry-After": "1"})
-
-    async def internal(request: Request, exc: Exception) -> Response:
-        log.error("internal error on %s %s", request.method, request.url.path, exc_info=exc)
-        return JSONResponse({"detail": "internal error"}, 500)
-
-    app.add_exception_handler(FieldError, field_error)
-    app.add_exception_handler(RequestValidationError, request_validation)
-    app.add_exception_handler(PersistenceUnavailable, unavailable)
-    app.add_exception_handler(Exception, internal)
-
-
-def _jsonable(value: Any) -> Any:
-    """Inputs echoed in errors may be anything the JSON parser produced (or bytes); every
-    string comes out encodable as UTF-8 (a lone surrogate such as "\\ud800", which JSON
-    escapes can carry, would otherwise turn the 422 into a 500)."""
-    if isinstance(value, dict):
-        return {utf8_safe(str(k)): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)  # NaN is not JSON: echo it as text ("nan", "inf")
-    if isinstance(value, str):
-        return utf8_safe(value)
-    if value is None or isinstance(value, (bool, int, float)):
-        return value
-    return utf8_safe(repr(value))

@@ -22,6 +22,7 @@ def run_service(config_path: str | None, host: str | None = None,
     import uvicorn
 
     from .app import create_app
+    from .server import header_timeout_protocol
 
     if config_path is not None:
         from ..config.loader import load_config
@@ -33,7 +34,8 @@ def run_service(config_path: str | None, host: str | None = None,
     app.state.freeze_gc = True
     uvicorn.run(app, host=host or cfg.service.host,
                 port=cfg.service.port if port is None else port,
-                log_level="info", access_log=False, timeout_graceful_shutdown=10)
+                log_level="info", access_log=False, timeout_graceful_shutdown=10,
+                http=header_timeout_protocol(cfg.service.header_read_timeout_sec))
 
 
 def serve_main(argv: Sequence[str] | None = None) -> int:

@@ -14,9 +14,8 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import Literal
 
-from fastapi import FastAPI
 from fastapi.responses import Response
 from pydantic import Field
 
@@ -24,6 +23,7 @@ from ..runtime.jsonio import dumps
 from ..runtime.service import SizingService
 from .errors import FieldError
 from .models import Body, portfolio_field
+from .openapi import Api
 from .rendering import JSON, DigestHeader, PortfolioQuery, field_errors, render
 
 __all__ = ["PricesRequest", "TradingStateRequest", "trading_routes"]
@@ -64,16 +64,18 @@ def _check_numbers(body: PricesRequest) -> None:
                              f"volumes.{sym} was {vol!r}, expected >= 0", vol)
 
 
-def trading_routes(app: FastAPI, svc: SizingService, auth: list[Any]) -> None:
-    """Install the routes of the module docstring on ``app``."""
+def trading_routes(api: Api, svc: SizingService) -> None:
+    """Install the routes of the module docstring."""
 
-    @app.get("/v1/trading-state", tags=["trading"])
+    @api.read("/v1/trading-state", tags=["trading"], query=True,
+              ok="the portfolio's trading state, reason and since, its restricted symbols "
+                 "and the triggers' levels")
     async def trading_state(portfolio: PortfolioQuery = "default") -> Response:
         """The portfolio's trading state, why and since when, the symbols with a state of
         their own, and the triggers' levels (daily loss, drawdown, limits)."""
         return Response(dumps(await svc.read_trading_state(portfolio)), media_type=JSON)
 
-    @app.post("/v1/trading-state", dependencies=auth, tags=["trading"])
+    @api.write("/v1/trading-state", tags=["trading"])
     async def set_trading_state(body: TradingStateRequest,
                                 x_state_digest: DigestHeader = None) -> Response:
         """Halt, reduce-only or resume a portfolio or one symbol (journaled; a resume
@@ -82,7 +84,7 @@ def trading_routes(app: FastAPI, svc: SizingService, auth: list[Any]) -> None:
             return render(await svc.trading_state(body.portfolio, body.state, body.reason,
                                                   body.symbol, x_state_digest == "1"))
 
-    @app.post("/v1/prices", dependencies=auth, tags=["trading"])
+    @api.write("/v1/prices", tags=["trading"])
     async def prices(body: PricesRequest, x_state_digest: DigestHeader = None) -> Response:
         """Mark a portfolio's book to new prices (its equity is judged by the trading
         states); with the paper executor, fill what these prices can."""

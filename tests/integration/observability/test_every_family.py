@@ -35,7 +35,9 @@ REGIMES = ["RANGING", "TRENDING_UP", "RANGING", "CRISIS", "RANGING", "RANGING", 
 
 def _config_data(tmp_path: Path) -> dict[str, Any]:
     return {
-        "sizing": {"limits": {"allow_short": True, "max_position_pct": 0.01}},
+        # (a symbol cap under the three symbols traded: evictions are counted)
+        "sizing": {"limits": {"allow_short": True, "max_position_pct": 0.01},
+                   "retention": {"max_symbols": 2}},
         # tight budgets: before outcomes prove an edge the sceptical Kelly prior keeps sizes
         # near 1 % of equity, and the scenario must still see budgets scale down and clip RL
         "portfolio": {"max_position_pct": 0.01, "max_strategy_pct": 0.02,

@@ -338,3 +338,56 @@ def test_policy_file_round_trip_and_validation(tmp_path: Path) -> None:
             RLPolicy.load(path)
     with pytest.raises(ConfigError, match="cannot read"):
         RLPolicy.load(tmp_path / "missing.json")
+
+
+
+def _streamed(head: bytes, chunks: int, pulled: list[int],
+              declare: bool = False) -> httpx.MockTransport:
+    """A model whose answer is ``head`` then ``chunks`` x 64 KiB of JSON whitespace, streamed;
+    ``pulled`` counts the bytes the client actually read (``declare``: send the length)."""
+    pad = b" " * 65_536
+
+    class Body(httpx.AsyncByteStream):
+        async def __aiter__(self):  # type: ignore[no-untyped-def]
+            for part in (head, *([pad] * chunks)):
+                pulled[0] += len(part)
+                yield part
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        headers = {"content-length": str(len(head) + chunks * len(pad))} if declare else {}
+        return httpx.Response(200, headers=headers, stream=Body())
+
+    return httpx.MockTransport(handler)
+
+
+@pytest.mark.parametrize("declare", [False, True])
+async def test_an_oversized_answer_is_not_read_past_the_limit(declare: bool) -> None:
+    """A valid prediction followed by 64 MiB of whitespace (still valid JSON), streamed with
+    or without a Content-Length: the failure `oversize` after reading at most the limit plus
+    one chunk; before, the whole body was read and accepted (1.34 GB for one decision)."""
+    pulled = [0]
+    breaker = CircuitBreaker(clock=ManualClock())
+    c = TransformerRLClient("http://rl.test/predict", circuit_breaker=breaker,
+                            transport=_streamed(contract_body(), 1024, pulled, declare),
+                            max_response_bytes=4096, timeout_sec=5.0)
+    try:
+        r = await c.predict(signal())
+    finally:
+        await c.aclose()
+    assert reasons([r]) == ["oversize"]
+    assert c.get_state()["failures_by_reason"] == {"oversize": 1}
+    assert pulled[0] <= 4096 + 65_536
+    assert breaker.get_state()["total_failures"] == 1
+
+
+async def test_an_answer_within_the_limit_is_read_whole() -> None:
+    """A padded but valid answer under max_response_bytes is a prediction."""
+    pulled = [0]
+    c = TransformerRLClient("http://rl.test/predict", clock=ManualClock(),
+                            transport=_streamed(contract_body() + b" " * 500, 0, pulled),
+                            max_response_bytes=1024)
+    try:
+        r = await c.predict(signal())
+    finally:
+        await c.aclose()
+    assert isinstance(r, RLPrediction)

@@ -158,7 +158,7 @@ async def test_portfolio_value_override_is_bounded_like_the_config(
 class _Served:
     """The service under a real uvicorn server in a thread on 127.0.0.1 (lifespan on)."""
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, **config: Any) -> None:
         import socket
         import threading
 
@@ -168,7 +168,7 @@ class _Served:
         self.sock.bind(("127.0.0.1", 0))
         self.port = int(self.sock.getsockname()[1])
         self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning",
-                                                    timeout_graceful_shutdown=1))
+                                                    timeout_graceful_shutdown=1, **config))
         self.thread = threading.Thread(target=self.server.run,
                                        kwargs={"sockets": [self.sock]}, daemon=True)
 

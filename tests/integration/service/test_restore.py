@@ -127,3 +127,25 @@ async def test_audit_flag_controls_stored_outputs(tmp_path: Path, audit: bool) -
     rec = Store(cfg.persistence.url).decisions()[-1]
     assert rec["request"]["signals"]
     assert (rec["response"] is not None) is audit and (rec["trace"] is not None) is audit
+
+
+async def test_a_snapshot_shares_no_container_with_the_engine_or_the_book(
+        tmp_path: Path) -> None:
+    """The state a snapshot encodes (engine, book, last allocation) is a copy: requests that
+    land while it is encoded cannot change it (the issue's restored state differed from
+    the committed one in 4 of 5 SIGKILL rounds)."""
+    import copy
+
+    from conftest import mutable_ids
+
+    app = create_app(config(tmp_path), registry=CollectorRegistry())
+    async with app.router.lifespan_context(app), httpx.AsyncClient(
+            transport=httpx.ASGITransport(app), base_url="http://l3") as c:
+        await drive(c, 4)
+        svc = app.state.service
+        _, state = svc._export()
+        frozen = copy.deepcopy(state)
+        live = mutable_ids(svc.hybrid, own=True) | mutable_ids(svc.book, own=True)
+        assert not mutable_ids(state, own=False) & live
+        await drive(c, 3)
+        assert state == frozen

@@ -3,6 +3,7 @@ fills, reconciliation, restore — one behaviour per test, with closed-form numb
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -406,3 +407,41 @@ def test_the_engine_sizes_against_the_books_equity_and_keeps_its_own() -> None:
     equity = lb.positions()["equity"]
     assert out.allocation.portfolio_value == pytest.approx(equity * H)
     assert lb.phase2.portfolio_value == 100_000.0
+
+
+def test_standing_targets_are_capped_per_portfolio_and_refused_beyond() -> None:
+    """book.max_targets: an incremental batch that would leave more standing strategy x
+    symbol targets is refused on signals before anything changes (a target is a position:
+    forgetting one would trade); pairs already held, stale ones and a full batch fit."""
+    lb = book(book={"max_targets": 3, "target_ttl_sec": 100.0})
+    clock = lb.book.clock
+    sigs = [make_signal(strategy_id=f"s{i}", symbol=f"S{i}-USD") for i in range(4)]
+    prices = {s.symbol: 100.0 for s in sigs}
+    lb.allocate(sigs[:3], make_cascade(), prices)
+    before = json.dumps(lb.book.export_state(), sort_keys=True)
+    with pytest.raises(InvalidBookRequestException, match=r"max_targets \(3\)") as err:
+        lb.allocate(sigs[3:], make_cascade(), prices)
+    assert err.value.field == "signals"
+    assert json.dumps(lb.book.export_state(), sort_keys=True) == before
+    lb.allocate(sigs[:2], make_cascade(), prices)  # already held: fits
+    lb.allocate(sigs[1:], make_cascade(), prices, mode="full")  # the whole portfolio: fits
+    with pytest.raises(InvalidBookRequestException):
+        lb.allocate(sigs[:1], make_cascade(), prices)
+    clock.advance(101.0)  # the three stand stale: room again
+    lb.allocate(sigs[:1], make_cascade(), prices)
+    with pytest.raises(InvalidBookRequestException):
+        lb.allocate(sigs, make_cascade(), prices, mode="full")  # 4 > 3 even in full
+
+
+def test_marks_of_symbols_the_book_holds_nothing_of_do_not_pile_up() -> None:
+    """Every symbol a batch prices was marked for ever (20,000 marks after 2,000 batches of
+    new symbols, each a snapshot entry); past book.max_targets marks, those of symbols with
+    no position, target, bracket or open intent are dropped at the end of a step."""
+    lb = book(book={"max_targets": 20})
+    for k in range(60):
+        sigs = [make_signal(strategy_id=f"s{k}", symbol=f"N{k}-{j}-USD") for j in range(5)]
+        lb.allocate(sigs, make_cascade(), {s.symbol: 100.0 for s in sigs}, mode="full")
+    pb = lb.book.portfolios["default"]
+    used = pb.positions.keys() | pb.target_symbols() | pb.live.keys() | pb.brackets.keys()
+    assert len(pb.marks) <= max(20 + 5, len(used) + 5)
+    assert used <= pb.marks.keys()

@@ -112,6 +112,21 @@ def regimes(*seq: MarketRegime) -> Scenario:
     return run
 
 
+def after_another_key(returns: list[float], *seq: MarketRegime, **other: Any) -> Scenario:
+    """Learn from closed trades of momentum x BTC, decide BTC in the regimes ``seq``, then
+    decide another key (``other``: signal overrides), then BTC again (TRENDING_UP when a
+    regime sequence was given): what the learners still hold about BTC shows."""
+    def run(h: Layer3Phase3Hybrid, clock: ManualClock) -> Any:
+        for r in returns:
+            h.phase2.phase1.update_from_trade_result("momentum", SYM, r)
+        for regime in seq:
+            decide(regime=regime)(h, clock)
+        decide(**other)(h, clock)
+        return decide(regime=MarketRegime.TRENDING_UP if seq else MarketRegime.RANGING)(
+            h, clock)
+    return run
+
+
 def standalone_phase1(**sig: Any) -> Scenario:
     """A decision by a Phase 1 built from ``config.sizing`` alone (library use)."""
     def run(h: Layer3Phase3Hybrid, _: ManualClock) -> Any:
@@ -162,6 +177,14 @@ def returns_rows(*rows: dict[str, float], ahead_sec: float = 0.0) -> Scenario:
         except ValidationError as err:
             return err.field, err.value
         return h.phase2.correlations.symbols
+    return run
+
+
+def stamped_ahead(ahead_sec: float) -> Scenario:
+    """A Phase 2 batch of one signal stamped ``ahead_sec`` after the clock's now."""
+    def run(h: Layer3Phase3Hybrid, clock: ManualClock) -> Any:
+        sig = make_signal(timestamp_ns=clock.time_ns() + round(ahead_sec * 1e9))
+        return _alloc(h.phase2.process_multi_strategy_signals([sig], make_cascade(), PRICES))
     return run
 
 
@@ -432,6 +455,13 @@ TABLE: dict[str, Case] = {
     "sizing.limits.min_position_usd": Case(50_000.0, decide()),
     "sizing.execution.stop_loss_sigma": Case(1.0, decide()),
     "sizing.execution.take_profit_sigma": Case(5.0, decide()),
+    # --- sizing.retention: a cap of 1 forgets BTC's learners when another key is used
+    "sizing.retention.max_strategy_symbols": Case(1, after_another_key(MIXED[:30],
+                                                                       symbol=ETH)),
+    "sizing.retention.max_strategies": Case(1, after_another_key(MIXED[:30],
+                                                                 strategy_id="meanrev")),
+    "sizing.retention.max_symbols": Case(1, after_another_key(
+        [], MarketRegime.RANGING, MarketRegime.TRENDING_UP, symbol=ETH)),
     # --- portfolio
     "portfolio.max_position_pct": Case(0.05, phase2(TWO_ON_BTC), context=TRUSTED,
                                        also={"sizing.limits.max_position_pct": 0.05}),
@@ -444,6 +474,8 @@ TABLE: dict[str, Case] = {
                                                        gap_sec=120.0)),
     "book.max_portfolios": Case(1, book_allocations(ONE_BTC, ONE_BTC,
                                                     portfolios=("a", "b"))),
+    # a second standing target (ETH beside BTC) is over a cap of 1
+    "book.max_targets": Case(1, book_allocations(ONE_BTC, [("momentum", ETH, STRONG)])),
     "execution.markets_file": Case(MARKETS, book_allocations(ONE_BTC)),
     "execution.precision_mode": Case("decimal_places", book_allocations(ONE_BTC),
                                      context={"execution.markets_file": DECIMALS}),
@@ -481,6 +513,7 @@ TABLE: dict[str, Case] = {
         [("momentum", SYM, ORDINARY), ("breakout", SYM, ORDINARY)],
         [("momentum", SYM, ORDINARY), ("breakout", SYM, {**ORDINARY, "confidence": 0.8})])),
     "portfolio.weight_history_size": Case(10, phase2(*[[("momentum", SYM, STRONG)]] * 12)),
+    "portfolio.max_signal_clock_skew_sec": Case(10.0, stamped_ahead(30.0)),
     "portfolio.correlation.window": Case(10, phase2(BTC_AND_ETH, rows=100, tail=10),
                                          context=CORR),
     "portfolio.correlation.min_observations": Case(5, phase2(BTC_AND_ETH, tail=10)),
@@ -507,6 +540,9 @@ TABLE: dict[str, Case] = {
     "rl.mock_success_rate": Case(0.0, blend()),
     "rl.mock_seed": Case(8, blend()),
     "rl.performance_history_size": Case(10, blend(outcomes=15)),
+    # A valid answer padded to ~1 KB: within the default, over 256 bytes.
+    "rl.max_response_bytes": Case(256, blend(), context={**HTTP,
+                                                         "rl.endpoint": STUB + "/padded"}),
     # --- circuit_breaker
     "circuit_breaker.enabled": Case(False, breaker()),
     "circuit_breaker.failure_threshold": Case(3, breaker(failures=3)),
@@ -522,19 +558,21 @@ TABLE: dict[str, Case] = {
     "circuit_breaker.backoff_multiplier": Case(3.0, breaker(probes=1)),
 }
 
-HTTP_KEYS = {"rl.use_mock", "rl.endpoint"}
+HTTP_KEYS = {"rl.use_mock", "rl.endpoint", "rl.max_response_bytes"}
 
 
 # ------------------------------------------------------------------ machinery
 class _StubRL(BaseHTTPRequestHandler):
-    """POST /good answers a fixed valid prediction; anything else is 404."""
+    """POST /good answers a fixed valid prediction, /padded the same followed by 1,000
+    spaces; anything else is 404."""
 
     def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        if self.path == "/good":
+        if self.path in ("/good", "/padded"):
             body = json.dumps({"position_pct": 0.05, "confidence": 0.9,
                                "predicted_return": 0.01, "predicted_volatility": 0.02,
                                "model_version": "stub"}).encode()
+            body += b" " * (1000 if self.path == "/padded" else 0)
             self.send_response(200)
         else:
             body = b"{}"

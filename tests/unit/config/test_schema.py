@@ -3,6 +3,7 @@ check-config, config_version, and the shipped config/layer3.yaml and docs/config
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from himari_l3.config.loader import (
     load_config_bytes,
 )
 from himari_l3.config.reload import LIVE_KEYS, RESTART_ONLY_KEYS, _covered, is_live, leaf_paths
-from himari_l3.config.schema import Layer3Config
+from himari_l3.config.schema import Layer3Config, parse_config
 
 ROOT = REPO
 SHIPPED = ROOT / "config" / "layer3.yaml"
@@ -327,3 +328,23 @@ def _doc_value(v: Any) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
     return str(v)
+
+
+def test_the_token_is_left_out_of_dumps_reprs_and_versions() -> None:
+    """public_dump (journal, snapshots) and repr never carry service.auth_token (nor a
+    password in persistence.url); the version ignores it; the dump parses back to the same
+    config without it."""
+    token = "tok-" + "9" * 20
+    cfg = parse_config(Layer3Config, {"service": {"auth_token": token}})
+    assert token not in json.dumps(cfg.public_dump())
+    assert token not in repr(cfg) and token not in str(cfg)
+    assert config_version(cfg) == config_version(Layer3Config())
+    back = parse_config(Layer3Config, cfg.public_dump())
+    assert back.service.auth_token is None
+    pg = parse_config(Layer3Config, {"persistence": {
+        "url": "postgresql+psycopg://l3:pg-s3cret@db.example:5432/himari"}})
+    assert pg.public_dump()["persistence"]["url"] == (
+        "postgresql+psycopg://l3:***@db.example:5432/himari")
+    assert "pg-s3cret" not in json.dumps(pg.public_dump())
+    assert back == cfg.model_copy(update={"service": cfg.service.model_copy(
+        update={"auth_token": None})})

@@ -175,3 +175,22 @@ def test_export_restore_keeps_the_symbol_counts() -> None:
         other.update({"C": 0.0}, 2)
     other.update({"A": 0.01}, 2)
     assert other.symbols == ["A", "B"]
+
+
+def test_caches_do_not_grow_with_the_symbol_sets_batches_name() -> None:
+    """Without returns rows nothing invalidates the matrices cached per symbol set: 600
+    batches over never-repeated symbol pairs left 600 cached identity matrices (a leak keyed
+    by the caller's ids, ~0.1 KB each, found by bench_learned_state). Now at most 256."""
+    from conftest import make_cascade, make_signal
+    from himari_l3 import ManualClock
+    from himari_l3.phase2 import Layer3Phase2Portfolio
+
+    p = Layer3Phase2Portfolio(enable_metrics=False, clock=ManualClock())
+    for i in range(600):
+        syms = [f"A{i}", f"B{i}"]
+        p.process_multi_strategy_signals(
+            [make_signal(strategy_id="m", symbol=s) for s in syms], make_cascade(),
+            dict.fromkeys(syms, 100.0))
+    monitor = p.correlations
+    assert len(monitor._cache) <= 256
+    assert len(monitor._derived_cache) <= 256 and len(monitor._vol_cache) <= 256

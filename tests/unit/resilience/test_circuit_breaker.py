@@ -200,7 +200,8 @@ async def test_single_probe_under_50_tasks(breaker: CircuitBreaker, clock: Manua
 
 
 async def test_call_async_counts_exceptions_and_cancellation(breaker: CircuitBreaker) -> None:
-    """call_async records raised errors and cancellations as failures, with reasons."""
+    """call_async records raised errors and cancellations as failures, with reasons (a
+    cancelled call is one its caller stopped waiting for: a timeout)."""
     async def boom() -> None:
         raise TimeoutError
 
@@ -216,7 +217,27 @@ async def test_call_async_counts_exceptions_and_cancellation(breaker: CircuitBre
         await task
     state = breaker.get_state()
     assert state["total_failures"] == 2
-    assert state["last_failure_reason"] == "cancelled"
+    assert state["last_failure_reason"] == "timeout"
+
+
+@pytest.mark.parametrize("deadline", ["timeout", "wait_for"])
+async def test_a_deadline_hit_through_asyncio_is_counted_as_a_timeout(
+        breaker: CircuitBreaker, deadline: str) -> None:
+    """asyncio.timeout / wait_for ending a guarded call count it as `timeout` (it was
+    `cancelled`, a reason the troubleshooting table does not know). Deadlines of 0 and 1 ms
+    (wait_for never starts a call whose deadline has already passed)."""
+    async def hang() -> None:
+        await asyncio.Event().wait()
+
+    with pytest.raises(TimeoutError):
+        if deadline == "timeout":
+            async with asyncio.timeout(0):
+                await breaker.call_async(hang)
+        else:
+            await asyncio.wait_for(breaker.call_async(hang), 0.001)
+    state = breaker.get_state()
+    assert state["total_failures"] == 1
+    assert state["last_failure_reason"] == "timeout"
 
 
 def test_failure_reason_mapping() -> None:
@@ -224,7 +245,8 @@ def test_failure_reason_mapping() -> None:
     assert failure_reason(TimeoutError()) == "timeout"
     assert failure_reason(ConnectionRefusedError()) == "connection_error"
     assert failure_reason(ValueError()) == "error"
-    assert failure_reason(asyncio.CancelledError()) == "cancelled"
+    assert failure_reason(asyncio.CancelledError()) == "timeout"
+    assert failure_reason(KeyboardInterrupt()) == "cancelled"
 
 
 def test_slow_success_counts_as_failure(clock: ManualClock) -> None:
