@@ -298,3 +298,46 @@ def test_sigkill_rounds_under_concurrent_load_with_rl_restore_exactly(tmp_path: 
     # The model was asked and its timeouts are on the journal's RL tapes (how many answers
     # came in time, and whether the breaker opened, depends on the machine's load).
     assert "baseline" in seen_paths and "timeout" in failures, (seen_paths, failures)
+
+
+def test_trading_states_survive_sigkill(tmp_path: Path) -> None:
+    """A paper service halts a symbol and sets the portfolio reduce-only, then dies by
+    SIGKILL before any snapshot: restarted on the same store it reports the same trading
+    state and positions, and an allocation still issues no intent that adds exposure."""
+    db = tmp_path / "l3.sqlite"
+    cfg = tmp_path / "layer3.yaml"
+    cfg.write_text(f"persistence:\n  url: 'sqlite:///{db}'\n  snapshot_every_decisions: 1000\n"
+                   "  snapshot_interval_sec: 3600\nexecution:\n  paper: true\n")
+    log = tmp_path / "server.log"
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    prices = {"BTC-USD": 5e4, "ETH-USD": 3e3, "SOL-USD": 150.0}
+    alloc = {"signals": [{**SIG, "symbol": s} for s in SYMS],
+             "cascade": {s: CAS for s in SYMS}, "prices": prices}
+    proc = start_server(cfg, port, log)
+    try:
+        with httpx.Client(base_url=url, timeout=10) as c:
+            assert c.post("/v1/allocate", json=alloc).status_code == 200
+            for cmd in ({"state": "HALTED", "reason": "venue down", "symbol": "ETH-USD"},
+                        {"state": "REDUCING", "reason": "risk off"}):
+                assert c.post("/v1/trading-state", json=cmd).status_code == 200
+            before = c.get("/v1/trading-state").json()
+            positions = c.get("/v1/positions").json()
+        assert (before["state"], before["symbols"]) == ("REDUCING", {"ETH-USD": "HALTED"})
+        assert any(p["quantity"] > 0 for p in positions["positions"].values())
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    proc = start_server(cfg, port, log)
+    try:
+        with httpx.Client(base_url=url, timeout=10) as c:
+            assert c.get("/v1/trading-state").json() == before
+            assert c.get("/v1/positions").json() == positions
+            out = c.post("/v1/allocate", json=alloc).json()
+            assert out["trading_state"]["state"] == "REDUCING"
+            assert all(i["reduce_only"] and i["side"] == "sell" for i in out["intents"])
+    finally:
+        proc.kill()
+        proc.wait(10)

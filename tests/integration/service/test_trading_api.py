@@ -224,3 +224,92 @@ async def test_trading_state_and_paper_book_are_restored_after_a_crash(tmp_path:
         assert after["learned_state_digest"] == before["learned_state_digest"]
         assert (await c.get("/v1/trading-state")).json() == trading
         assert (await c.get("/v1/positions")).json() == positions
+
+
+STORM: dict[str, Any] = {"funding_rate": 0.01, "oi_change_pct": -0.5, "volume_ratio": 6.0,
+                         "onchain_whale_pressure": 1.0, "exchange_netflow_zscore": 6.0}
+
+
+async def test_stale_signals_make_the_symbol_reduce_only_until_fresh(tmp_path: Path) -> None:
+    """A signal stamped more than stale_after_sec (default 5 s) before the request time:
+    its symbol turns REDUCING (no buy for it) and the reply says so; fresh data lifts it."""
+    clock = ManualClock()
+    async with Running(config(tmp_path), clock=clock) as c:
+        old = body()
+        old["signals"][0]["timestamp_ns"] = clock.time_ns() - 6_000_000_000  # BTC-USD, 6 s
+        out = (await c.post("/v1/allocate", json=old)).json()
+        assert out["trading_state"]["symbols"] == {"BTC-USD": "REDUCING"}
+        assert {i["symbol"] for i in out["intents"]} == {"ETH-USD"}
+        st = (await c.get("/v1/trading-state")).json()
+        assert st["symbol_details"]["BTC-USD"]["reason"] == "stale_data"
+        edge = body()
+        edge["signals"][0]["timestamp_ns"] = clock.time_ns() - 4_000_000_000  # 4 s: fresh
+        out = (await c.post("/v1/allocate", json=edge)).json()
+        assert out["trading_state"]["symbols"] == {}
+        assert "BTC-USD" in {i["symbol"] for i in out["intents"]}
+
+
+async def test_a_cascade_exit_halts_that_symbol(tmp_path: Path) -> None:
+    """A cascade reading that recommends EXIT halts its symbol (latched: a calm reading
+    next does not lift it without a cool-down or an operator); the others trade on."""
+    async with Running(config(tmp_path)) as c:
+        storm = body()
+        storm["cascade"]["ETH-USD"] = dict(STORM)
+        out = (await c.post("/v1/allocate", json=storm)).json()
+        assert out["trading_state"]["symbols"] == {"ETH-USD": "HALTED"}
+        st = (await c.get("/v1/trading-state")).json()
+        assert (st["state"], st["symbol_details"]["ETH-USD"]["reason"]) == (
+            "ACTIVE", "cascade_exit")
+        out = (await c.post("/v1/allocate", json=body())).json()  # calm again
+        assert out["trading_state"]["symbols"] == {"ETH-USD": "HALTED"}
+        assert {i["symbol"] for i in out["intents"]} <= {"BTC-USD"}
+        await c.post("/v1/trading-state", json={"state": "ACTIVE", "reason": "checked",
+                                                "symbol": "ETH-USD"})
+        assert (await c.get("/v1/trading-state")).json()["symbols"] == {}
+
+
+async def test_drawdown_from_the_peak_halts(tmp_path: Path) -> None:
+    """With the daily limit out of the way, a 20 % fall of equity from the peak halts the
+    portfolio with reason drawdown (default max_drawdown_pct 0.15)."""
+    cfg = config(tmp_path, execution={"paper": True},
+                 trading_state={"daily_loss_limit_pct": 1.0},
+                 sizing={"kelly": {"report_strength": 10_000.0}})
+    async with Running(cfg) as c:
+        await c.post("/v1/allocate", json=body(confidence=0.95))
+        st = (await c.get("/v1/trading-state")).json()
+        assert st["limits"]["max_drawdown_pct"] == 0.15 and st["state"] == "ACTIVE"
+        gross = (await c.get("/v1/positions")).json()["gross_exposure_pct"]
+        fall = 20.0 / gross  # long only (gross in %): equity falls by gross x the fall
+        assert fall < 0.9, gross
+        down = {s: p * (1.0 - fall) for s, p in PRICES.items()}
+        r = (await c.post("/v1/prices", json={"prices": down})).json()
+        assert (r["trading_state"]["state"], r["trading_state"]["reason"]) == (
+            "HALTED", "drawdown")
+        assert (await c.get("/v1/trading-state")).json()["drawdown_pct"] >= 0.15
+
+
+async def test_freeze_keeps_positions_and_a_cooldown_resumes(tmp_path: Path) -> None:
+    """halt_action freeze: a daily-loss halt issues no intent and the positions stay; with
+    cooldown_sec 60 the trip is lifted at the first request after 60 s once the loss no
+    longer holds (a loss still beyond the limit keeps it)."""
+    clock = ManualClock()
+    cfg = config(tmp_path, execution={"paper": True},
+                 trading_state={"halt_action": "freeze", "cooldown_sec": 60.0},
+                 sizing={"kelly": {"report_strength": 10_000.0}})
+    async with Running(cfg, clock=clock) as c:
+        await c.post("/v1/allocate", json=body(confidence=0.95))
+        held = (await c.get("/v1/positions")).json()["positions"]
+        down = {s: p * 0.7 for s, p in PRICES.items()}
+        r = (await c.post("/v1/prices", json={"prices": down})).json()
+        assert r["trading_state"]["state"] == "HALTED" and r["intents"] == []
+        pos = (await c.get("/v1/positions")).json()
+        assert {s: p["quantity"] for s, p in pos["positions"].items()} == {
+            s: p["quantity"] for s, p in held.items()}
+        assert pos["open_intents"] == 0
+        clock.advance(61.0)
+        r = (await c.post("/v1/prices", json={"prices": down})).json()
+        assert r["trading_state"]["state"] == "HALTED"  # the loss still holds
+        clock.advance(61.0)
+        r = (await c.post("/v1/prices", json={"prices": PRICES})).json()
+        assert (r["trading_state"]["state"], r["trading_state"]["reason"]) == (
+            "ACTIVE", "cooldown")
