@@ -40,6 +40,8 @@ def _parser(command: str) -> argparse.ArgumentParser:
     p.add_argument("--url", required=True,
                    help="the service's base URL, e.g. http://127.0.0.1:8080")
     p.add_argument("--symbol", default=None, help="one symbol (default: the portfolio)")
+    p.add_argument("--portfolio", default=None,
+                   help="the portfolio (default: the service's default portfolio)")
     p.add_argument("--reason", required=True, help="why (journaled with the command)")
     if command == "halt":
         p.add_argument("--reducing", action="store_true",
@@ -63,8 +65,9 @@ def control_main(command: str, argv: Sequence[str], *,
     state = "ACTIVE" if command == "resume" else (
         "REDUCING" if args.reducing else "HALTED")
     body: dict[str, str] = {"state": state, "reason": args.reason}
-    if args.symbol is not None:
-        body["symbol"] = args.symbol
+    for key in ("symbol", "portfolio"):
+        if getattr(args, key) is not None:
+            body[key] = getattr(args, key)
     token = (env if env is not None else os.environ).get(AUTH_TOKEN_ENV)
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:

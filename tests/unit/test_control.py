@@ -107,3 +107,13 @@ def test_usage_errors_exit_2() -> None:
         run("resume", ["--reason", "x"], svc)
     assert run("halt", ["--url", URL, "--reason", "  "], svc)[0] == 2
     assert svc.requests == []
+
+
+def test_portfolio_is_passed_when_given() -> None:
+    """--portfolio names the portfolio in the body (absent: the service's default)."""
+    svc = Service()
+    code, _, _ = run("resume", ["--url", URL, "--portfolio", "fund-b", "--symbol", "ETH-USD",
+                                "--reason", "ok"], svc)
+    assert code == 0
+    assert json.loads(svc.requests[0].content) == {
+        "state": "ACTIVE", "reason": "ok", "symbol": "ETH-USD", "portfolio": "fund-b"}
