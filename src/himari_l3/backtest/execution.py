@@ -33,9 +33,9 @@ from typing import Any
 from .._clock import Clock
 from ..book import Book, BookStep, Fill, Markets
 from ..book.desk import ExecutionDesk
+from ..bootstrap import paper_executor
 from ..config.schema import Layer3Config
 from ..contracts import CascadeIndicators, CascadeRecommendation
-from ..executors import PaperExecutor
 from ..observers import Observer
 from ..sizing.cascade import assess_cascade
 from ..trading import TradingState, TradingStateChanged
@@ -122,14 +122,8 @@ class BookExecution:
         self.clock = clock
         self.desk = None
         if setup.paper:
-            markets = setup.markets
-
-            def round_down(symbol: str, qty: float) -> float:
-                rules = markets.rules(symbol)
-                return qty if rules is None else rules.floor_quantity(qty)
-
-            self.desk = ExecutionDesk(self.book, PaperExecutor(cfg.execution.fill_model,
-                                                               round_down=round_down))
+            self.desk = ExecutionDesk(self.book, paper_executor(cfg.execution.fill_model,
+                                                                setup.markets))
         self.dropped: Counter[str] = Counter()
         self.resume_ns = (None if setup.resume_after_hours is None
                           else round(setup.resume_after_hours * 3600e9))
