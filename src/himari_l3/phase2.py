@@ -177,7 +177,7 @@ class Layer3Phase2Portfolio:
         pv, cfg = self.portfolio_value, self.config
         last = self.last_allocation_
         gross = last.total_allocated_usd if last else 0.0
-        per_strategy = {s: sum(abs(x) for x in row.values())
+        per_strategy = {s: sum((abs(x) for x in row.values()), 0.0)
                         for s, row in sorted(self.positions_.items())}
         return {
             "portfolio_usd": max(0.0, cfg.max_portfolio_pct * pv - gross),
@@ -254,8 +254,8 @@ class Layer3Phase2Portfolio:
         bounds = symbol_bounds(decisions, self.config.max_position_pct * pv,
                                self.phase1.config.limits.allow_short)
         raw_nets = nets(contrib, symbols)
-        gross_contrib = sum(abs(x) for row in contrib.values() for x in row.values())
-        netted = gross_contrib - sum(abs(x) for x in raw_nets.values())
+        gross_contrib = sum((abs(x) for row in contrib.values() for x in row.values()), 0.0)
+        netted = gross_contrib - sum((abs(x) for x in raw_nets.values()), 0.0)
         corr = self.correlation_adjustment.apply(raw_nets, symbols, by_symbol)
         for row in contrib.values():
             for sym in row:
@@ -299,12 +299,12 @@ class Layer3Phase2Portfolio:
         """Record the allocation: positions, drift, weight history. Called once per batch."""
         final = nets(limited.contrib, batch.symbols)
         final = {s: (0.0 if x == 0.0 else x) for s, x in final.items()}  # no -0.0
-        gross_by_strat = {s: sum(abs(x) for x in row.values())
+        gross_by_strat = {s: sum((abs(x) for x in row.values()), 0.0)
                           for s, row in sorted(limited.contrib.items())}
-        total_gross_strat = sum(gross_by_strat.values())
+        total_gross_strat = sum(gross_by_strat.values(), 0.0)
         weights = ({s: g / total_gross_strat for s, g in gross_by_strat.items() if g > 0.0}
                    if total_gross_strat > 0 else {})
-        total = sum(abs(x) for x in final.values())
+        total = sum((abs(x) for x in final.values()), 0.0)
         drifted, max_drift, drift = self.weights.update(weights, total, batch.timestamp_ns)
         self.positions_ = {s: dict(row) for s, row in limited.contrib.items()}
         cfg = self.config
