@@ -17,7 +17,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, SupportsFloat
 
 from ._clock import SYSTEM_CLOCK, Clock
 from ._exceptions import InvalidPriceException, StateRestoreError, ValidationError
@@ -153,7 +153,7 @@ class Layer3Phase2Portfolio:
                            self.observer,
                            round(self.config.max_signal_clock_skew_sec * 1e9))
 
-    def update_correlations(self, returns: dict[str, float],
+    def update_correlations(self, returns: Mapping[str, float],
                             timestamp_ns: int | None = None) -> dict[str, Any]:
         """Add one time-aligned row of per-symbol returns to the correlation monitor."""
         try:
@@ -177,7 +177,7 @@ class Layer3Phase2Portfolio:
         pv, cfg = self.portfolio_value, self.config
         last = self.last_allocation_
         gross = last.total_allocated_usd if last else 0.0
-        per_strategy = {s: sum(abs(x) for x in row.values())
+        per_strategy = {s: sum((abs(x) for x in row.values()), 0.0)
                         for s, row in sorted(self.positions_.items())}
         return {
             "portfolio_usd": max(0.0, cfg.max_portfolio_pct * pv - gross),
@@ -224,7 +224,7 @@ class Layer3Phase2Portfolio:
         standing targets here before each batch (without a book: the last breakdown)."""
         self.positions_ = {s: dict(row) for s, row in contrib.items()}
 
-    def set_portfolio_value(self, value: float) -> None:
+    def set_portfolio_value(self, value: SupportsFloat) -> None:
         """Mark equity to a new value (used by backtests and the service)."""
         self.portfolio_value = equity(InvalidPriceException, "portfolio_value", value)
         self.phase1.portfolio_value = self.portfolio_value
@@ -254,8 +254,8 @@ class Layer3Phase2Portfolio:
         bounds = symbol_bounds(decisions, self.config.max_position_pct * pv,
                                self.phase1.config.limits.allow_short)
         raw_nets = nets(contrib, symbols)
-        gross_contrib = sum(abs(x) for row in contrib.values() for x in row.values())
-        netted = gross_contrib - sum(abs(x) for x in raw_nets.values())
+        gross_contrib = sum((abs(x) for row in contrib.values() for x in row.values()), 0.0)
+        netted = gross_contrib - sum((abs(x) for x in raw_nets.values()), 0.0)
         corr = self.correlation_adjustment.apply(raw_nets, symbols, by_symbol)
         for row in contrib.values():
             for sym in row:
@@ -299,12 +299,12 @@ class Layer3Phase2Portfolio:
         """Record the allocation: positions, drift, weight history. Called once per batch."""
         final = nets(limited.contrib, batch.symbols)
         final = {s: (0.0 if x == 0.0 else x) for s, x in final.items()}  # no -0.0
-        gross_by_strat = {s: sum(abs(x) for x in row.values())
+        gross_by_strat = {s: sum((abs(x) for x in row.values()), 0.0)
                           for s, row in sorted(limited.contrib.items())}
-        total_gross_strat = sum(gross_by_strat.values())
+        total_gross_strat = sum(gross_by_strat.values(), 0.0)
         weights = ({s: g / total_gross_strat for s, g in gross_by_strat.items() if g > 0.0}
                    if total_gross_strat > 0 else {})
-        total = sum(abs(x) for x in final.values())
+        total = sum((abs(x) for x in final.values()), 0.0)
         drifted, max_drift, drift = self.weights.update(weights, total, batch.timestamp_ns)
         self.positions_ = {s: dict(row) for s, row in limited.contrib.items()}
         cfg = self.config

@@ -124,6 +124,6 @@ def multi_asset_kelly_ratios(
     ratios: dict[str, float] = {}
     for i, s in enumerate(live):
         mu_i = z[i] * d[i]
-        ratio = d[i] * sum(a * b for a, b in zip(r_inv[i], z, strict=True)) / mu_i
+        ratio = d[i] * sum((a * b for a, b in zip(r_inv[i], z, strict=True)), 0.0) / mu_i
         ratios[s] = min(1.0, max(0.0, ratio)) if math.isfinite(ratio) else 1.0
     return ratios, "applied"

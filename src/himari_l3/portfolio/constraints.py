@@ -231,10 +231,10 @@ class StrategyBudget:
         held_by = ctx.committed
         for strat in sorted(c.keys() | held_by.keys()) if held_by else sorted(c):
             row = c.get(strat, {})
-            gross = sum(abs(x) for x in row.values())
+            gross = sum((abs(x) for x in row.values()), 0.0)
             held = 0.0
             if strat in held_by:
-                held = sum(abs(x) for x in held_by[strat].values())
+                held = sum((abs(x) for x in held_by[strat].values()), 0.0)
                 if held > cap:  # its commitments alone breach: scale them, no room left
                     ctx.scale_committed(self.name, strat, cap / held * _SAFETY, strategy=strat)
                     held = cap
@@ -310,7 +310,7 @@ class PortfolioBudget:
         cap = self.max_portfolio_pct * ctx.pv
         if ctx.committed:
             return self._beside_commitments(ctx, cap)
-        gross = sum(abs(x) for x in nets(c, ctx.symbols).values())
+        gross = sum((abs(x) for x in nets(c, ctx.symbols).values()), 0.0)
         if gross <= cap:
             return _new(ConstraintResult, (self.name, {}, ()))
         f = cap / gross * _SAFETY
@@ -325,12 +325,12 @@ class PortfolioBudget:
     def _beside_commitments(self, ctx: LimitContext, cap: float) -> ConstraintResult:
         symbols = ctx.all_symbols()
         held = ctx.held_nets()
-        held_gross = sum(abs(x) for x in held.values())
+        held_gross = sum((abs(x) for x in held.values()), 0.0)
         if held_gross > cap:
             ctx.scale_committed(self.name, "all", cap / held_gross * _SAFETY)
             held = ctx.held_nets()
         batch = nets(ctx.contrib, symbols)
-        if sum(abs(held[s] + batch[s]) for s in symbols) <= cap:
+        if sum((abs(held[s] + batch[s]) for s in symbols), 0.0) <= cap:
             return _new(ConstraintResult, (self.name, {}, ()))
         f = gross_room([held[s] for s in symbols], [batch[s] for s in symbols], cap)
         if f >= 1.0:
@@ -356,12 +356,12 @@ class NetBudget:
             return _new(ConstraintResult, (self.name, {}, ()))
         cap = self.max_net_pct * ctx.pv
         symbols = ctx.all_symbols() if ctx.committed else ctx.symbols
-        held = sum(ctx.held_nets().values()) if ctx.committed else 0.0
+        held = sum(ctx.held_nets().values(), 0.0) if ctx.committed else 0.0
         if abs(held) > cap:
             ctx.scale_committed(self.name, "all", cap / abs(held) * _SAFETY)
             held *= cap / abs(held) * _SAFETY
         batch = nets(ctx.contrib, symbols)
-        total = sum(batch.values())
+        total = sum(batch.values(), 0.0)
         if abs(held + total) <= cap:
             return _new(ConstraintResult, (self.name, {}, ()))
         return _scale_batch(ctx, self.name, linear_room(held, total, cap) * _SAFETY, batch)
@@ -537,6 +537,6 @@ class CorrelationAdjustment:
             sigs = [s for s in by_symbol[sym] if s.action.direction * net[sym] > 0]
             ers = [s.expected_return for s in sigs if s.expected_return is not None]
             vols = [s.predicted_volatility for s in sigs if s.predicted_volatility is not None]
-            edge[sym] = sum(ers) / len(ers) if ers else math.nan
-            vol[sym] = sum(vols) / len(vols) if vols else self.monitor.volatility(sym)
+            edge[sym] = sum(ers, 0.0) / len(ers) if ers else math.nan
+            vol[sym] = sum(vols, 0.0) / len(vols) if vols else self.monitor.volatility(sym)
         return edge, vol

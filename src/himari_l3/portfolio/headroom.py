@@ -47,14 +47,14 @@ def gross_room(committed: Sequence[float], batch: Sequence[float], cap: float) -
 
     Assumes ``sum(|c|) <= cap`` (so ``f = 0`` is feasible)."""
     pairs = list(zip(committed, batch, strict=True))
-    if sum(abs(c + b) for c, b in pairs) <= cap:
+    if sum((abs(c + b) for c, b in pairs), 0.0) <= cap:
         return 1.0
     kinks = sorted({-c / b for c, b in pairs if b != 0.0 and 0.0 < -c / b < 1.0})
-    prev_f, prev_g = 0.0, sum(abs(c) for c, _ in pairs)
+    prev_f, prev_g = 0.0, sum((abs(c) for c, _ in pairs), 0.0)
     for f in (*kinks, 1.0):
-        g = sum(abs(c + f * b) for c, b in pairs)
+        g = sum((abs(c + f * b) for c, b in pairs), 0.0)
         if g > cap:  # g(prev_f) <= cap < g(f): g is linear in between
             room = min(1.0, max(0.0, prev_f + (cap - prev_g) / (g - prev_g) * (f - prev_f)))
-            return 0.0 if room * sum(abs(b) for b in batch) <= CRUMB * cap else room
+            return 0.0 if room * sum((abs(b) for b in batch), 0.0) <= CRUMB * cap else room
         prev_f, prev_g = f, g
     return 1.0
