@@ -42,7 +42,7 @@ import math
 import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, SupportsFloat
 
 from .._clock import SYSTEM_CLOCK, Clock
 from .._exceptions import StateRestoreError, ValidationError
@@ -246,14 +246,18 @@ class TradingStateMachine:
             }
 
     # ------------------------------------------------------------------- inputs
-    def observe_equity(self, equity: float) -> TradingState:
+    def observe_equity(self, value: SupportsFloat) -> TradingState:
         """Mark the portfolio's equity now: rolls the day, moves the peak, judges the daily
         loss and the drawdown, expires cool-downs. Returns the portfolio's state."""
-        if type(equity) is not float or equity - equity != 0.0:  # the cheap common check
-            if isinstance(equity, bool) or not isinstance(equity, (int, float)) or (
-                    not math.isfinite(equity)):
-                raise ValidationError("equity", equity, "a finite number")
-            equity = float(equity)
+        # SupportsFloat, not float: a compiled build checks a float argument itself (and
+        # would take True as 1.0) before the named error below could be raised.
+        if type(value) is float and value - value == 0.0:  # the cheap common check
+            equity = value
+        elif isinstance(value, bool) or not isinstance(value, (int, float)) or (
+                not math.isfinite(value)):
+            raise ValidationError("equity", value, "a finite number")
+        else:
+            equity = float(value)
         with self._lock:
             now = self._clock.time_ns()
             day = (now - self._day_offset_ns) // _DAY_NS
