@@ -155,18 +155,34 @@ class Layer3Phase2Portfolio:
 
     def update_correlations(self, returns: Mapping[str, float],
                             timestamp_ns: int | None = None) -> dict[str, Any]:
-        """Add one time-aligned row of per-symbol returns to the correlation monitor."""
+        """Add one time-aligned row of per-symbol returns to the correlation monitor;
+        returns the monitor's summary (``CorrelationMonitor.stats``)."""
+        self._add_returns(returns, timestamp_ns)
+        stats = self.correlations.stats()
+        if self.observer is not NULL_OBSERVER:
+            self._emit_correlations(stats)
+        return stats
+
+    def observe_returns(self, returns: Mapping[str, float],
+                        timestamp_ns: int | None = None) -> None:
+        """`update_correlations` for a caller that does not read the summary (a replay, bar
+        after bar): the summary (a correlation matrix once several symbols have enough
+        rows) is built only when an observer is attached to receive it."""
+        self._add_returns(returns, timestamp_ns)
+        if self.observer is not NULL_OBSERVER:
+            self._emit_correlations(self.correlations.stats())
+
+    def _add_returns(self, returns: Mapping[str, float], timestamp_ns: int | None) -> None:
         try:
             self.correlations.update(returns, self.clock.time_ns() if timestamp_ns is None
                                      else timestamp_ns)
         except ValidationError as err:
             self.observer.emit(InputRejected(InputKind.RETURNS, err.field))
             raise
-        stats = self.correlations.stats()
-        if self.observer is not NULL_OBSERVER:
-            self.observer.emit(CorrelationUpdated(stats["max_abs_correlation"],
-                                                  stats["observations"], stats["shrinkage"]))
-        return stats
+
+    def _emit_correlations(self, stats: dict[str, Any]) -> None:
+        self.observer.emit(CorrelationUpdated(stats["max_abs_correlation"],
+                                              stats["observations"], stats["shrinkage"]))
 
     def export_weight_history(self, path: str | Path) -> int:
         """Write the strategy weight history as CSV; returns the number of rows."""

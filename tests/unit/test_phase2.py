@@ -13,7 +13,10 @@ import pytest
 
 from conftest import make_cascade, make_metrics_observer, make_signal
 from himari_l3 import CascadeIndicators, EnsembleAllocation, ManualClock
+from himari_l3.events import CorrelationUpdated, InputRejected
+from himari_l3.observers import RecordingObserver
 from himari_l3.phase2 import Layer3Phase2Portfolio
+from himari_l3.portfolio.correlation import InvalidReturnsException
 from himari_l3.portfolio.drift import WEIGHT_HISTORY_COLUMNS
 
 PV = 100_000.0
@@ -377,12 +380,32 @@ def test_multi_asset_kelly_applied_and_never_grows() -> None:
 
 def test_update_correlations_rejects_nan_and_names_field() -> None:
     """A NaN return is refused with the symbol's field named; the monitor is unchanged."""
-    from himari_l3.portfolio.correlation import InvalidReturnsException
-
     p = portfolio()
     with pytest.raises(InvalidReturnsException, match=r"returns\[ETH-USD\]"):
         p.update_correlations({BTC: 0.01, ETH: math.nan}, timestamp_ns=1)
     assert p.correlations.rows_ == type(p.correlations.rows_)()
+
+
+def test_observe_returns_adds_the_row_update_correlations_adds() -> None:
+    """observe_returns leaves the monitor as update_correlations does; with an observer
+    attached it still announces the summary, and a bad row is refused the same way."""
+    rows = [({BTC: 0.01 * math.sin(i), ETH: 0.02 * math.cos(i)}, 1_000 + i) for i in range(40)]
+    told, silent = portfolio(), portfolio(observer=None, enable_metrics=False)
+    recorder = RecordingObserver()
+    watched = portfolio(observer=recorder)
+    for returns, ts in rows:
+        told.update_correlations(returns, ts)
+        silent.observe_returns(returns, ts)
+        watched.observe_returns(returns, ts)
+    assert silent.correlations.export_state() == told.correlations.export_state()
+    assert watched.correlations.stats() == told.correlations.stats()
+    updates = [e for e in recorder.events if isinstance(e, CorrelationUpdated)]
+    assert len(updates) == len(rows)
+    assert updates[-1].max_abs_correlation == told.correlations.stats()["max_abs_correlation"]
+    with pytest.raises(InvalidReturnsException, match=r"returns\[ETH-USD\]"):
+        watched.observe_returns({BTC: 0.01, ETH: math.nan}, timestamp_ns=2_000)
+    assert isinstance(recorder.events[-1], InputRejected)
+    assert watched.correlations.export_state() == told.correlations.export_state()
 
 
 def test_state_round_trip_gives_same_next_allocation() -> None:

@@ -14,9 +14,9 @@ signal of the previous bar is scored with its realised one-bar return in its own
 :math:`\\pm(c_t/c_{t-1} - 1)`, and fed to ``update_from_trade_result`` together with the
 signal's predicted return and volatility (Kelly posterior, conformal window). All directional
 signals are scored, not only those that got a position: a learner that sized to zero must
-still see the evidence that would let it size up again. Phase 2/3 also get
-``update_correlations`` with the bar's returns, and Phase 3 ``record_outcome`` for each symbol
-it held, with ``used_rl`` from the allocation's provenance.
+still see the evidence that would let it size up again. Phase 2/3 also get the bar's
+returns for their correlation monitor (``observe_returns``), and Phase 3 ``record_outcome``
+for each symbol it held, with ``used_rl`` from the allocation's provenance.
 """
 
 from __future__ import annotations
@@ -200,7 +200,7 @@ class EnsemblePolicy(abc.ABC):
         self.clock.now_ns = timestamp_ns
         self._record_held(asset_returns)
         self._book.score_pending(asset_returns, self.portfolio.phase1)
-        self.portfolio.update_correlations(dict(asset_returns))
+        self.portfolio.observe_returns(asset_returns)
 
     def targets(self, t: int, timestamp_ns: int, signals: tuple[TacticalSignal, ...],
                 cascade: dict[str, CascadeIndicators], prices: dict[str, float],
