@@ -31,6 +31,10 @@ COMPILED_MODULES = (
     "book/book", "book/exposure", "book/portfolio", "book/positions", "book/rebalance",
     "book/fills", "book/views", "book/markets",
     "trading/gate", "trading/machine",
+    # The replay's loop (a backtest runs the decision path once per bar): the correlation
+    # monitor fed each bar, the execution desk, the replay and its policies and book glue.
+    "portfolio/correlation", "book/desk",
+    "backtest/engine", "backtest/execution", "backtest/policies",
 )
 
 

@@ -194,7 +194,8 @@ class Book:
         result.superseded += superseded
         expired, decayed, scaled = refreshed
         # The targets dicts are replaced (never edited) by set_targets: sharing them is safe.
-        step = BookStep(pb.name, request_id, cause.value, result, expired, decayed, scaled,
+        # (str() of a StrEnum member is its value, without the enum's Python-level property.)
+        step = BookStep(pb.name, request_id, str(cause), result, expired, decayed, scaled,
                         pb.trading.brief(), (pb.targets, pb.updated))
         self._report(pb, step)
         return step

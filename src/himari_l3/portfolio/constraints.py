@@ -474,7 +474,8 @@ def run_limits(limits: Sequence[PortfolioLimit], contrib: Contrib, symbols: list
     ctx.committed_factors = committed_factors
     # The three budgets always report (an empty dict when they did not bind); the newer
     # caps only when they bound, so that a Phase 2 trace reads as it did before them.
-    factors = {r.name.value: r.factors for r in results
+    # (str() of a StrEnum member is its value, without the enum's Python-level property.)
+    factors = {str(r.name): r.factors for r in results
                if r.name in _BUDGETS or (r.name in _CAPS and r.factors)}
     tight = ctx.tight
     # LimitName members are strings ("position", ...): the binding map holds them as such.

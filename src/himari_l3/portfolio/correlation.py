@@ -167,7 +167,9 @@ class CorrelationMonitor:
             if len(self.rows_) == self.window:
                 self._forget(self.rows_[0][1])
             self.rows_.append((timestamp_ns, row))
-            self._rows_with.update(row.keys())  # count rows, not returns
+            counts = self._rows_with
+            for sym in row:  # count rows, not returns (a loop: Counter.update is Python code)
+                counts[sym] += 1
         self.version_ += 1
 
     def _check_timestamp(self, ts: int) -> None:
