@@ -170,25 +170,25 @@ class HttpModel:
 
     async def _discover(self, timeout_sec: float, connections: int) -> None:
         """GET the health route on ``connections`` clients at once (opening as many
-        connections) and adopt the batch route the first good answer advertises."""
+        connections, through the code path a prediction takes) and adopt the batch route the
+        first good answer advertises."""
         self._probed_at = self._clock.monotonic()
-        routes = await asyncio.gather(*(self._read_route(timeout_sec)
-                                        for _ in range(max(connections, 1))))
-        found = next((r for r in routes if r is not None), None)
+        replies = await asyncio.gather(*(
+            self._exchange("GET", self.healthz_url, None, timeout_sec, _HEALTHZ_MAX_BYTES)
+            for _ in range(max(connections, 1))))
+        found = next((route for route in map(self._advertised, replies) if route is not None),
+                     None)
         if found != self._batch:
             logger.info("RL model %s: %s", self.endpoint_url,
                         f"batch route {found.url} (up to {found.max_signals} signals)"
                         if found is not None else "per-signal requests")
         self._batch = found
 
-    async def _read_route(self, timeout_sec: float) -> BatchRoute | None:
-        try:
-            async with asyncio.timeout(timeout_sec):
-                status, body = await self._request("GET", self.healthz_url, None, timeout_sec,
-                                                   _HEALTHZ_MAX_BYTES)
-        except Exception as exc:  # refused, hung, reset...: no advertisement, no crash
-            logger.debug("RL health probe of %s failed: %r", self.healthz_url, exc)
+    def _advertised(self, reply: tuple[int, bytes | None] | _Failed) -> BatchRoute | None:
+        if isinstance(reply, _Failed):  # refused, hung, reset...: no advertisement
+            logger.debug("RL health probe of %s failed: %s", self.healthz_url, reply)
             return None
+        status, body = reply
         if not 200 <= status < 300 or body is None:
             return None
         return parse_capabilities(body, self.endpoint_url)
@@ -262,7 +262,8 @@ class HttpModel:
 
     async def _one(self, signal: TacticalSignal, body: bytes, timeout: float) -> RLResult:
         start = self._clock.monotonic()
-        reply = await self._exchange(self.endpoint_url, body, timeout, self.max_response_bytes)
+        reply = await self._exchange("POST", self.endpoint_url, body, timeout,
+                                     self.max_response_bytes)
         if isinstance(reply, _Failed):
             return _failure(signal, reply.reason, reply.detail)
         status, content = reply
@@ -284,7 +285,7 @@ class HttpModel:
         start = self._clock.monotonic()
         began = asyncio.get_running_loop().time()
         limit = self.max_response_bytes * len(chunk)
-        reply = await self._exchange(route.url, body, timeout, limit)
+        reply = await self._exchange("POST", route.url, body, timeout, limit)
         if isinstance(reply, _Failed):
             return [_failure(s, reply.reason, reply.detail) for s in chunk]
         status, content = reply
@@ -305,18 +306,18 @@ class HttpModel:
         except InvalidRLPredictionException as exc:
             return [_failure(s, "invalid_response", f"batch: {exc}") for s in chunk]
 
-    async def _exchange(self, url: str, body: bytes, timeout: float,
+    async def _exchange(self, method: str, url: str, body: bytes | None, timeout: float,
                         limit: int) -> tuple[int, bytes | None] | _Failed:
-        """POST ``body`` within ``timeout``: the status and body, or why there is none."""
+        """One request within ``timeout``: the status and body, or why there is none."""
         try:
             async with asyncio.timeout(timeout):
-                return await self._request("POST", url, body, timeout, limit)
+                return await self._request(method, url, body, timeout, limit)
         except (TimeoutError, httpx.TimeoutException) as exc:
             return _Failed("timeout", f"no answer within {timeout:g}s ({exc!r})")
         except (httpx.TransportError, OSError) as exc:
             return _Failed("connection_error", repr(exc))
         except Exception as exc:  # anything else from httpx is still the endpoint failing
-            logger.exception("unexpected error calling the RL endpoint %s", url)
+            logger.exception("unexpected error calling the RL model at %s", url)
             return _Failed("http_error", repr(exc))
 
     async def _request(self, method: str, url: str, body: bytes | None, timeout: float,
