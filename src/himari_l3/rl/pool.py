@@ -35,6 +35,7 @@ class ClientPool:
         self._idle: list[httpx.AsyncClient] = []
         self._all: list[httpx.AsyncClient] = []
         self._slots = asyncio.Semaphore(size)
+        self._closing: set[asyncio.Task[None]] = set()
 
     @property
     def clients(self) -> tuple[httpx.AsyncClient, ...]:
@@ -53,16 +54,30 @@ class ClientPool:
 
     @contextlib.asynccontextmanager
     async def lease(self) -> AsyncIterator[httpx.AsyncClient]:
-        """A client for one request, returned to the pool afterwards."""
+        """A client for one request, returned to the pool afterwards — unless the request
+        was cut short (cancelled or timed out): that client is closed and replaced."""
         async with self._slots:
             client = self._idle.pop() if self._idle else self._new()
             try:
                 yield client
-            finally:
-                self._idle.append(client)
+            except (asyncio.CancelledError, TimeoutError, httpx.TimeoutException):
+                # A request cancelled twice (its own timeout, then the batch deadline) can
+                # leave httpcore's one-connection pool believing its connection is still
+                # busy: every later request on that client then waits until it times out
+                # (seen in bench_rl: 6 of 10 clients stuck after one timed-out decision).
+                self._discard(client)
+                raise
+            self._idle.append(client)
+
+    def _discard(self, client: httpx.AsyncClient) -> None:
+        self._all.remove(client)
+        closing = asyncio.get_running_loop().create_task(client.aclose())
+        self._closing.add(closing)
+        closing.add_done_callback(self._closing.discard)
 
     async def aclose(self) -> None:
         """Close every client (the pool is empty afterwards)."""
         clients, self._all, self._idle = self._all, [], []
+        await asyncio.gather(*self._closing, return_exceptions=True)
         for client in clients:
             await client.aclose()

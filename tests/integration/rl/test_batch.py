@@ -428,3 +428,26 @@ async def test_the_batch_route_rejects_bad_requests_with_422(batch_server: Serve
         resp = await http.post("/predict/batch", content=b"{nope",
                                headers={"content-type": "application/json"})
         assert resp.status_code == 422
+
+
+def test_clients_cut_short_by_a_deadline_are_replaced(single_server: Server,
+                                                      clock: ManualClock) -> None:
+    """After a decision whose ten requests all hit the deadline, the next decision is
+    answered in full: a client whose request was cancelled is closed and replaced, never
+    left waiting on a connection its pool still believes busy (before: 6 of 10 clients
+    timed out on every later request)."""
+    srv, fault = single_server
+    fault.reset()
+    c = TransformerRLClient(f"{srv.url}/predict", timeout_sec=1.0, clock=clock,
+                            circuit_breaker=CircuitBreaker("rl", enabled=False, clock=clock))
+    many = [signal(f"S{i}") for i in range(10)]
+    try:
+        fault.set("hang")
+        assert reasons(c.predict_many_sync(many, total_deadline_sec=0.05)) == ["timeout"] * 10
+        fault.set("ok")
+        for _ in range(3):
+            assert reasons(c.predict_many_sync(many, total_deadline_sec=0.9)) == ["ok"] * 10
+        assert len(c.http.clients) == 10
+    finally:
+        c.close()
+        fault.reset()
