@@ -30,7 +30,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 SYMBOLS = ["BTC-USD", "ETH-USD", "SOL-USD", "AVAX-USD", "LINK-USD"]
 STRATEGIES = ["momentum", "mean_reversion", "breakout", "carry", "sentiment"]
 ACTIONS = ["STRONG_BUY", "BUY", "BUY", "HOLD", "SELL", "STRONG_SELL"]
-TARGET_P50_US, TARGET_P99_US = 200.0, 600.0
+TARGET_P50_US, TARGET_P99_US = 150.0, 400.0  # issue #14
 
 
 def make_batches(n: int, seed: int, per_batch: int = 10) -> list[list[TacticalSignal]]:

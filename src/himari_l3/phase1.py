@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from typing import Any
+from typing import Any, SupportsFloat
 
 from ._clock import SYSTEM_CLOCK, Clock
 from ._exceptions import (
@@ -182,10 +182,10 @@ class Layer3Phase1:
         self,
         signal: TacticalSignal,
         cascade_indicators: CascadeIndicators,
-        current_price: float,
+        current_price: SupportsFloat,
         *,
-        current_position_usd: float | None = None,
-        portfolio_value: float | None = None,
+        current_position_usd: SupportsFloat | None = None,
+        portfolio_value: SupportsFloat | None = None,
         observe_regime: bool = True,
     ) -> PositionSizingDecision:
         """Size one signal: validate, run the declared stages in order, assemble the decision.

@@ -17,7 +17,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, SupportsFloat
 
 from ._clock import SYSTEM_CLOCK, Clock
 from ._exceptions import InvalidPriceException, StateRestoreError, ValidationError
@@ -153,7 +153,7 @@ class Layer3Phase2Portfolio:
                            self.observer,
                            round(self.config.max_signal_clock_skew_sec * 1e9))
 
-    def update_correlations(self, returns: dict[str, float],
+    def update_correlations(self, returns: Mapping[str, float],
                             timestamp_ns: int | None = None) -> dict[str, Any]:
         """Add one time-aligned row of per-symbol returns to the correlation monitor."""
         try:
@@ -224,7 +224,7 @@ class Layer3Phase2Portfolio:
         standing targets here before each batch (without a book: the last breakdown)."""
         self.positions_ = {s: dict(row) for s, row in contrib.items()}
 
-    def set_portfolio_value(self, value: float) -> None:
+    def set_portfolio_value(self, value: SupportsFloat) -> None:
         """Mark equity to a new value (used by backtests and the service)."""
         self.portfolio_value = equity(InvalidPriceException, "portfolio_value", value)
         self.phase1.portfolio_value = self.portfolio_value

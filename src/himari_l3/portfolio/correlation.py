@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter, deque
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -125,13 +126,13 @@ class CorrelationMonitor:
         self.max_clock_skew_sec = config.max_clock_skew_sec
         self.version_ += 1  # invalidate cached matrices
 
-    def update(self, returns: dict[str, float], timestamp_ns: int) -> None:
+    def update(self, returns: Mapping[str, float], timestamp_ns: int) -> None:
         """Add one aligned row of per-symbol returns (fractions: 0.01 = +1 %).
 
         Raises `InvalidReturnsException` (and changes nothing) for a bad symbol or return, an
         empty row, a row over the caps, or a timestamp outside int64, ahead of the clock by
         more than ``max_clock_skew_sec`` or before the previous row's."""
-        if not isinstance(returns, dict):
+        if not isinstance(returns, Mapping):
             raise InvalidReturnsException("returns", returns, "a mapping of symbol to return")
         if not returns:
             # An empty row observes nothing, yet would take a window slot (pushing a real
