@@ -26,21 +26,27 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import multiprocessing
 import platform
-import random
 import socket
-import statistics
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
+from bench_phase3 import (
+    CASCADES,
+    DEADLINE,
+    PRICES,
+    SERVER_DELAY,
+    ChildServer,
+    TinyRLServer,
+    make_batches,
+    p50,
+)
 from prometheus_client import CollectorRegistry
 
-from himari_l3 import CascadeIndicators, MarketRegime, TacticalSignal
+from himari_l3 import TacticalSignal
 from himari_l3.observability.metrics import Layer3Metrics
 from himari_l3.observability.prometheus import PrometheusObserver
 from himari_l3.phase3 import Layer3Phase3Hybrid
@@ -49,68 +55,11 @@ from himari_l3.rl import RLPolicy, TransformerRLClient
 from himari_l3.rl.server import BackgroundRLServer, FaultInjector, create_rl_app
 
 RESULTS = Path(__file__).resolve().parent / "results"
-SYMBOLS = ["BTC-USD", "ETH-USD", "SOL-USD", "AVAX-USD", "LINK-USD"]
-STRATEGIES = ["momentum", "mean_reversion", "breakout", "carry", "sentiment"]
-SERVER_DELAY = 0.020
-DEADLINE = 0.15
-CASCADES = {s: CascadeIndicators.calm() for s in SYMBOLS}
-PRICES = dict.fromkeys(SYMBOLS, 100.0)
 TARGETS = {"batch_ratio": 1.10, "per_signal_ratio": 1.25, "first_ratio": 1.2}
-_PREDICTION = {"position_pct": 0.05, "confidence": 0.6, "predicted_return": 0.01,
-               "predicted_volatility": 0.02, "model_version": "tiny-1"}
-
-
-class TinyRLServer:
-    """A minimal keep-alive HTTP/1.1 model on 127.0.0.1: every request answered after
-    ``delay`` with fixed valid predictions (per signal, or per batch when ``batch``, which it
-    then advertises on GET /healthz); isolates the client's cost from a server's."""
-
-    def __init__(self, delay: float, batch: bool) -> None:
-        self.delay, self.batch = delay, batch
-        self.loop = asyncio.new_event_loop()
-        self.server = self.loop.run_until_complete(
-            asyncio.start_server(self._handle, "127.0.0.1", 0))
-        self.port = self.server.sockets[0].getsockname()[1]
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-
-    def _answer(self, head: bytes, body: bytes) -> tuple[bytes, bytes]:
-        line = head.split(b"\r\n", 1)[0]
-        if line.startswith(b"GET /healthz"):
-            caps = {"predict_batch": {"path": "/predict/batch", "max_signals": 256}}
-            return b"200 OK", json.dumps({"status": "ok", "capabilities":
-                                          caps if self.batch else {}}).encode()
-        if line.startswith(b"POST /predict/batch") and self.batch:
-            n = len(json.loads(body)["signals"])
-            return b"200 OK", json.dumps({"predictions": [_PREDICTION] * n}).encode()
-        if line.startswith(b"POST /predict "):
-            return b"200 OK", json.dumps(_PREDICTION).encode()
-        return b"404 Not Found", b"{}"
-
-    async def _handle(self, reader: asyncio.StreamReader,
-                      writer: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = 0
-                for line in head.split(b"\r\n"):
-                    if line.lower().startswith(b"content-length:"):
-                        length = int(line.split(b":")[1])
-                body = await reader.readexactly(length)
-                status, out = self._answer(head, body)
-                if not head.startswith(b"GET"):
-                    await asyncio.sleep(self.delay)
-                writer.write(b"HTTP/1.1 %s\r\ncontent-type: application/json\r\n"
-                             b"content-length: %d\r\n\r\n%s" % (status, len(out), out))
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            writer.close()
-
-
-def _serve_in_child(kind: str, port_q: Any, stop_ev: Any) -> None:
+def _serve_in_child(kind: str, delay: float, port_q: Any, stop_ev: Any) -> None:
     """Child process: run one server until ``stop_ev`` is set."""
     if kind.startswith("tiny"):
-        tiny = TinyRLServer(SERVER_DELAY, batch=kind == "tiny_batch")
+        tiny = TinyRLServer(delay, batch=kind == "tiny_batch")
         port_q.put(tiny.port)
         stop_ev.wait(900)
     elif kind == "silent":  # accepts connections (the kernel's backlog) and never answers
@@ -120,47 +69,16 @@ def _serve_in_child(kind: str, port_q: Any, stop_ev: Any) -> None:
             port_q.put(sock.getsockname()[1])
             stop_ev.wait(900)
     else:
-        fault = FaultInjector(mode="slow", slow_sec=SERVER_DELAY)
+        fault = FaultInjector(mode="slow", slow_sec=delay)
         app = create_rl_app(RLPolicy.default(), fault, batch=kind == "ref_batch")
         with BackgroundRLServer(app) as srv:
             port_q.put(srv.port)
             stop_ev.wait(900)
 
 
-class ChildServer:
+def child_server(kind: str) -> ChildServer:
     """A server of ``kind`` in a child process; ``url`` is its predict route."""
-
-    def __init__(self, kind: str) -> None:
-        ctx = multiprocessing.get_context("spawn")
-        self._q, self._stop = ctx.Queue(), ctx.Event()
-        self._proc = ctx.Process(target=_serve_in_child, args=(kind, self._q, self._stop),
-                                 daemon=True)
-        self._proc.start()
-        self.url = f"http://127.0.0.1:{self._q.get(timeout=60)}/predict"
-
-    def __enter__(self) -> ChildServer:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._proc.join(10)
-        if self._proc.is_alive():
-            self._proc.kill()
-
-
-def make_batches(n: int, seed: int) -> list[list[TacticalSignal]]:
-    """``n`` batches of 10 BUY-side signals (all asked) on distinct strategy x symbol pairs."""
-    rng = random.Random(seed)
-    pairs = [(s, y) for s in STRATEGIES for y in SYMBOLS]
-    regimes = [MarketRegime.RANGING, MarketRegime.TRENDING_UP, MarketRegime.HIGH_VOLATILITY]
-    return [[TacticalSignal(st, sym, rng.choice(["BUY", "STRONG_BUY"]),
-                            rng.uniform(0.3, 0.95), rng.uniform(0.0, 0.8), rng.choice(regimes),
-                            t, rng.uniform(0.002, 0.06), rng.uniform(0.01, 0.25))
-             for st, sym in rng.sample(pairs, 10)] for t in range(n)]
-
-
-def p50(xs: list[float]) -> float:
-    return statistics.median(xs)
+    return ChildServer(kind, SERVER_DELAY, serve=_serve_in_child)
 
 
 def hybrid(url: str, **kw: Any) -> Layer3Phase3Hybrid:
@@ -230,7 +148,7 @@ def first_decisions(runs: int) -> dict[str, Any]:
     refused = f"http://127.0.0.1:{closed.getsockname()[1]}/predict"
     closed.close()
     out: dict[str, list[dict[str, float]]] = {"answer": [], "refuse": [], "hang": []}
-    with ChildServer("ref_batch") as answering, ChildServer("silent") as silent:
+    with child_server("ref_batch") as answering, child_server("silent") as silent:
         urls = {"answer": answering.url, "refuse": refused, "hang": silent.url}
         for _ in range(runs):
             for mode, url in urls.items():
@@ -253,7 +171,7 @@ def run(decisions: int = 60, runs: int = 3, seed: int = 0, write: bool = True) -
                            "deadline_ms": DEADLINE * 1e3, "python": platform.python_version(),
                            "targets": TARGETS}
     for kind in ("ref_batch", "tiny_batch", "tiny_single", "ref_single"):
-        with ChildServer(kind) as srv:
+        with child_server(kind) as srv:
             out[kind] = ratios(srv.url, batches)
     out["first"] = first_decisions(runs)
     worst = {k: max(out[k]["sync_ratio"], out[k]["async_ratio"]) for k in
