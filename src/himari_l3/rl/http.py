@@ -155,6 +155,7 @@ class HttpModel:
         pool = self._clients()
         pool.fill(WARM_CONNECTIONS)
         await self._discover(timeout_sec, len(pool.clients))
+        pool.fill(WARM_CONNECTIONS)  # replaces clients whose probe was cut short (a hang)
 
     def _clients(self) -> ClientPool:
         if self._pool is None:  # only ever touched on the transport's loop: no lock needed
