@@ -28,6 +28,9 @@ COMPILED_MODULES = (
     "phase1",
     "portfolio/budgets", "portfolio/constraints", "portfolio/headroom", "portfolio/drift",
     "phase2",
+    "book/book", "book/exposure", "book/portfolio", "book/positions", "book/rebalance",
+    "book/fills", "book/views", "book/markets",
+    "trading/gate", "trading/machine",
 )
 
 

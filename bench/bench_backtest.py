@@ -1,8 +1,18 @@
-"""Backtest throughput: bars per second of a full replay through each phase.
+"""Backtest throughput: bars per second of a full replay through each phase, and what the
+paper executor and the trading states cost a Phase 2 replay.
 
 Uses the real two-year hourly BTC/USDT file from ``../shared/data/`` when it is there (17,520
 bars), else a seeded synthetic random walk of the same length. Writes
-``bench/results/backtest.json``. Run: ``.venv/bin/python bench/bench_backtest.py``.
+``bench/results/backtest.json``. Run: ``.venv/bin/python bench/bench_backtest.py``
+(``--execution-only``: only the execution comparison; ``--rounds N``: its rounds, default 3).
+
+The execution comparison replays Phase 2 over the same market and signal tape under four
+execution setups, interleaved round by round in one process (so drift of the shared machine
+hits all of them alike): ``direct`` (the book's intents filled whole at the close, fee and
+slippage in bps: no fill model) with the trading states off — the "before" — then the
+paper executor alone, the trading states alone, and both (the default: "after"). Each
+setup's figure is its median over the rounds; the issue's bound is after / before ≥ 0.9
+in bars/s (≤ 10 % added).
 """
 
 from __future__ import annotations
@@ -67,13 +77,70 @@ def run(phases: tuple[str, ...] = ("1", "2", "3", "3-mock")) -> dict[str, Any]:
     }
 
 
-def main() -> int:
-    result = run()
+EXECUTION_SETUPS = (("direct, no states", False, False), ("paper, no states", True, False),
+                    ("direct, states", False, True), ("paper + states", True, True))
+
+
+def execution_overhead(rounds: int = 3) -> dict[str, Any]:
+    """Phase 2 replays under each of ``EXECUTION_SETUPS``, interleaved ``rounds`` times
+    (module docstring); bars/s per setup (median and every round) and after / before."""
+    import statistics
+
+    from himari_l3.backtest.data import align_bars, load_bars
+    from himari_l3.backtest.engine import ExecutionSetup, replay
+    from himari_l3.backtest.policies import make_policy
+    from himari_l3.backtest.signals import reference_signals
+
+    with tempfile.TemporaryDirectory() as tmp:
+        prices = DATA if DATA.exists() else _synthetic(Path(tmp) / "synthetic_usdt_1h.csv")
+        market = align_bars([load_bars(prices)])
+    tape = reference_signals(market)
+    base = ExecutionSetup.from_costs(100_000.0, 5.0, 2.0)
+    seen: dict[str, list[float]] = {name: [] for name, _, _ in EXECUTION_SETUPS}
+    for _ in range(rounds):
+        for name, paper, states in EXECUTION_SETUPS:
+            setup = ExecutionSetup(base.config, base.markets, paper, states,
+                                   base.resume_after_hours)
+            pol = make_policy("phase2", 100_000.0, periods_per_year=market.periods_per_year,
+                              config=setup.config)
+            try:
+                rep = replay(market, tape, pol, execution=setup)
+            finally:
+                pol.close()
+            seen[name].append(rep.bars_per_sec)
+    med = {name: statistics.median(v) for name, v in seen.items()}
+    before, after = med["direct, no states"], med["paper + states"]
+    return {"bars": market.n_bars, "rounds": rounds,
+            "bars_per_sec": {k: round(v, 1) for k, v in med.items()},
+            "rounds_bars_per_sec": {k: [round(x, 1) for x in v] for k, v in seen.items()},
+            "after_over_before": round(after / before, 4),
+            "added_pct": round(100.0 * (before / after - 1.0), 2),
+            "target": "paper executor + trading states add <= 10 % (after / before >= 0.9)"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--execution-only", action="store_true")
+    ap.add_argument("--rounds", type=int, default=3)
+    args = ap.parse_args(argv)
+    result = ({"benchmark": "backtest throughput", "results": {}} if args.execution_only
+              else run())
+    result["execution_overhead"] = ex = execution_overhead(args.rounds)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "backtest.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(f"backtest throughput on {result['data']} ({result['bars']} bars)")
+    name = "backtest_execution.json" if args.execution_only else "backtest.json"
+    (RESULTS / name).write_text(json.dumps(result, indent=2) + "\n")
+    if result["results"]:
+        print(f"backtest throughput on {result['data']} ({result['bars']} bars)")
     for name, r in result["results"].items():
         print(f"  {name:<10} {r['bars_per_sec']:>10,.0f} bars/s  replay {r['replay_sec']:>7.2f} s")
+    print(f"Phase 2 replay by execution setup ({ex['bars']} bars, median of {ex['rounds']} "
+          "interleaved rounds)")
+    for name, v in ex["bars_per_sec"].items():
+        print(f"  {name:<18} {v:>10,.0f} bars/s  rounds {ex['rounds_bars_per_sec'][name]}")
+    print(f"  paper + states / direct, no states = {ex['after_over_before']:.3f} "
+          f"({ex['added_pct']:+.1f} % time per bar; target <= 10 %)")
     return 0
 
 

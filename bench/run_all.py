@@ -77,7 +77,9 @@ class Figure:
 WORKLOADS: dict[str, Workload] = {
     "phase1": Workload("bench_phase1", "run(n=10_000, seed=42)"),
     "phase2": Workload("bench_phase2", "run(batches=2000, seed=0, write=False)"),
+    "book": Workload("bench_book", "run(batches=2000, write=False, workload='steady')"),
     "backtest": Workload("bench_backtest", "run(phases=('2',))", heavy=True),
+    "execution": Workload("bench_backtest", "execution_overhead(rounds=1)", heavy=True),
     "service": Workload("bench_service", "run(duration_sec=20.0, rate=300.0, write=False)",
                         heavy=True),
 }
@@ -88,8 +90,12 @@ FIGURES: tuple[Figure, ...] = (
     Figure("Phase 1 p50, metrics off", "phase1", ("metrics_off", "p50_us"), "µs"),
     Figure("Phase 2 batch of 10 p50, metrics on", "phase2", ("p50_us",), "µs", 150),
     Figure("Phase 2 batch of 10 p99, metrics on", "phase2", ("p99_us",), "µs", 400),
+    Figure("Phase 2 + book + intents ÷ Phase 2 alone, p50 (steady)", "book", ("ratio_p50",),
+           "×", 1.25),
     Figure("Backtest Phase 2, two-year hourly file", "backtest",
            ("results", "phase2", "bars_per_sec"), "bars/s", 20_000, higher_is_better=True),
+    Figure("Paper executor + trading states, added to a Phase 2 replay", "execution",
+           ("added_pct",), "%", 10),
     Figure("Service p99, 300 req/s, synchronous=FULL", "service", ("latency_ms", "p99"), "ms", 10),
     Figure("Service p50, 300 req/s", "service", ("latency_ms", "p50"), "ms"),
 )

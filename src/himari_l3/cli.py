@@ -1,4 +1,5 @@
-"""``himari-l3``: the command line (demo, serve, rl-serve, backtest, check-config, run, feed).
+"""``himari-l3``: the command line (demo, serve, rl-serve, backtest, check-config, run, feed,
+halt, resume).
 
 Each subcommand imports its implementation lazily, so ``himari-l3 check-config`` does not
 pay for FastAPI and ``himari-l3 demo`` does not pay for matplotlib.
@@ -70,6 +71,18 @@ def _check_config(argv: list[str]) -> int:
     return check_config_main(argv)
 
 
+def _halt(argv: list[str]) -> int:
+    from .control import control_main
+
+    return control_main("halt", argv)
+
+
+def _resume(argv: list[str]) -> int:
+    from .control import control_main
+
+    return control_main("resume", argv)
+
+
 COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
     "demo": (_demo, "run Phases 1-3 on built-in synthetic data and print a summary"),
     "serve": (_serve, "run the HTTP service (POST /v1/size, /v1/allocate, GET /metrics ...)"),
@@ -78,6 +91,8 @@ COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
     "check-config": (_check_config, "validate a YAML config file"),
     "run": (_run, "run the live loop: Layer 2's Redis stream in, decisions out (--paper)"),
     "feed": (_feed, "replay recorded Layer 2 messages (JSON lines) into a Redis stream"),
+    "halt": (_halt, "halt trading on a running service (portfolio or --symbol)"),
+    "resume": (_resume, "resume trading on a running service (portfolio or --symbol)"),
 }
 
 

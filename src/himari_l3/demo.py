@@ -5,6 +5,10 @@ strategies signalling every hour, and two stress episodes where Layer 1's cascad
 spike. It runs Phase 1 on the first hour's signals, Phase 2 over the whole period, then
 Phase 3 with a seeded mock RL model whose endpoint suffers an outage halfway through, so the
 circuit breaker opens, decisions fall back to the baseline, and a probe later closes it.
+Last, the closed loop a paper deployment runs: Phase 2 through the book, the paper executor
+filling its intents (fees, slippage, impact, partial fills), the trading states judging
+every hour (a stress episode's cascade EXIT halts a symbol; a cool-down lifts it), an
+operator's kill switch that flattens the book, and the operator's resume a day later.
 """
 
 from __future__ import annotations
@@ -23,14 +27,22 @@ from typing import Any
 from prometheus_client import CollectorRegistry, generate_latest
 
 from ._clock import ManualClock
+from .book import Layer3Book
+from .book.desk import ExecutionDesk
+from .config.schema import Layer3Config, parse_config
 from .contracts import CascadeIndicators, MarketRegime, TacticalAction, TacticalSignal
+from .events import Event
+from .executors import PaperExecutor
+from .fills import SimFill
 from .observability.metrics import Layer3Metrics
 from .observability.prometheus import PrometheusObserver
+from .observers import Observer
 from .phase1 import Layer3Phase1
 from .phase2 import Layer3Phase2Portfolio
 from .phase3 import Layer3Phase3Hybrid
 from .resilience import CircuitBreaker, CircuitEvent
 from .rl.mock import MockTransformerRLClient
+from .trading import TradingState, TradingStateChanged
 
 __all__ = ["SyntheticMarket", "main", "run_demo"]
 
@@ -150,7 +162,9 @@ def run_demo(out_dir: Path, seed: int = 7, steps: int = 600) -> dict[str, Any]:
     summary["phase2"], alloc_rows = _replay(p2.process_multi_strategy_signals, p2, bars, warm)
     p2.export_weight_history(out_dir / "weight_history.csv")
     summary["phase3"], events = _demo_phase3(bars, warm, steps, seed, observer)
+    summary["paper"], paper_rows = _demo_paper(bars, warm, observer)
     _write_files(out_dir, alloc_rows, events)
+    _write_paper(out_dir, summary["paper"]["transitions"], paper_rows)
     (out_dir / "metrics.prom").write_bytes(generate_latest(registry))
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n",
                                           encoding="utf-8")
@@ -227,6 +241,121 @@ def _write_files(out_dir: Path, alloc_rows: list[list[Any]],
         w.writerow(["clock_sec", "kind", "old_state", "new_state", "reason"])
         w.writerows([e.timestamp, e.kind, e.old_state.value, e.new_state.value, e.reason]
                      for e in events)
+
+
+PAPER = "paper"
+# A thin market: each symbol trades $20k an hour, so the participation cap (10 %) makes a
+# larger order fill over several hours (partial fills), and impact grows with its size.
+_HOURLY_VOLUME_USD = 20_000.0
+_PAPER_FILL_FIELDS = ("step", "symbol", "side", "quantity", "price", "reference_price",
+                      "slippage_bps", "fee", "partial", "reduce_only")
+
+
+class _Transitions(Observer):
+    """Keeps every trading-state transition (with the demo's step) and passes each event on
+    to the metrics."""
+
+    def __init__(self, inner: Observer) -> None:
+        self.inner = inner
+        self.step = 0
+        self.rows: list[dict[str, Any]] = []
+
+    def emit(self, event: Event) -> None:
+        if isinstance(event, TradingStateChanged) and event.is_transition:
+            self.rows.append({"step": self.step, "scope": event.symbol or "portfolio",
+                              "from": event.old.value, "to": event.new.value,
+                              "reason": event.reason.value, "detail": event.detail})
+        self.inner.emit(event)
+
+
+def _paper_setup(bars: list[Bar], warm: int, observer: PrometheusObserver,
+                 ) -> tuple[Layer3Book, ExecutionDesk, ManualClock, _Transitions]:
+    """The book (Phase 3, RL off: the Phase 2 baseline) on a clock at the bars' own time,
+    the paper executor with the default fill model, trading states with a 6-hour
+    cool-down."""
+    clock = ManualClock(start=0.0, wall_ns=bars[warm].timestamp_ns)
+    tee = _Transitions(observer)
+    config = parse_config(Layer3Config, {"portfolio_value": 100_000.0,
+                                         "trading_state": {"cooldown_sec": 6 * 3600.0}})
+    book = Layer3Book(config=config, observer=tee, clock=clock)
+    desk = ExecutionDesk(book.book, PaperExecutor(config.execution.fill_model),
+                         apply_fills=book.apply_fills)
+    return book, desk, clock, tee
+
+
+def _demo_paper(bars: list[Bar], warm: int, observer: PrometheusObserver,
+                ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The closed loop of a paper deployment, hour by hour (module docstring): allocate
+    through the book, the paper executor fills the intents against the hour's prices and
+    volumes; the operator halts at the first hour past 40 % of the run in which the book
+    holds $500 or more, and resumes 24 hours later (sooner on a short run)."""
+    book, desk, clock, tee = _paper_setup(bars, warm, observer)
+    pb = book.book.portfolio(PAPER)
+    assert pb is not None
+    planned, operator = warm + (len(bars) - warm) * 40 // 100, [-1, -1]
+    fills: list[dict[str, Any]] = []
+    states: Counter[str] = Counter()
+    closed = 0
+    for t in range(warm, len(bars)):
+        bar = bars[t]
+        clock.advance((bar.timestamp_ns - clock.time_ns()) / 1e9)
+        tee.step = t
+        held = sum(abs(pb.position_qty(s)) * bar.prices[s] for s in SYMBOLS)
+        if operator[0] < 0 and t >= planned and held >= 500.0:
+            operator = [t, t + max(2, min(24, (len(bars) - t) // 2))]
+            book.set_trading_state(TradingState.HALTED, "kill switch drill",
+                                   portfolio=PAPER, request_id=3 * t + 1)
+        elif t == operator[1]:
+            book.set_trading_state(TradingState.ACTIVE, "drill over", portfolio=PAPER,
+                                   request_id=3 * t + 1)
+        book.phase2.update_correlations(bar.returns, bar.timestamp_ns)
+        book.allocate(signals_for(bars[: t + 1], bar),
+                      {s: cascade_for(bar, s) for s in SYMBOLS}, bar.prices,
+                      portfolio=PAPER, decision_id=3 * t + 2)
+        desk.sync()
+        step = desk.observe(bar.prices, clock.time_ns(), 3 * t + 3,
+                            volumes={s: _HOURLY_VOLUME_USD / p for s, p in bar.prices.items()})
+        fills += [_fill_row(t, f) for f in step.fills]
+        closed += len(step.fills_result.closed_trades) if step.fills_result else 0
+        states[pb.trading.state.value] += 1
+    return _paper_summary(book, tee, fills, states, closed, (operator[0], operator[1])), fills
+
+
+def _fill_row(step: int, fill: SimFill) -> dict[str, Any]:
+    d = fill.to_dict()
+    return {"step": step, **{k: d[k] for k in _PAPER_FILL_FIELDS[1:-2]},
+            "partial": not fill.done, "reduce_only": fill.reduce_only}
+
+
+def _paper_summary(book: Layer3Book, tee: _Transitions, fills: list[dict[str, Any]],
+                   states: Counter[str], closed: int,
+                   operator: tuple[int, int]) -> dict[str, Any]:
+    view = book.positions(PAPER)
+    return {
+        "decisions": sum(states.values()), "fills": len(fills),
+        "partial_fills": sum(f["partial"] for f in fills),
+        "reduce_only_fills": sum(f["reduce_only"] for f in fills),
+        "traded_usd": round(sum(f["quantity"] * f["price"] for f in fills), 2),
+        "fees_paid": round(view["fees_paid"], 2), "closed_trades": closed,
+        "final_equity": round(view["equity"], 2),
+        "total_return_pct": round(100 * (view["equity"] / 100_000 - 1), 3),
+        "hours_by_state": {s.value: states[s.value] for s in TradingState},
+        "operator": {"halt_step": operator[0], "resume_step": operator[1]},
+        "transitions": tee.rows,
+        "fills_at_halt": [f for f in fills if f["step"] == operator[0]],
+    }
+
+
+def _write_paper(out_dir: Path, transitions: list[dict[str, Any]],
+                 fills: list[dict[str, Any]]) -> None:
+    with (out_dir / "trading_states.csv").open("w", newline="", encoding="utf-8") as fh:
+        w = csv.DictWriter(fh, ["step", "scope", "from", "to", "reason", "detail"])
+        w.writeheader()
+        w.writerows(transitions)
+    with (out_dir / "paper_fills.csv").open("w", newline="", encoding="utf-8") as fh:
+        w = csv.DictWriter(fh, _PAPER_FILL_FIELDS)
+        w.writeheader()
+        w.writerows(fills)
 
 
 _current_step = [0]
@@ -330,8 +459,39 @@ def _print(summary: dict[str, Any], out_dir: Path) -> None:
       f"baseline: {perf['baseline']['trades']} outcomes, mean "
       f"{perf['baseline']['mean']:+.5f}; RL advantage "
       f"{'n/a' if adv is None else f'{adv:+.5f}'}")
+    _print_paper(summary["paper"])
     p(f"\nReport written to {out_dir}/ (summary.json, allocations_phase2.csv, "
-      "weight_history.csv, breaker_events.csv, metrics.prom)")
+      "weight_history.csv, breaker_events.csv, trading_states.csv, paper_fills.csv, "
+      "metrics.prom)")
+
+
+def _print_paper(s: dict[str, Any]) -> None:
+    p = print
+    p("\nTrading states and the paper executor - the book fills its own intents")
+    p(f"  decisions {s['decisions']}, final equity ${s['final_equity']:,.2f} "
+      f"({s['total_return_pct']:+.2f} %)")
+    p(f"  paper fills {s['fills']} ({s['partial_fills']} partial, {s['reduce_only_fills']} "
+      f"reduce-only), traded ${s['traded_usd']:,.0f}, fees ${s['fees_paid']:,.2f}; "
+      f"{s['closed_trades']} closed trades taught the learners")
+    hours = s["hours_by_state"]
+    p("  hours by portfolio state: " + ", ".join(f"{k} {v}" for k, v in hours.items()))
+    rows = s["transitions"]
+    p(f"  state transitions ({len(rows)}; operator halt at step "
+      f"{s['operator']['halt_step']}, resume at {s['operator']['resume_step']}):")
+    for r in rows[:14]:
+        p(f"    {r['step']:>4} {r['scope']:<10} {r['from']:>8} -> {r['to']:<8} "
+          f"{r['reason']:<12} {r['detail'][:72]}")
+    if len(rows) > 14:
+        p(f"    ... {len(rows) - 14} more in trading_states.csv")
+    if s["operator"]["halt_step"] < 0:
+        p("  (the book never held $500: no kill switch drill in so short a run)")
+        return
+    p(f"  paper fills at the kill switch (step {s['operator']['halt_step']}):")
+    for f in s["fills_at_halt"]:
+        p(f"    {f['symbol']:<9} {f['side']:<4} {f['quantity']:>12.6f} @ {f['price']:>11,.2f}"
+          f" (ref {f['reference_price']:,.2f}, {f['slippage_bps']:.1f} bps, fee "
+          f"${f['fee']:,.2f}{', partial' if f['partial'] else ''}"
+          f"{', reduce-only' if f['reduce_only'] else ''})")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,7 +7,8 @@ means for them: the Prometheus adapter (`observability/prometheus.py`) maps each
 to metric writes, a test's recording observer keeps them in a list, an audit log could
 serialise them. Adding an event is: a record here, a handler in each adapter that cares.
 
-The circuit breaker's own `CircuitEvent` (``resilience/events.py``) travels the same port.
+The circuit breaker's own `CircuitEvent` (``resilience/events.py``) and the trading-state
+machine's `TradingStateChanged` (``trading/states.py``) travel the same port.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import enum
 from typing import TYPE_CHECKING, NamedTuple
 
 from .resilience.events import CircuitEvent
+from .trading.states import TradingStateChanged
 
 if TYPE_CHECKING:
     from .contracts import EnsembleAllocation, MarketRegime, PositionSizingDecision
@@ -33,11 +35,13 @@ __all__ = [
     "HybridDecided",
     "InputKind",
     "InputRejected",
+    "IntentsCancelled",
     "Layer1Substituted",
     "LearnedStateEvicted",
     "LeaseChanged",
     "MessageDeadLettered",
     "OutcomeLearned",
+    "PaperFilled",
     "PathOutcomeRecorded",
     "PositionsReconciled",
     "RLLimitClipped",
@@ -54,6 +58,7 @@ __all__ = [
     "StreamRedisFailed",
     "StreamTicked",
     "TradeClosed",
+    "TradingStateChanged",
 ]
 
 
@@ -227,6 +232,25 @@ class TradeClosed(NamedTuple):
     realized_return: float
 
 
+class PaperFilled(NamedTuple):
+    """The paper executor filled (part of) an intent: its side, notional and fee in USD,
+    the adverse slippage in bps, and whether the order still has a rest after it."""
+
+    side: str
+    notional_usd: float
+    fee_usd: float
+    slippage_bps: float
+    partial: bool
+
+
+class IntentsCancelled(NamedTuple):
+    """The executor gave up the rests of ``intents`` open intents (IOC / FOK rests, rests
+    below one lot): the book closed them as cancelled."""
+
+    portfolio: str
+    intents: int
+
+
 class PositionsReconciled(NamedTuple):
     """An authoritative snapshot reconciled a portfolio: differences counted per field
     (quantity, avg_price, cash; sorted) and their absolute USD value at the marks."""
@@ -330,7 +354,9 @@ Event = (SizingDecided | InputRejected | OutcomeLearned | RegimeObserved | Alloc
          | LearnedStateEvicted
          | CorrelationUpdated | RLRequestsCompleted | RLPredictionBlended | RLSymbolFellBack
          | RLLimitClipped | HybridDecided | PathOutcomeRecorded | BookStepped
-         | FillRecorded | TradeClosed | PositionsReconciled | HttpRequestServed
+         | FillRecorded | TradeClosed | PaperFilled | IntentsCancelled
+         | PositionsReconciled | HttpRequestServed
          | StoreWritten | StoreFailed | ConfigReloaded | CircuitEvent | StreamTicked
          | StreamMessagesHandled | MessageDeadLettered | StreamBacklog | StreamRedisFailed
-         | StreamDelivered | Layer1Substituted | LeaseChanged)
+         | StreamDelivered | Layer1Substituted | LeaseChanged
+         | TradingStateChanged)

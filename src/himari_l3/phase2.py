@@ -319,7 +319,9 @@ class Layer3Phase2Portfolio:
         if batch.committed is not None:
             trace["book"] = {"committed": limited.committed,
                              "committed_factors": limited.committed_factors,
-                             "brackets": _brackets(batch.decisions, final)}
+                             "brackets": _brackets(batch.decisions, final),
+                             # Symbols the cascade told to EXIT (their trading state halts).
+                             "cascade_exits": [s for s in batch.symbols if batch.bounds[s].exit]}
         alloc = EnsembleAllocation(
             allocations=final, total_allocated_usd=total, portfolio_value=batch.pv,
             utilization_pct=100.0 * total / batch.pv, strategy_weights=weights,

@@ -365,16 +365,19 @@ class Layer3Phase3Hybrid:
         return alloc
 
     # ---------------------------------------------------------------- outcomes
-    def record_outcome(self, symbol: str, actual_return: float, used_rl: bool) -> None:
+    def record_outcome(self, symbol: str, actual_return: float, used_rl: bool, *,
+                       teach: bool = True) -> None:
         """Record the realised return of a decision's position on ``symbol`` (0.01 = +1 %
-        profit) under the path that decided it; also teaches the Kelly and conformal
-        learners of the strategies that held the symbol in the last allocation."""
+        profit) under the path that decided it; also (``teach``) teaches the Kelly and
+        conformal learners of the strategies that held the symbol in the last allocation.
+        The book's closed trades teach each strategy behind the position themselves and
+        pass ``teach=False``."""
         nonempty_str(InvalidOutcomeException, "symbol", symbol)
         r = in_range(InvalidOutcomeException, "actual_return", actual_return, -1.0, 10.0)
         path = "rl" if used_rl else "baseline"
         self.outcomes_[path].append(r)
         last = self.phase2.last_allocation_
-        if last is not None:
+        if teach and last is not None:
             net = last.allocations.get(symbol, 0.0)
             for strat, row in sorted(last.breakdown.items()):
                 c = row.get(symbol, 0.0)

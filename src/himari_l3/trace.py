@@ -56,8 +56,9 @@ class LimitName(enum.StrEnum):
     Phase 1 names: the Kelly cap, the per-position cap or the absolute notional cap, a HOLD
     that may not grow, a cascade EXIT, shorting disabled, no edge, below minimum notional.
     Phase 2/3 names: the per-symbol bound (``exit``, ``direction``, ``position``), the
-    hierarchical budgets (``strategy``, ``position``, ``portfolio``) and the book's caps on
-    the net and on leverage (``net``, ``leverage``).
+    hierarchical budgets (``strategy``, ``position``, ``portfolio``), the book's caps on
+    the net and on leverage (``net``, ``leverage``), and the combined pass that holds them
+    all together beside the book's commitments (``combined``).
     """
 
     NONE = "none"
@@ -76,6 +77,7 @@ class LimitName(enum.StrEnum):
     PORTFOLIO = "portfolio"
     NET = "net"
     LEVERAGE = "leverage"
+    COMBINED = "combined"
 
 
 class ReasonCode(enum.StrEnum):

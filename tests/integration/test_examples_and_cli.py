@@ -40,29 +40,42 @@ def test_phase3_example_prints_the_users_statistics() -> None:
 
 
 def test_demo_prints_summary_and_writes_report(tmp_path: Path) -> None:
-    """`himari-l3 demo` shows all phases, the RL outage and breaker, and writes its report."""
+    """`himari-l3 demo` shows all phases, the RL outage and breaker, the trading states'
+    halt and resume with the paper executor's fills, and writes its report."""
     out_dir = tmp_path / "report"
     proc = _run("-m", "himari_l3", "demo", "--out", str(out_dir), "--steps", "300")
     assert proc.returncode == 0, proc.stderr
     for text in ("Phase 1", "Phase 2", "Phase 3", "cascade events", "RL decisions",
-                 "fallback decisions", "breaker transitions", str(out_dir)):
+                 "fallback decisions", "breaker transitions", "Trading states and the paper",
+                 "state transitions", "paper fills", str(out_dir)):
         assert text in proc.stdout
     summary = json.loads((out_dir / "summary.json").read_text())
     assert summary["phase3"]["fallback_decisions"] > 0
     assert summary["phase3"]["rl_decisions"] > 0
     assert any("-> open" in t for t in summary["phase3"]["breaker_transitions"])
+    paper = summary["paper"]
+    manual = [(r["from"], r["to"]) for r in paper["transitions"]
+              if r["scope"] == "portfolio" and r["reason"] == "manual"]
+    assert manual == [("ACTIVE", "HALTED"), ("HALTED", "ACTIVE")]
+    assert paper["hours_by_state"]["HALTED"] > 0 and paper["closed_trades"] > 0
+    assert paper["fills"] > 0 and paper["fills_at_halt"]  # the kill switch flattened
+    assert all(f["reduce_only"] and f["side"] == "sell" for f in paper["fills_at_halt"])
     for name in ("allocations_phase2.csv", "weight_history.csv", "breaker_events.csv",
-                 "metrics.prom"):
+                 "trading_states.csv", "paper_fills.csv", "metrics.prom"):
         assert (out_dir / name).stat().st_size > 0
-    assert "himari_l3_circuit_breaker_state" in (out_dir / "metrics.prom").read_text()
+    prom = (out_dir / "metrics.prom").read_text()
+    assert "himari_l3_circuit_breaker_state" in prom
+    assert "himari_l3_trading_state_transitions_total" in prom
 
 
 def test_demo_is_reproducible(tmp_path: Path) -> None:
-    """Two demo runs with the same seed write the same allocations."""
+    """Two demo runs with the same seed write the same allocations, state transitions and
+    paper fills."""
     a, b = tmp_path / "a", tmp_path / "b"
     for d in (a, b):
         assert _run("-m", "himari_l3", "demo", "--out", str(d), "--steps", "150").returncode == 0
-    assert (a / "allocations_phase2.csv").read_text() == (b / "allocations_phase2.csv").read_text()
+    for name in ("allocations_phase2.csv", "trading_states.csv", "paper_fills.csv"):
+        assert (a / name).read_text() == (b / name).read_text()
 
 
 def test_cli_help_and_unknown_command() -> None:

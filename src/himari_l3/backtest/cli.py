@@ -1,7 +1,7 @@
 """``himari-l3 backtest``: argument parsing, progress bar, exit codes.
 
-Exit codes: 0 done; 2 bad arguments, a malformed prices/signals file, or a phase whose module
-is not importable yet (the message says which).
+Exit codes: 0 done; 2 bad arguments, a malformed prices/signals/config/markets file, or a
+phase whose module is not importable yet (the message says which).
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ import sys
 import time
 from typing import TextIO
 
-from .._exceptions import ValidationError
+from .._exceptions import ConfigError, ValidationError
+from ..config.loader import load_config
 from .data import BacktestDataError
 from .runner import run_backtest
 
@@ -81,9 +82,22 @@ def build_parser(prog: str = "himari-l3 backtest") -> argparse.ArgumentParser:
     p.add_argument("--rl", type=_rl, default="off", metavar="off|mock|URL",
                    help="phase 3 RL model: off, mock, or the real endpoint URL (default off)")
     p.add_argument("--fees-bps", type=float, default=5.0,
-                   help="fees in bps of traded notional (default 5)")
+                   help="fee in bps of each fill's notional (default 5): the fill model's "
+                   "execution.fill_model.fee_bps")
     p.add_argument("--slippage-bps", type=float, default=2.0,
-                   help="slippage in bps of traded notional (default 2)")
+                   help="fixed adverse slippage in bps (default 2), before impact: the fill "
+                   "model's execution.fill_model.slippage_bps")
+    p.add_argument("--config", default=None, metavar="YAML",
+                   help="Layer 3 config to run under (sizing, limits, book, execution and "
+                   "its fill model, trading states; default: the defaults)")
+    p.add_argument("--markets", default=None, metavar="FILE",
+                   help="instrument rules, a ccxt markets JSON or a YAML table (default: the "
+                   "config's execution.markets_file; none: unconstrained)")
+    p.add_argument("--resume-after-hours", type=float, default=24.0, metavar="H",
+                   help="the replay's operator resumes a halted or reduce-only portfolio or "
+                   "symbol H hours later (default 24)")
+    p.add_argument("--never-resume", action="store_true",
+                   help="no operator: an automatic halt lasts to the end of the replay")
     p.add_argument("--out", default="backtest_out", metavar="DIR",
                    help="output directory (default ./backtest_out)")
     p.add_argument("--symbol", action="append", default=None,
@@ -118,15 +132,21 @@ def _main(argv: list[str] | None) -> int:
         parser.error(f"{len(args.symbol)} --symbol for {len(args.prices)} --prices; give one "
                      "--symbol per --prices, in the same order")
     for flag, bps in (("--fees-bps", args.fees_bps), ("--slippage-bps", args.slippage_bps)):
-        if not 0.0 <= bps <= 10_000.0:
-            parser.error(f"{flag} was {bps}, expected 0 <= {flag} <= 10000")
+        if not 0.0 <= bps <= 1_000.0:
+            parser.error(f"{flag} was {bps}, expected 0 <= {flag} <= 1000")
+    if not args.resume_after_hours > 0:
+        parser.error(f"--resume-after-hours was {args.resume_after_hours}, expected > 0 "
+                     "(--never-resume for no operator)")
     bar = ProgressBar(sys.stderr, enabled=not args.no_progress and sys.stderr.isatty())
     try:
+        config = None if args.config is None else load_config(args.config)
         summary = run_backtest(
             args.prices, out_dir=args.out, signals=args.signals, phase=args.phase,
             rl=args.rl, fees_bps=args.fees_bps, slippage_bps=args.slippage_bps,
-            symbols=args.symbol, shuffles=args.shuffles, seed=args.seed, progress=bar)
-    except (BacktestDataError, ValidationError) as err:
+            symbols=args.symbol, shuffles=args.shuffles, seed=args.seed, progress=bar,
+            config=config, markets_file=args.markets,
+            resume_after_hours=None if args.never_resume else args.resume_after_hours)
+    except (BacktestDataError, ValidationError, ConfigError) as err:
         bar.close()
         print(f"himari-l3 backtest: error: {err}", file=sys.stderr)
         return 2
@@ -134,9 +154,12 @@ def _main(argv: list[str] | None) -> int:
     m = summary["metrics"]
     sig = summary["significance"]
     p_value = f"{sig['p_value']:.3f}" if sig else "n/a"
+    ex = summary["execution"]
     print(f"{summary['policy']}: total return {m['total_return']:+.2%}, Sharpe "
           f"{_num(m['sharpe'])}, max DD {m['max_drawdown']:.2%}, p-value {p_value}, "
-          f"{summary['performance']['bars_per_sec']:,.0f} bars/s -> {args.out}")
+          f"{ex['fills']} fills, fees {ex['fees_usd']:,.2f} + slippage "
+          f"{ex['slippage_usd']:,.2f} USD, {ex['trading_state_transitions']} trading-state "
+          f"transitions, {summary['performance']['bars_per_sec']:,.0f} bars/s -> {args.out}")
     return 0
 
 

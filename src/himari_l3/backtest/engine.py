@@ -1,20 +1,26 @@
-r"""The replay loop: bar by bar, size with what is known at the bar's close, hold to the next.
+r"""The replay loop: bar by bar, size with what is known at the bar's close, trade through
+the book as a paper deployment would, hold to the next bar.
 
 At bar :math:`t` (timestamps :math:`0..T-1`):
 
-1. **mark**: the positions carried over :math:`(t-1, t]` earn the close-to-close returns
-   :math:`a_{t,j} = c_{t,j}/c_{t-1,j} - 1`; equity :math:`E \mathrel{+}= \sum_j x_j a_{t,j}`
-   and each position drifts, :math:`x_j \leftarrow x_j(1 + a_{t,j})`; the policy is told
-   (its learners update from these realised outcomes);
+1. **mark**: the book's positions are marked at the closes :math:`c_{t,j}`; equity
+   :math:`E_t` = cash + :math:`\sum_j q_j c_{t,j}`; the policy is told the close-to-close
+   returns :math:`a_{t,j} = c_{t,j}/c_{t-1,j} - 1` (its learners update from these realised
+   outcomes);
 2. **size**: the policy receives bar :math:`t`'s signals, cascade indicators, closes, the
-   equity and the drifted positions — nothing later — and returns signed USD targets;
-3. **trade**: traded notional :math:`q_t = \sum_j |x^*_j - x_j|`, cost
-   :math:`q_t (\text{fees} + \text{slippage})/10^4` comes off equity, positions become the
-   targets and are held over :math:`(t, t+1]`.
+   equity and the positions :math:`x_j = q_j c_{t,j}` — nothing later — and returns signed
+   USD targets (a symbol it leaves out keeps its position);
+3. **trade** (``execution.py``): the book takes the targets (fitted to the whole-book
+   limits), plans order intents with the instrument rules, the no-trade band and the trading
+   states' gate, and the paper executor fills them against bar :math:`t`'s close and volume
+   with the fill model (fee, slippage and impact, participation cap, latency); what it
+   cannot fill yet waits for later bars. Cash pays quantity × fill price + fee.
 
-Recorded per bar: equity after costs, positions, :math:`q_t`, turnover :math:`q_t/E^{pre}_t`
-(equity before costs) and exposure :math:`\sum_j|x_j|/E_t`. If equity reaches 0 the replay
-flattens and stops trading (ruin).
+Recorded per bar: equity after the fills (marked at the close), positions at the close,
+traded notional :math:`q_t` (sum of |fill quantity × fill price|), turnover
+:math:`q_t/E_t` (equity before the fills), exposure :math:`\sum_j|x_j|/E_t`, fees, slippage
+paid (:math:`\sum` quantity × |fill price − close|), fills, and the portfolio's trading
+state. If equity reaches 0 the replay flattens and stops trading (ruin).
 """
 
 from __future__ import annotations
@@ -29,10 +35,11 @@ import numpy as np
 
 from ..contracts import CascadeIndicators, TacticalSignal
 from .data import FloatArray, IntArray, MarketData
+from .execution import BookExecution, ExecutionSetup
 from .signals import SignalTape
 from .stats import drawdown_series, summarize
 
-__all__ = ["Replay", "SizingPolicy", "replay"]
+__all__ = ["ExecutionSetup", "Replay", "SizingPolicy", "replay"]
 
 ProgressFn = Callable[[int], None]
 
@@ -71,7 +78,11 @@ class SizingPolicy(Protocol):
 
 @dataclass(frozen=True, slots=True, eq=False)
 class Replay:
-    """Per-bar record of one replay (arrays of length T; ``positions`` is T x symbols)."""
+    """Per-bar record of one replay (arrays of length T; ``positions`` is T x symbols).
+
+    ``costs`` = ``fees`` + ``slippage`` (USD) paid at each bar; ``fills`` the fills made;
+    ``trading_state`` the portfolio's state code after the bar (0 ACTIVE, 1 REDUCING,
+    2 HALTED); ``execution`` what the execution did (``BookExecution.summary``)."""
 
     policy: str
     symbols: tuple[str, ...]
@@ -88,6 +99,11 @@ class Replay:
     slippage_bps: float
     elapsed_sec: float
     learned: dict[str, Any] = field(default_factory=dict)
+    fees: FloatArray = field(default_factory=lambda: np.zeros(0))
+    slippage: FloatArray = field(default_factory=lambda: np.zeros(0))
+    fills: IntArray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    trading_state: IntArray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    execution: dict[str, Any] = field(default_factory=dict)
 
     @property
     def returns(self) -> FloatArray:
@@ -107,7 +123,7 @@ class Replay:
                          self.periods_per_year)
 
 
-def replay(
+def replay(  # noqa: PLR0913 - the run's options (keyword-only)
     market: MarketData,
     tape: SignalTape,
     policy: SizingPolicy,
@@ -115,12 +131,18 @@ def replay(
     initial_capital: float = 100_000.0,
     fees_bps: float = 0.0,
     slippage_bps: float = 0.0,
+    execution: ExecutionSetup | None = None,
     progress: ProgressFn | None = None,
     progress_every: int = 500,
 ) -> Replay:
-    """Run ``policy`` over ``market`` with ``tape``'s signals (see the module docstring)."""
+    """Run ``policy`` over ``market`` with ``tape``'s signals (see the module docstring).
+    ``execution``: the book's config, instrument rules, executor and trading states
+    (default: the default config with ``fees_bps`` and ``slippage_bps`` in the fill
+    model)."""
     _check(market, tape, initial_capital, fees_bps, slippage_bps)
-    run = _Run(market, policy, initial_capital, (fees_bps + slippage_bps) / 1e4)
+    setup = (execution.with_capital(initial_capital) if execution is not None
+             else ExecutionSetup.from_costs(initial_capital, fees_bps, slippage_bps))
+    run = _Run(market, policy, initial_capital, setup)
     n = market.n_bars
     started = time.perf_counter()
     for t in range(n):
@@ -130,10 +152,13 @@ def replay(
         if progress is not None and ((t + 1) % progress_every == 0 or t + 1 == n):
             progress(t + 1)
     elapsed = time.perf_counter() - started
+    fm = setup.config.execution.fill_model
     return Replay(policy.name, market.symbols, market.timestamp_ms, run.equity_out,
                   run.pos_out, run.traded_out, run.turnover_out, run.exposure_out,
-                  run.cost_out, float(initial_capital), market.periods_per_year, fees_bps,
-                  slippage_bps, elapsed, policy.state())
+                  run.fee_out + run.slip_out, float(initial_capital), market.periods_per_year,
+                  fm.fee_bps, fm.slippage_bps, elapsed, policy.state(), run.fee_out,
+                  run.slip_out, run.fills_out, run.state_out,
+                  run.execution.summary(market.symbols))
 
 
 def _check(market: MarketData, tape: SignalTape, initial_capital: float, fees_bps: float,
@@ -143,79 +168,89 @@ def _check(market: MarketData, tape: SignalTape, initial_capital: float, fees_bp
     if not (math.isfinite(initial_capital) and initial_capital > 0):
         raise ValueError(f"initial_capital was {initial_capital!r}, expected > 0")
     for name, bps in (("fees_bps", fees_bps), ("slippage_bps", slippage_bps)):
-        if not (math.isfinite(bps) and 0.0 <= bps <= 10_000.0):
-            raise ValueError(f"{name} was {bps!r}, expected 0 <= {name} <= 10000")
+        if not (math.isfinite(bps) and 0.0 <= bps <= 1_000.0):
+            raise ValueError(f"{name} was {bps!r}, expected 0 <= {name} <= 1000")
+
+
+class _BarClock:
+    """The replay's time: the current bar's timestamp (trading days, intents, latency)."""
+
+    def __init__(self) -> None:
+        self.now_ns = 0
+
+    def monotonic(self) -> float:
+        return self.now_ns / 1e9
+
+    def time_ns(self) -> int:
+        return self.now_ns
 
 
 class _Run:
-    """The replay's book (equity, positions) and its per-bar record."""
+    """The replay's book and execution (``execution.py``) and its per-bar record."""
 
     def __init__(self, market: MarketData, policy: SizingPolicy, initial_capital: float,
-                 cost_rate: float) -> None:
+                 setup: ExecutionSetup) -> None:
         self.policy = policy
         self.symbols = market.symbols
         self.close: list[list[float]] = market.close.tolist()
         self.stamps = [int(ms) * 1_000_000 for ms in market.timestamp_ms.tolist()]
-        self.index = {s: j for j, s in enumerate(self.symbols)}
-        self.cost_rate = cost_rate
+        vols = [b.volume.tolist() for b in market.bars]
+        self.volumes: list[dict[str, float]] | None = (
+            [dict(zip(self.symbols, row, strict=True)) for row in zip(*vols, strict=True)]
+            if vols else None)
+        self.clock = _BarClock()
+        self.execution = BookExecution(setup, self.clock)
         n, n_sym = market.n_bars, len(self.symbols)
         self.equity_out = np.empty(n)
         self.pos_out = np.empty((n, n_sym))
         self.traded_out = np.zeros(n)
         self.turnover_out = np.zeros(n)
         self.exposure_out = np.zeros(n)
-        self.cost_out = np.zeros(n)
-        self.equity = float(initial_capital)
-        self.pos = [0.0] * n_sym
+        self.fee_out = np.zeros(n)
+        self.slip_out = np.zeros(n)
+        self.fills_out = np.zeros(n, dtype=np.int64)
+        self.state_out = np.zeros(n, dtype=np.int64)
         self.ruined = False
 
     def mark(self, t: int) -> None:
-        """Step 1: the positions held over (t-1, t] earn the close-to-close returns."""
+        """Step 1's learning half: the policy is told bar t's close-to-close returns."""
         row, prev, symbols = self.close[t], self.close[t - 1], self.symbols
-        rets = {symbols[j]: row[j] / prev[j] - 1.0 for j in range(len(symbols))}
-        pnl = 0.0
-        pos = self.pos
-        for j in range(len(symbols)):
-            a = rets[symbols[j]]
-            pnl += pos[j] * a
-            pos[j] *= 1.0 + a
-        self.equity += pnl
-        self.policy.mark(t, self.stamps[t], rets)
+        self.policy.mark(t, self.stamps[t],
+                         {symbols[j]: row[j] / prev[j] - 1.0 for j in range(len(symbols))})
 
     def trade(self, t: int, tape: SignalTape) -> None:
-        """Steps 2-3: size with what is known at bar t's close, trade to the targets (or
-        flatten, once ruined), and record the bar."""
-        if not self.ruined and self.equity <= 0.0:
-            self.ruined, self.equity = True, 0.0
-        traded = 0.0
+        """Steps 1-3 at bar t's close, then the bar's record."""
+        ex, symbols, row = self.execution, self.symbols, self.close[t]
+        self.clock.now_ns = self.stamps[t]
+        prices = {symbols[j]: row[j] for j in range(len(symbols))}
+        equity = ex.equity(prices)
+        positions = {s: ex.quantity(s) * prices[s] for s in symbols}
+        if not self.ruined and equity <= 0.0:
+            self.ruined = True
         if self.ruined:
-            traded = sum(abs(x) for x in self.pos)
-            self.pos = [0.0] * len(self.symbols)
+            targets: dict[str, float] = dict.fromkeys(symbols, 0.0)
         else:
-            traded = self._to_targets(t, tape)
-        self.equity_out[t] = self.equity
-        self.pos_out[t] = self.pos
-        self.traded_out[t] = traded
-        gross = sum(abs(x) for x in self.pos)
-        self.exposure_out[t] = gross / self.equity if self.equity > 0 else 0.0
+            targets = self._targets(t, tape, prices, equity, positions)
+            ex.observe_cascade(tape.cascade[t])
+        bar = ex.trade(t, {s: targets.get(s, positions[s]) for s in symbols}, prices,
+                       None if self.volumes is None else self.volumes[t])
+        after = ex.equity(prices)  # re-marked at the close (fills marked at their price)
+        held = [ex.quantity(s) * prices[s] for s in symbols]
+        self.equity_out[t] = after
+        self.pos_out[t] = held
+        self.traded_out[t] = bar.traded_usd
+        self.turnover_out[t] = bar.traded_usd / equity if equity > 0 else 0.0
+        self.exposure_out[t] = sum(abs(x) for x in held) / after if after > 0 else 0.0
+        self.fee_out[t], self.slip_out[t] = bar.fees, bar.slippage_usd
+        self.fills_out[t] = bar.fills
+        self.state_out[t] = ex.state_code
 
-    def _to_targets(self, t: int, tape: SignalTape) -> float:
-        symbols, row, pos = self.symbols, self.close[t], self.pos
-        pre = self.equity
+    def _targets(self, t: int, tape: SignalTape, prices: dict[str, float], equity: float,
+                 positions: dict[str, float]) -> dict[str, float]:
         targets = self.policy.targets(t, self.stamps[t], tape.signals[t], tape.cascade[t],
-                                      {symbols[j]: row[j] for j in range(len(symbols))},
-                                      self.equity,
-                                      {symbols[j]: pos[j] for j in range(len(symbols))})
-        traded = 0.0
+                                      prices, equity, positions)
         for sym, usd in targets.items():
-            j = self.index[sym]
             if not math.isfinite(usd):
                 raise ValueError(f"policy {self.policy.name} returned {usd!r} for {sym} at "
                                  f"bar {t}, expected a finite USD target")
-            traded += abs(usd - pos[j])
-            pos[j] = usd
-        cost = traded * self.cost_rate
-        self.equity -= cost
-        self.cost_out[t] = cost
-        self.turnover_out[t] = traded / pre if pre > 0 else 0.0
-        return traded
+        return targets

@@ -130,9 +130,10 @@ class FixedFractionPolicy:
 class Phase1Policy:
     """Layer3Phase1 per strategy x symbol, learning from realised outcomes."""
 
-    def __init__(self, initial_capital: float, sizer: Layer3Phase1 | None = None) -> None:
+    def __init__(self, initial_capital: float, sizer: Layer3Phase1 | None = None,
+                 clock: ReplayClock | None = None) -> None:
         self.name = "phase1"
-        self.clock = ReplayClock()
+        self.clock = clock if clock is not None else ReplayClock()
         self.sizer = sizer or Layer3Phase1(initial_capital, enable_metrics=False,
                                            clock=self.clock)
         self._book = _Learning()
@@ -286,23 +287,29 @@ def _rl_label(rl: str) -> str:
 
 
 def make_policy(name: str, initial_capital: float, *, rl: str = "off", seed: int = 0,
-                periods_per_year: float = 8760.0) -> SizingPolicy:
+                periods_per_year: float = 8760.0,
+                config: Layer3Config | None = None) -> SizingPolicy:
     """A fresh policy (no learned state) by name; the engines come from the composition
     root (``bootstrap``). ``rl`` (Phase 3 only): "off", "mock" (the seeded mock model) or a
-    model URL."""
+    model URL. ``config``: the sizing and portfolio settings of the Layer 3 policies
+    (default: the defaults); its ``portfolio_value`` is replaced by ``initial_capital``."""
+    data = (config or Layer3Config()).model_dump()
+    data["portfolio_value"] = initial_capital
     if name == "fixed_fraction":
-        return FixedFractionPolicy()
+        return FixedFractionPolicy(allow_short=data["sizing"]["limits"]["allow_short"])
     if name == "phase1":
-        return Phase1Policy(initial_capital)
+        clock = ReplayClock()
+        return Phase1Policy(initial_capital, Layer3Phase1(
+            initial_capital, enable_metrics=False, clock=clock,
+            config=Layer3Config.model_validate(data).sizing), clock)
     clock = ReplayClock()
     if name == "phase2":
-        config = Layer3Config(portfolio_value=initial_capital)
-        return Phase2Policy(build_portfolio(config, clock=clock), clock)
+        return Phase2Policy(build_portfolio(Layer3Config.model_validate(data), clock=clock),
+                            clock)
     if name == "phase3":
-        config = Layer3Config.model_validate({
-            "portfolio_value": initial_capital,
-            "rl": {"enabled": rl != "off", "use_mock": rl == "mock", "mock_seed": seed,
-                   "endpoint": None if rl in ("off", "mock") else rl}})
-        engine = build_hybrid(config, clock=clock, performance_periods_per_year=periods_per_year)
+        data["rl"].update(enabled=rl != "off", use_mock=rl == "mock", mock_seed=seed,
+                          endpoint=None if rl in ("off", "mock") else rl)
+        engine = build_hybrid(Layer3Config.model_validate(data), clock=clock,
+                              performance_periods_per_year=periods_per_year)
         return Phase3Policy(engine, clock, rl)
     raise ValueError(f"policy was {name!r}, expected one of {', '.join(POLICY_NAMES)}")

@@ -60,18 +60,22 @@ def _iso(ms: int) -> str:
 def write_equity_csv(path: Path, rep: Replay) -> None:
     multi = len(rep.symbols) > 1
     header = ["timestamp_ms", "datetime", "equity", "return", "position_usd", "exposure",
-              "turnover", "drawdown"]
+              "turnover", "drawdown", "traded_usd", "fees_usd", "slippage_usd", "fills",
+              "trading_state"]
     if multi:
         header += [f"position_usd[{s}]" for s in rep.symbols]
     rets, dd = rep.returns.tolist(), rep.drawdown.tolist()
     eq, expo, turn = rep.equity.tolist(), rep.exposure.tolist(), rep.turnover.tolist()
     pos = rep.positions.tolist()
+    traded, fees, slip = rep.traded_usd.tolist(), rep.fees.tolist(), rep.slippage.tolist()
+    fills, states = rep.fills.tolist(), rep.trading_state.tolist()
     with path.open("w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh, lineterminator="\n")
         w.writerow(header)
         for t, ms in enumerate(rep.timestamp_ms.tolist()):
             row = [str(ms), _iso(ms), repr(eq[t]), repr(rets[t]), repr(float(sum(pos[t]))),
-                   repr(expo[t]), repr(turn[t]), repr(dd[t])]
+                   repr(expo[t]), repr(turn[t]), repr(dd[t]), repr(traded[t]), repr(fees[t]),
+                   repr(slip[t]), str(fills[t]), str(states[t])]
             if multi:
                 row += [repr(x) for x in pos[t]]
             w.writerow(row)

@@ -9,12 +9,14 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
+from ..config.markets import load_markets
+from ..config.schema import Layer3Config
 from .data import MarketData, align_bars, load_bars
-from .engine import Replay, replay
+from .engine import ExecutionSetup, Replay, replay
 from .policies import POLICY_NAMES, make_policy
 from .report import write_equity_csv, write_html, write_plots, write_summary
 from .signal_io import read_signals_jsonl
@@ -49,11 +51,22 @@ def run_backtest(  # noqa: PLR0913 - the library twin of the CLI's options (keyw
     initial_capital: float = 100_000.0,
     ablation: bool = True,
     progress: ProgressHook | None = None,
+    config: Layer3Config | None = None,
+    markets_file: str | Path | None = None,
+    resume_after_hours: float | None = 24.0,
 ) -> dict[str, Any]:
     """Replay ``prices`` through ``phase``; write the outputs into ``out_dir``; return the
-    summary (also written as ``summary.json``). Raises ``BacktestDataError`` on bad files."""
+    summary (also written as ``summary.json``). Raises ``BacktestDataError`` on bad files.
+
+    ``config``: the Layer 3 config the replay runs under (sizing, limits, book, execution,
+    fill model, trading states; default: the defaults), with ``fees_bps`` and
+    ``slippage_bps`` in its fill model; ``markets_file``: the instrument rules (default the
+    config's ``execution.markets_file``; none: unconstrained); ``resume_after_hours``: the
+    replay's stand-in operator (``execution.py``; None: a trip is never lifted)."""
     policy_name = _phase_policy(phase)
     _check(rl, phase, shuffles, symbols, prices)
+    setup = _setup(initial_capital, fees_bps, slippage_bps, config, markets_file,
+                   resume_after_hours)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -65,7 +78,7 @@ def run_backtest(  # noqa: PLR0913 - the library twin of the CLI's options (keyw
         tape = reference_signals(market)
     else:
         tape, dropped = read_signals_jsonl(signals, market)
-    runner = _Runner(market, initial_capital, fees_bps, slippage_bps, seed, progress)
+    runner = _Runner(market, initial_capital, setup, seed, progress)
     main = runner.run(policy_name, tape, f"{policy_name} (main)", rl)
     rows, curves = (_ablation(runner, tape, main, policy_name, rl) if ablation
                     else ([], [main]))
@@ -73,8 +86,9 @@ def run_backtest(  # noqa: PLR0913 - the library twin of the CLI's options (keyw
                     if shuffles > 0 else None)
     summary = _summary(main, tape, _inputs(prices, market, tape, dropped, {
         "phase": phase, "rl": rl, "fees_bps": fees_bps, "slippage_bps": slippage_bps,
-        "initial_capital": initial_capital, "shuffles": shuffles, "seed": seed}),
-        rows, significance)
+        "initial_capital": initial_capital, "shuffles": shuffles, "seed": seed,
+        "markets_file": None if setup.markets_file is None else str(setup.markets_file),
+        "resume_after_hours": resume_after_hours}), rows, significance)
     write_equity_csv(out / "equity.csv", main)
     plots = write_plots(out, main, curves)
     summary["performance"]["total_elapsed_sec"] = time.perf_counter() - started
@@ -97,6 +111,7 @@ def _summary(main: Replay, tape: SignalTape, inputs: dict[str, Any],
         "performance": {"bars_per_sec": main.bars_per_sec, "elapsed_sec": main.elapsed_sec,
                         "total_elapsed_sec": math.nan, "machine": platform.machine(),
                         "python": platform.python_version()},
+        "execution": _execution(main),
         "ablation": rows,
         "significance": significance,
         "learned": main.learned,
@@ -117,21 +132,22 @@ def _check(rl: str, phase: int, shuffles: int, symbols: Sequence[str] | None,
 
 
 class _Runner:
-    """Replays a fresh policy over one market with fixed costs and progress reporting."""
+    """Replays a fresh policy over one market through one execution setup, with progress
+    reporting."""
 
-    def __init__(self, market: MarketData, initial_capital: float, fees_bps: float,
-                 slippage_bps: float, seed: int, progress: ProgressHook | None) -> None:
+    def __init__(self, market: MarketData, initial_capital: float, setup: _Setup, seed: int,
+                 progress: ProgressHook | None) -> None:
         self.market = market
         self.initial_capital = initial_capital
-        self.fees_bps = fees_bps
-        self.slippage_bps = slippage_bps
+        self.setup = setup
         self.seed = seed
         self.progress = progress
 
     def run(self, name: str, tape: SignalTape, label: str, rl_mode: str) -> Replay:
         market = self.market
         pol = make_policy(name, self.initial_capital, rl=rl_mode, seed=self.seed,
-                           periods_per_year=market.periods_per_year)
+                          periods_per_year=market.periods_per_year,
+                          config=self.setup.execution.config)
         progress = self.progress
         hook = None
         if progress is not None:
@@ -139,10 +155,45 @@ class _Runner:
                 progress(label, done, market.n_bars)
         try:
             return replay(market, tape, pol, initial_capital=self.initial_capital,
-                          fees_bps=self.fees_bps, slippage_bps=self.slippage_bps,
-                          progress=hook)
+                          execution=self.setup.execution, progress=hook)
         finally:
             pol.close()
+
+
+class _Setup(NamedTuple):
+    execution: ExecutionSetup
+    markets_file: Path | None
+
+
+def _setup(initial_capital: float, fees_bps: float, slippage_bps: float,
+           config: Layer3Config | None, markets_file: str | Path | None,
+           resume_after_hours: float | None) -> _Setup:
+    """The replay's execution: the config with the run's costs, the instrument rules."""
+    for name, bps in (("fees_bps", fees_bps), ("slippage_bps", slippage_bps)):
+        if not (math.isfinite(bps) and 0.0 <= bps <= 1_000.0):
+            raise ValueError(f"{name} was {bps!r}, expected 0 <= {name} <= 1000")
+    if resume_after_hours is not None and not (math.isfinite(resume_after_hours)
+                                               and resume_after_hours > 0):
+        raise ValueError(f"resume_after_hours was {resume_after_hours!r}, expected > 0 "
+                         "(or None: never)")
+    cfg = config if config is not None else Layer3Config()
+    path = Path(markets_file) if markets_file is not None else (
+        Path(cfg.execution.markets_file) if cfg.execution.markets_file else None)
+    markets = load_markets(cfg.execution.model_copy(
+        update={"markets_file": None if path is None else str(path)}))
+    return _Setup(ExecutionSetup.from_costs(initial_capital, fees_bps, slippage_bps, cfg,
+                                            markets=markets,
+                                            resume_after_hours=resume_after_hours), path)
+
+
+def _execution(rep: Replay) -> dict[str, Any]:
+    """What trading through the book cost and did (``summary.json``'s ``execution``)."""
+    gross = float(np.sum(rep.traded_usd))
+    return {**rep.execution, "fills": int(np.sum(rep.fills)), "traded_usd": gross,
+            "fees_usd": float(np.sum(rep.fees)), "slippage_usd": float(np.sum(rep.slippage)),
+            "cost_bps_of_traded": 1e4 * float(np.sum(rep.costs)) / gross if gross else 0.0,
+            "bars_reducing": int(np.count_nonzero(rep.trading_state == 1)),
+            "bars_halted": int(np.count_nonzero(rep.trading_state == 2))}
 
 
 def _ablation(runner: _Runner, tape: SignalTape, main: Replay, policy_name: str,
@@ -200,5 +251,6 @@ def _inputs(prices: Sequence[str | Path], market: MarketData, tape: SignalTape, 
         "bar_interval_sec": float(np.median(step)) / 1000.0,
         "irregular_intervals": int(np.count_nonzero(step != np.median(step))),
         "periods_per_year": market.periods_per_year, "shuffles": options["shuffles"],
-        "seed": options["seed"],
+        "seed": options["seed"], "markets_file": options["markets_file"],
+        "resume_after_hours": options["resume_after_hours"],
     }

@@ -2,6 +2,7 @@
 (docs/execution.md). Core domain: no I/O (the markets file is read by
 ``himari_l3.config.markets``)."""
 
+from ..trading import TradingState
 from .book import (
     DEFAULT_PORTFOLIO,
     AllocationPlan,
@@ -14,7 +15,6 @@ from .fills import Fill, PositionsSnapshot, SnapshotPosition
 from .intents import DroppedIntent, IntentCause, IntentReason, IntentStatus, OrderIntent
 from .layer3_book import BookAllocation, Layer3Book
 from .markets import MarketRules, Markets, parse_markets
-from .portfolio import TradingState
 from .positions import ClosedTrade
 
 __all__ = [

@@ -19,8 +19,10 @@ A signal that Phase 2 rejects takes its pair's target to 0 (the book keeps no ri
 whose latest signal was unusable).
 
 Each request is one step: refresh (expire intents, decay targets, repair targets), the
-request's own change, then `rebalance.rebalance` issues the intents that take the projected
-book to the targets and checks every limit on it. The same steps replayed in the same order
+request's own change, the equity marked for the portfolio's trading state (``trading.py``:
+daily loss, drawdown, cool-downs), then `rebalance.rebalance` issues the intents that take
+the projected book to the targets — as far as the trading states allow — and checks every
+limit on it. The same steps replayed in the same order
 give the same state (the service journals each one). Equity, marks and limits are per
 portfolio; the caps are fractions of the portfolio's marked equity.
 """
@@ -31,7 +33,6 @@ import dataclasses
 import logging
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from .._clock import SYSTEM_CLOCK, Clock
@@ -39,24 +40,32 @@ from .._exceptions import InvalidBookRequestException, StateRestoreError, Valida
 from .._validate import nonempty_str
 from ..config.schema import Layer3Config
 from ..contracts import EnsembleAllocation
-from ..events import BookStepped, FillRecorded, PositionsReconciled, TradeClosed
+from ..events import (
+    BookStepped,
+    FillRecorded,
+    IntentsCancelled,
+    PositionsReconciled,
+    TradeClosed,
+)
 from ..observers import NULL_OBSERVER, Observer
 from ..portfolio.budgets import Contrib
 from ..portfolio.constraints import PortfolioLimit, declared_limits, run_limits
+from ..trading import TradingState, TradingStateMachine
 from .fills import Fill, PositionsSnapshot
-from .intents import IntentCause, IntentState
+from .intents import IntentCause, IntentState, IntentStatus
 from .markets import Markets
 from .portfolio import PortfolioBook
 from .positions import ClosedTrade
-from .rebalance import StepResult, rebalance
+from .rebalance import rebalance
 from .reports import (
-    PositionDifference,
     apply_fill,
     check_fills,
     check_snapshot,
     reconcile,
 )
+from .results import AllocationPlan, BookStep, FillsResult, ReconcileResult, targets_view
 from .settings import LIMIT_HEADROOM, BookSettings
+from .trading import observe_batch, observe_exits
 from .views import book_marks, positions_view
 
 __all__ = ["DEFAULT_PORTFOLIO", "AllocationPlan", "Book", "BookStep", "FillsResult",
@@ -66,82 +75,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PORTFOLIO = "default"
 STATE_VERSION = 1
-
-
-@dataclass(frozen=True, slots=True)
-class AllocationPlan:
-    """What the book hands the engine for one batch: the commitments, the equity to size
-    against (``sizing_equity``), and what the refresh did."""
-
-    portfolio: str
-    mode: str
-    now: int
-    equity: float
-    sizing_equity: float
-    committed: Contrib
-    holds: Contrib
-    named: frozenset[tuple[str, str]]
-    expired: int
-    decayed: tuple[str, ...]
-    scaled: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class BookStep:
-    """One portfolio's step: the intents issued (and dropped, with why), what was closed or
-    decayed on the way, the repair stage if one was needed, the standing targets after."""
-
-    portfolio: str
-    request_id: int
-    cause: str
-    result: StepResult
-    expired: int
-    decayed: tuple[str, ...]
-    scaled: tuple[str, ...]
-    trading_state: str
-    standing: tuple[Contrib, dict[str, dict[str, int]]] = ({}, {})  # targets, their times
-
-    @property
-    def targets(self) -> dict[str, Any]:
-        """The standing targets after the step, per symbol (USD, strategies, times)."""
-        return _targets_view(*self.standing)
-
-    def to_dict(self) -> dict[str, Any]:
-        r = self.result
-        return {"portfolio": self.portfolio, "cause": self.cause,
-                "trading_state": self.trading_state,
-                "intents": [i.to_dict() for i in r.issued],
-                "dropped_intents": [d.to_dict() for d in r.dropped],
-                "superseded_intents": r.superseded, "expired_intents": self.expired,
-                "decayed_targets": list(self.decayed), "scaled_targets": list(self.scaled),
-                "limit_repair": r.repair, "targets": self.targets}
-
-
-@dataclass(frozen=True, slots=True)
-class FillsResult:
-    """A fills request: per fill "applied" / "duplicate" / "before_reconcile", the closed
-    trades, and the step of each portfolio it touched."""
-
-    results: tuple[str, ...]
-    closed_trades: tuple[ClosedTrade, ...]
-    steps: tuple[BookStep, ...]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"results": list(self.results),
-                "applied": sum(r == "applied" for r in self.results),
-                "closed_trades": [t.to_dict() for t in self.closed_trades],
-                "portfolios": {s.portfolio: s.to_dict() for s in self.steps}}
-
-
-@dataclass(frozen=True, slots=True)
-class ReconcileResult:
-    """A positions snapshot: the differences found and the step that followed."""
-
-    differences: tuple[PositionDifference, ...]
-    step: BookStep
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"differences": [d.to_dict() for d in self.differences], **self.step.to_dict()}
 
 
 def _named_pairs(signals: Sequence[Any]) -> set[tuple[str, str]]:
@@ -162,7 +95,11 @@ class Book:
     targets and intents (the service pins it to each request's journaled time)."""
 
     def __init__(self, config: Layer3Config | None = None, *, markets: Markets | None = None,
-                 observer: Observer | None = None, clock: Clock | None = None) -> None:
+                 observer: Observer | None = None, clock: Clock | None = None,
+                 trading_states: bool = True) -> None:
+        """``trading_states`` False: no trigger is judged and nothing is gated (the
+        benchmark's "before"; every state stays ACTIVE)."""
+        self.trading_states = trading_states
         self.config = config or Layer3Config()
         self.settings = BookSettings.from_config(self.config)
         self.limits: list[PortfolioLimit] = declared_limits(self.config.portfolio)
@@ -185,8 +122,14 @@ class Book:
                 "portfolio", name, f"one of the {len(self.portfolios)} existing portfolios "
                 f"(book.max_portfolios is {self.settings.max_portfolios})", path=("portfolio",))
         pb = self.portfolios[name] = PortfolioBook(name, self.settings.capital,
-                                                   self.settings.closed_intents_kept)
+                                                   self.settings.closed_intents_kept,
+                                                   self._machine(name))
         return pb
+
+    def _machine(self, name: str) -> TradingStateMachine:
+        """A portfolio's trading-state machine on the book's clock and observer."""
+        return TradingStateMachine(self.config.trading_state, portfolio=name,
+                                   clock=self.clock, observer=self.observer)
 
     def _book(self, name: str) -> PortfolioBook:
         pb = self.portfolio(name)
@@ -243,13 +186,16 @@ class Book:
     def _finish(self, pb: PortfolioBook, now: int, request_id: int, cause: IntentCause,
                 refreshed: tuple[int, tuple[str, ...], tuple[str, ...]],
                 superseded: int = 0) -> BookStep:
-        result = rebalance(pb, self.settings, self.markets, now, request_id, cause)
+        if self.trading_states:
+            pb.trading.observe_equity(pb.equity())
+        result = rebalance(pb, self.settings, self.markets, now, request_id, cause,
+                           gated=self.trading_states)
         pb.forget_idle_marks(self.settings.max_targets)
         result.superseded += superseded
         expired, decayed, scaled = refreshed
         # The targets dicts are replaced (never edited) by set_targets: sharing them is safe.
         step = BookStep(pb.name, request_id, cause.value, result, expired, decayed, scaled,
-                        pb.trading_state.value, (pb.targets, pb.updated))
+                        pb.trading.brief(), (pb.targets, pb.updated))
         self._report(pb, step)
         return step
 
@@ -264,10 +210,13 @@ class Book:
 
     # ---------------------------------------------------------------- allocations
     def begin_allocation(self, portfolio: str, signals: Sequence[Any],
-                         prices: Mapping[str, float], mode: str = "incremental") -> AllocationPlan:
-        """Mark the batch's prices, refresh, and work out the commitments (module
-        docstring). The engine then sizes the batch with ``committed`` against
-        ``sizing_equity``; `finish_allocation` takes its allocation."""
+                         prices: Mapping[str, float], mode: str = "incremental", *,
+                         price_times: Mapping[str, int] | None = None) -> AllocationPlan:
+        """Mark the batch's prices, judge the age of its data (``price_times``: when each
+        price was observed, if the caller knows; a request's own prices are fresh),
+        refresh, and work out the commitments (module docstring). The engine then sizes the
+        batch with ``committed`` against ``sizing_equity``; `finish_allocation` takes its
+        allocation."""
         if mode not in ("incremental", "full"):
             raise InvalidBookRequestException("mode", mode, "'incremental' or 'full'",
                                               path=("mode",))
@@ -278,6 +227,8 @@ class Book:
         if mode == "incremental":
             self._check_room(pb, named, now)  # before anything changes
         pb.mark(prices)
+        if self.trading_states:
+            observe_batch(pb.trading, signals, price_times)
         expired, decayed, scaled = self._refresh(pb, now)
         committed: Contrib = {}
         if mode == "incremental":
@@ -318,6 +269,10 @@ class Book:
         pairs), then the step's intents."""
         pb = self._book(plan.portfolio)
         did = self._decision_id(decision_id)
+        if self.trading_states:
+            observe_exits(pb.trading, allocation)
+        for sym, prov in allocation.provenance.items():
+            pb.paths[sym] = "rl" if prov.get("path") == "rl" else "baseline"
         book = allocation.trace.get("book") or {}
         dust = self.config.sizing.limits.min_position_usd
         if plan.equity <= 0.0 or plan.mode == "full":
@@ -401,6 +356,67 @@ class Book:
         rid = self._decision_id(request_id)
         return self._finish(pb, now, rid, IntentCause.MARK, self._refresh(pb, now))
 
+    # ---------------------------------------------------------------- trading states
+    def set_trading_state(self, portfolio: str, state: TradingState | str, reason: str,
+                          symbol: str | None = None,
+                          request_id: int | None = None) -> BookStep:
+        """An operator command: the kill switch (HALTED), reduce-only (REDUCING) or a
+        resume (ACTIVE), for the portfolio or one ``symbol``; the book re-plans at once (a
+        halt that flattens issues its closes now). Raises ``ValidationError`` naming
+        ``state`` / ``reason`` / ``symbol`` (nothing changed)."""
+        if symbol is not None:
+            nonempty_str(InvalidBookRequestException, "symbol", symbol)
+        pb = self._book(portfolio)
+        now = self.clock.time_ns()
+        pb.trading.command(state, reason, symbol)
+        rid = self._decision_id(request_id)
+        return self._finish(pb, now, rid, IntentCause.TRADING_STATE, self._refresh(pb, now))
+
+    def close_cancelled(self, client_order_ids: Sequence[str]) -> list[str]:
+        """The executor cancelled these open intents (an IOC or FOK rest, a rest below one
+        lot): each is closed as cancelled. Returns the portfolios touched (sorted), which
+        the caller re-plans (`replan`, or the step of the same request's fills); unknown or
+        already closed ids are ignored."""
+        now = self.clock.time_ns()
+        touched: Counter[str] = Counter()
+        for cid in client_order_ids:
+            found = self.find_intent(cid)
+            if found is not None and found[1].status is IntentStatus.OPEN:
+                found[0].close_intent(found[1], IntentStatus.CANCELLED, now)
+                touched[found[0].name] += 1
+        for name, count in sorted(touched.items()):
+            self.observer.emit(IntentsCancelled(name, count))
+        return sorted(touched)
+
+    def set_symbol_targets(self, portfolio: str, targets: Mapping[str, float],
+                           prices: Mapping[str, float], request_id: int | None = None,
+                           strategy: str = "policy") -> BookStep:
+        """Mark ``prices``, make ``targets`` (signed USD per symbol) the portfolio's standing
+        targets, all held by ``strategy`` and set now, fit them to the limits, and re-plan:
+        the backtest's way to run any sizing policy through the book."""
+        pb = self._book(portfolio)
+        now = self.clock.time_ns()
+        pb.mark(prices)
+        stamped = {(strategy, sym) for sym in targets}
+        pb.set_targets({strategy: dict(targets)}, stamped, now)
+        rid = self._decision_id(request_id)
+        return self._finish(pb, now, rid, IntentCause.ALLOCATION, self._refresh(pb, now))
+
+    def replan(self, portfolio: str, request_id: int | None = None,
+               cause: IntentCause = IntentCause.CANCEL) -> BookStep:
+        """Refresh and re-plan one portfolio (after intents were closed outside a step)."""
+        pb = self._book(portfolio)
+        now = self.clock.time_ns()
+        rid = self._decision_id(request_id)
+        return self._finish(pb, now, rid, cause, self._refresh(pb, now))
+
+    def trading_status(self, portfolio: str = DEFAULT_PORTFOLIO) -> dict[str, Any]:
+        """``GET /v1/trading-state``: the portfolio's state, reason and since, the symbols
+        with a state of their own, the triggers' levels (a read creates nothing)."""
+        pb = self.portfolio(portfolio, create=False)
+        machine = pb.trading if pb is not None else self._machine(portfolio)
+        return machine.status()
+
     # ---------------------------------------------------------------- config
     def apply_config(self, config: Layer3Config,
                      request_id: int | None = None) -> list[BookStep]:
@@ -411,6 +427,8 @@ class Book:
         self.config = config
         self.settings = BookSettings.from_config(config)
         self.limits = declared_limits(config.portfolio)
+        for pb in self.portfolios.values():
+            pb.trading.reconfigure(config.trading_state)
         if not self.portfolios:
             return []
         now = self.clock.time_ns()
@@ -429,7 +447,7 @@ class Book:
         pb = self.portfolio(portfolio, create=False) or PortfolioBook(
             portfolio, self.settings.capital, 1)
         return {**positions_view(pb, self.settings.capital),
-                "targets": _targets_view(pb.targets, pb.updated)}
+                "targets": targets_view(pb.targets, pb.updated)}
 
     def intents(self, portfolio: str = DEFAULT_PORTFOLIO) -> list[dict[str, Any]]:
         """``GET /v1/intents``: the open intents with their fill progress."""
@@ -447,20 +465,9 @@ class Book:
                                     f"expected {STATE_VERSION}")
         try:
             self.portfolios = {
-                str(n): PortfolioBook.from_state(str(n), s, self.settings.closed_intents_kept)
+                str(n): PortfolioBook.from_state(str(n), s, self.settings.closed_intents_kept,
+                                                 self._machine(str(n)))
                 for n, s in state["portfolios"].items()}
             self.next_id = int(state["next_id"])
         except (KeyError, TypeError, ValueError, ValidationError) as err:
             raise StateRestoreError(f"book state could not be restored: {err!r}") from err
-
-
-def _targets_view(targets: Contrib, updated: dict[str, dict[str, int]]) -> dict[str, Any]:
-    """Standing targets per symbol: USD, the strategies behind it, when each was set."""
-    out: dict[str, Any] = {}
-    for strat, row in sorted(targets.items()):
-        for sym, usd in sorted(row.items()):
-            t = out.setdefault(sym, {"usd": 0.0, "strategies": {}, "updated_ns": {}})
-            t["usd"] += usd
-            t["strategies"][strat] = usd
-            t["updated_ns"][strat] = updated[strat][sym]
-    return dict(sorted(out.items()))

@@ -60,16 +60,20 @@ class IntentCause(enum.StrEnum):
     MARK = "mark"
     CONFIG = "config"
     LIMIT_REPAIR = "limit_repair"
+    TRADING_STATE = "trading_state"  # an operator command (a halt flattens at once)
+    CANCEL = "cancel"  # the executor cancelled intents (IOC / FOK rests, expiries)
 
 
 class IntentStatus(enum.StrEnum):
-    """Open until filled; superseded (a newer intent of its symbol replaced it) or expired
-    (older than ``execution.intent_ttl_sec``) closes it."""
+    """Open until filled; superseded (a newer intent of its symbol replaced it), expired
+    (older than ``execution.intent_ttl_sec``) or cancelled (the executor gave up on its rest:
+    an IOC or FOK order, a rest below one lot) closes it."""
 
     OPEN = "open"
     FILLED = "filled"
     SUPERSEDED = "superseded"
     EXPIRED = "expired"
+    CANCELLED = "cancelled"
 
 
 def client_order_id(portfolio: str, decision_id: int, symbol: str, leg: int) -> str:

@@ -28,8 +28,10 @@ from ..contracts import CascadeIndicators, EnsembleAllocation
 from ..observers import Observer
 from ..phase2 import Layer3Phase2Portfolio
 from ..phase3 import Layer3Phase3Hybrid
+from ..trading import TradingState
 from .book import DEFAULT_PORTFOLIO, AllocationPlan, Book, BookStep, FillsResult, ReconcileResult
 from .fills import Fill, PositionsSnapshot
+from .learning import teach
 from .markets import Markets
 
 __all__ = ["BookAllocation", "Layer3Book"]
@@ -73,13 +75,16 @@ class Layer3Book:
 
     def __init__(self, engine: Engine | None = None, *, book: Book | None = None,
                  config: Layer3Config | None = None, markets: Markets | None = None,
-                 observer: Observer | None = None, clock: Clock | None = None) -> None:
+                 observer: Observer | None = None, clock: Clock | None = None,
+                 learn_from_fills: bool = True) -> None:
         self.engine: Engine = engine or Layer3Phase3Hybrid(
             config=config, enable_metrics=False, observer=observer, clock=clock)
         cfg = config or (self.engine.config if isinstance(self.engine, Layer3Phase3Hybrid)
                          else Layer3Config(portfolio=self.engine.config))
         self.book = book or Book(cfg, markets=markets, observer=observer or self.engine.observer,
                                  clock=clock or self.engine.clock)
+        # Closed trades teach the learners (False: the caller feeds outcomes its own way).
+        self.learn_from_fills = learn_from_fills
 
     @property
     def phase2(self) -> Layer3Phase2Portfolio:
@@ -88,11 +93,13 @@ class Layer3Book:
 
     # ---------------------------------------------------------------- allocations
     def _begin(self, signals: Sequence[Any], prices: Mapping[str, float], portfolio: str,
-               mode: str) -> tuple[AllocationPlan, float]:
+               mode: str, price_times: Mapping[str, int] | None = None,
+               ) -> tuple[AllocationPlan, float]:
         """The book's plan, with the engine set to size against the portfolio's equity and
         hold its standing targets; returns the engine's equity to put back afterwards (a
         ``POST /v1/size`` or a Phase 2 caller without the book sees the configured one)."""
-        plan = self.book.begin_allocation(portfolio, signals, prices, mode)
+        plan = self.book.begin_allocation(portfolio, signals, prices, mode,
+                                          price_times=price_times)
         configured = self.phase2.portfolio_value
         self.phase2.set_portfolio_value(plan.sizing_equity)
         self.phase2.hold(plan.holds)
@@ -101,10 +108,13 @@ class Layer3Book:
     def allocate(self, signals: Sequence[Any],
                  cascade_indicators: Mapping[str, CascadeIndicators] | CascadeIndicators,
                  current_prices: Mapping[str, float], *, portfolio: str = DEFAULT_PORTFOLIO,
-                 mode: str = "incremental", decision_id: int | None = None) -> BookAllocation:
+                 mode: str = "incremental", decision_id: int | None = None,
+                 price_times: Mapping[str, int] | None = None) -> BookAllocation:
         """Allocate a batch through the book (blocking). ``mode``: "incremental" (symbols
-        not in the batch keep their targets) or "full" (they go to 0)."""
-        plan, configured = self._begin(signals, current_prices, portfolio, mode)
+        not in the batch keep their targets) or "full" (they go to 0); ``price_times``:
+        when each price was observed, if known (older than ``trading_state.stale_after_sec``
+        → the symbol is REDUCING)."""
+        plan, configured = self._begin(signals, current_prices, portfolio, mode, price_times)
         args = (list(signals), cascade_indicators, dict(current_prices))
         e = self.engine
         try:
@@ -120,13 +130,15 @@ class Layer3Book:
                              | CascadeIndicators,
                              current_prices: Mapping[str, float], *,
                              portfolio: str = DEFAULT_PORTFOLIO, mode: str = "incremental",
-                             decision_id: int | None = None) -> BookAllocation:
+                             decision_id: int | None = None,
+                             price_times: Mapping[str, int] | None = None) -> BookAllocation:
         """Async twin of `allocate` (the RL model is asked without blocking)."""
         e = self.engine
         if not isinstance(e, Layer3Phase3Hybrid):
             return self.allocate(signals, cascade_indicators, current_prices,
-                                 portfolio=portfolio, mode=mode, decision_id=decision_id)
-        plan, configured = self._begin(signals, current_prices, portfolio, mode)
+                                 portfolio=portfolio, mode=mode, decision_id=decision_id,
+                                 price_times=price_times)
+        plan, configured = self._begin(signals, current_prices, portfolio, mode, price_times)
         try:
             alloc = await e.process_signals_async(list(signals), cascade_indicators,  # type: ignore[arg-type]
                                                   dict(current_prices), committed=plan.committed)
@@ -137,8 +149,27 @@ class Layer3Book:
     # ---------------------------------------------------------------- reports
     def apply_fills(self, fills: Sequence[Fill | Mapping[str, Any]],
                     request_id: int | None = None) -> FillsResult:
-        """Fills of the book's intents (``Book.apply_fills``); plain dicts are accepted."""
-        return self.book.apply_fills([_fill(f, i) for i, f in enumerate(fills)], request_id)
+        """Fills of the book's intents (``Book.apply_fills``; plain dicts are accepted);
+        the trades they closed teach the engine's learners (``book/learning.py``)."""
+        result = self.book.apply_fills([_fill(f, i) for i, f in enumerate(fills)],
+                                       request_id)
+        if result.closed_trades and self.learn_from_fills:
+            e = self.engine
+            paths = {n: pb.paths for n, pb in self.book.portfolios.items()}
+            teach(self.phase2.phase1, e if isinstance(e, Layer3Phase3Hybrid) else None,
+                  result.closed_trades, paths)
+        return result
+
+    def set_trading_state(self, state: TradingState | str, reason: str, *,
+                          symbol: str | None = None, portfolio: str = DEFAULT_PORTFOLIO,
+                          request_id: int | None = None) -> BookStep:
+        """An operator command (``Book.set_trading_state``): halt, reduce-only or resume,
+        for the portfolio or one symbol."""
+        return self.book.set_trading_state(portfolio, state, reason, symbol, request_id)
+
+    def trading_state(self, portfolio: str = DEFAULT_PORTFOLIO) -> dict[str, Any]:
+        """The portfolio's trading state (``Book.trading_status``)."""
+        return self.book.trading_status(portfolio)
 
     def reconcile(self, portfolio: str, snapshot: PositionsSnapshot | Mapping[str, Any],
                   request_id: int | None = None) -> ReconcileResult:

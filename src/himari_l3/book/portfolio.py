@@ -13,36 +13,32 @@ the same order give the same state, which `to_state` / `from_state` round-trip e
   the stop-loss / take-profit prices the decision behind it carried.
 * **intents**: open ones per symbol (``live``), and the last ``execution.closed_intents_kept``
   closed ones (a fill racing a cancel still finds its intent).
+* **trading state**: the portfolio's and its symbols' ACTIVE / REDUCING / HALTED
+  (``trading``, a `TradingStateMachine`); the rebalance asks it what each symbol may do.
 """
 
 from __future__ import annotations
 
-import enum
 from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
 from ..portfolio.budgets import Contrib
+from ..trading import TradingState, TradingStateMachine
 from .exposure import TargetStats
 from .intents import IntentState, IntentStatus
 from .positions import Position
 
-__all__ = ["PortfolioBook", "TradingState"]
+__all__ = ["PortfolioBook"]
 
 RECENT_FILLS_KEPT = 4096  # fill keys remembered per portfolio (a re-sent fill is a no-op)
-
-
-class TradingState(enum.StrEnum):
-    """A portfolio's trading state. Issue #11 adds REDUCING and HALTED; until then every
-    portfolio is ACTIVE (the one place that says so: `PortfolioBook.trading_state`)."""
-
-    ACTIVE = "ACTIVE"
 
 
 class PortfolioBook:
     """The book of one portfolio (see the module docstring)."""
 
-    def __init__(self, name: str, capital: float, closed_kept: int) -> None:
+    def __init__(self, name: str, capital: float, closed_kept: int,
+                 trading: TradingStateMachine | None = None) -> None:
         self.name = name
         self.capital = capital
         self.cash = capital
@@ -62,9 +58,17 @@ class PortfolioBook:
         self.recent_fills: deque[str] = deque()
         self._recent: set[str] = set()
         self.last_reconcile_ns = -1
-        self.trading_state = TradingState.ACTIVE
+        self.trading = trading if trading is not None else TradingStateMachine(portfolio=name)
+        # The decision path ("rl" | "baseline") of the allocation that last set each
+        # symbol's target: a closed trade's outcome joins that path's history.
+        self.paths: dict[str, str] = {}
         self.fills_applied = 0
         self.reconciles = 0
+
+    @property
+    def trading_state(self) -> TradingState:
+        """The portfolio's own trading state."""
+        return self.trading.state
 
     # ------------------------------------------------------------------ marks and money
     def mark(self, prices: Mapping[str, float]) -> None:
@@ -131,11 +135,13 @@ class PortfolioBook:
         return set(self.target_nets())
 
     def strategy_shares(self, symbol: str) -> dict[str, float]:
-        """Each strategy's share of the symbol's target gross (empty without a target)."""
-        gross = {s: abs(row[symbol]) for s, row in sorted(self.targets.items())
-                 if row.get(symbol, 0.0) != 0.0}
-        total = sum(gross.values())
-        return {s: g / total for s, g in gross.items()} if total > 0.0 else {}
+        """Each strategy's share of the symbol's target gross, signed by the side of its
+        own target (the absolute shares sum to 1; empty without a target). A strategy
+        against the net learns the opposite of the position's outcome."""
+        signed = {s: row[symbol] for s, row in sorted(self.targets.items())
+                  if row.get(symbol, 0.0) != 0.0}
+        total = sum(abs(x) for x in signed.values())
+        return {s: x / total for s, x in signed.items()} if total > 0.0 else {}
 
     def set_targets(self, targets: Contrib, stamped: set[tuple[str, str]], now: int) -> None:
         """Replace the standing targets; pairs in ``stamped`` were set now, the others keep
@@ -274,13 +280,16 @@ class PortfolioBook:
             "closed": [s.to_state() for s in self.closed],
             "recent_fills": list(self.recent_fills),
             "last_reconcile_ns": self.last_reconcile_ns,
-            "trading_state": self.trading_state.value,
+            "trading_state": self.trading.export_state(), "paths": dict(self.paths),
             "fills_applied": self.fills_applied, "reconciles": self.reconciles,
         }
 
     @classmethod
-    def from_state(cls, name: str, state: dict[str, Any], closed_kept: int) -> PortfolioBook:
-        pb = cls(name, float(state["capital"]), closed_kept)
+    def from_state(cls, name: str, state: dict[str, Any], closed_kept: int,
+                   trading: TradingStateMachine | None = None) -> PortfolioBook:
+        """``trading``: the machine to restore the portfolio's trading state into (a
+        state written before trading states existed is a fresh ACTIVE one)."""
+        pb = cls(name, float(state["capital"]), closed_kept, trading)
         pb.cash = float(state["cash"])
         pb.marks = {str(k): float(v) for k, v in state["marks"].items()}
         pb.positions = {s: Position.from_state(s, v) for s, v in state["positions"].items()}
@@ -300,7 +309,9 @@ class PortfolioBook:
         for key in state["recent_fills"]:
             pb.remember_fill(str(key))
         pb.last_reconcile_ns = int(state["last_reconcile_ns"])
-        pb.trading_state = TradingState(state["trading_state"])
+        if isinstance(state["trading_state"], dict):
+            pb.trading.restore_state(state["trading_state"])
+        pb.paths = {str(k): str(v) for k, v in state.get("paths", {}).items()}
         pb.fills_applied = int(state["fills_applied"])
         pb.reconciles = int(state["reconciles"])
         return pb

@@ -23,9 +23,10 @@ __all__ = ["ClosedTrade", "Position"]
 
 @dataclass(frozen=True, slots=True)
 class ClosedTrade:
-    """A position (or part of one) closed by a fill: what the learners need (issue #11 feeds
-    them). ``side`` is the side of the position that was closed; ``strategies`` the shares of
-    the symbol's standing target when it was filled (the strategies behind the position)."""
+    """A position (or part of one) closed by a fill: what the learners need
+    (``book/learning.py`` feeds them). ``side`` is the side of the position that was closed;
+    ``strategies`` the shares of the symbol's standing target when the position was opened
+    or added to (the strategies behind it), signed by each strategy's side."""
 
     portfolio: str
     symbol: str

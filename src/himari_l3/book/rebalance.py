@@ -23,6 +23,13 @@ change) the book re-plans each symbol it has a target, a position or an open int
    it is there so that no sequence of requests can leave the book outside its limits.
 
 The repairs are counted (``himari_l3_book_repairs_total{stage}``).
+
+**Trading states.** A symbol whose state (the more severe of its own and the portfolio's,
+``book/trading.py``) is not ACTIVE plans toward the target that state allows
+(``trading.gate.allowed_target``: REDUCING toward zero and never past it, HALTED to zero or,
+under ``freeze``, to the position as it is), and its open intents are superseded whenever
+position plus open intents is not such a target — so no intent adds exposure, and every
+leg issued is a reduce-only reduction or close.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ from decimal import Decimal
 from typing import NamedTuple
 
 from ..portfolio.headroom import linear_room
+from ..trading import TradingState, allowed_target
 from .exposure import TOLERANCE, any_breach
 from .intents import (
     DroppedIntent,
@@ -46,6 +54,7 @@ from .intents import (
 from .markets import MarketRules, Markets
 from .portfolio import PortfolioBook
 from .settings import BookSettings
+from .trading import Restrictions
 
 __all__ = ["StepResult", "rebalance"]
 
@@ -79,6 +88,9 @@ class StepResult:
     repair: str | None = None
 
 
+_ACTIVE = TradingState.ACTIVE
+
+
 def _symbols(pb: PortfolioBook) -> list[str]:
     held = {s for s, p in pb.positions.items() if p.quantity != 0.0}
     return sorted(pb.target_symbols() | held | pb.live.keys())
@@ -90,7 +102,8 @@ def _within(projected: float, tau: float) -> bool:
 
 
 def _plan(pb: PortfolioBook, settings: BookSettings, markets: Markets, equity: float, *,
-          force: bool, taus: dict[str, float] | None = None) -> _Plan:
+          force: bool, taus: dict[str, float] | None = None,
+          gate: Restrictions | None = None) -> _Plan:
     band = settings.band(equity)
     plan = _Plan()
     nets, marks, positions, live_states = pb.target_nets(), pb.marks, pb.positions, pb.live
@@ -100,9 +113,16 @@ def _plan(pb: PortfolioBook, settings: BookSettings, markets: Markets, equity: f
         q = pos.quantity if pos is not None else 0.0
         now_qty = q + pb.live_qty(sym) if sym in live_states else q
         tau = taus[sym] if taus is not None and sym in taus else nets.get(sym, 0.0) / price
+        must = False
+        if gate is not None:
+            state = gate.state(sym)
+            if state is not _ACTIVE:
+                tau = allowed_target(state, q, tau, gate.halt_action)
+                # Open intents that would take it where the state does not allow: replaced.
+                must = allowed_target(state, q, now_qty, gate.halt_action) != now_qty
         change = tau - now_qty
         keep = change == 0.0 or (abs(change) * price < band and not (tau == 0.0 and now_qty))
-        if keep and force and not _within(now_qty, tau):
+        if keep and (must or (force and not _within(now_qty, tau))):
             keep = False  # forced: the band may not leave it beyond its target
         if keep:
             # Reported when it is an order someone could want: a tenth of the band or more
@@ -148,16 +168,18 @@ def _breached(pb: PortfolioBook, plan: _Plan, equity: float, settings: BookSetti
 
 
 def _choose(pb: PortfolioBook, settings: BookSettings, markets: Markets,
-            equity: float) -> tuple[_Plan, str | None]:
-    plan = _plan(pb, settings, markets, equity, force=False)
+            equity: float, gated: bool) -> tuple[_Plan, str | None]:
+    gate = (None if not gated or pb.trading.all_active()
+            else Restrictions(pb.trading))
+    plan = _plan(pb, settings, markets, equity, force=False, gate=gate)
     if not _breached(pb, plan, equity, settings):
         return plan, None
-    plan = _plan(pb, settings, markets, equity, force=True)
+    plan = _plan(pb, settings, markets, equity, force=True, gate=gate)
     if not _breached(pb, plan, equity, settings):
         return plan, "forced"
     taus = _net_taus(pb, plan, equity, settings)
     if taus is not None:
-        plan = _plan(pb, settings, markets, equity, force=True, taus=taus)
+        plan = _plan(pb, settings, markets, equity, force=True, taus=taus, gate=gate)
         if not _breached(pb, plan, equity, settings):
             return plan, "net"
     flat = dict.fromkeys(_symbols(pb), 0.0)
@@ -206,10 +228,11 @@ def _issue(pb: PortfolioBook, sym: str, plan: tuple[tuple[Leg, ...], list[str]],
 
 
 def rebalance(pb: PortfolioBook, settings: BookSettings, markets: Markets, now: int,
-              decision_id: int, cause: IntentCause) -> StepResult:
-    """Plan, check and repair (module docstring), then supersede and issue."""
+              decision_id: int, cause: IntentCause, *, gated: bool = True) -> StepResult:
+    """Plan, check and repair (module docstring), then supersede and issue (``gated``
+    False: the trading states are not asked)."""
     equity = pb.equity()
-    plan, repair = _choose(pb, settings, markets, equity)
+    plan, repair = _choose(pb, settings, markets, equity, gated)
     cids = {sym: [client_order_id(pb.name, decision_id, sym, i) for i in range(len(sp.legs))]
             for sym, sp in plan.symbols.items()}
     for sym, ids in cids.items():  # refuse before anything changes

@@ -10,7 +10,9 @@ Everything that chooses an implementation lives here, and only here:
   their adapters from a `Layer3Config`;
 * `build_service`: the service (engine + store + observer + reloader) that the HTTP app, and
   any other transport, drives;
-* `build_portfolio`: the Phase 2 engine (the backtest's Phase 2 policy is built on it).
+* `build_portfolio`: the Phase 2 engine (the backtest's Phase 2 policy is built on it);
+* `build_desk`: the execution desk with the paper executor when ``execution.paper`` is on
+  (the service and the live loop fill their own intents), `paper_executor` for the backtest.
 
 A new model transport is one adapter module and one branch in `build_rl_client`; a new input
 transport builds its service with `build_service` and drives it (see ARCHITECTURE.md).
@@ -22,7 +24,10 @@ import logging
 from typing import TYPE_CHECKING
 
 from .._clock import SYSTEM_CLOCK, Clock
-from ..config.schema import Layer3Config
+from ..book import Layer3Book, Markets
+from ..book.desk import ExecutionDesk
+from ..config.schema import FillModelConfig, Layer3Config
+from ..executors import PaperExecutor
 from ..observability.metrics import Layer3Metrics
 from ..observability.prometheus import PrometheusObserver, default_observer
 from ..observers import NULL_OBSERVER, Observer, install_metrics_factory
@@ -37,11 +42,13 @@ if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
 __all__ = [
+    "build_desk",
     "build_hybrid",
     "build_observer",
     "build_portfolio",
     "build_rl_client",
     "install_defaults",
+    "paper_executor",
 ]
 
 log = logging.getLogger(__name__)
@@ -53,6 +60,24 @@ def build_observer(config: Layer3Config, registry: CollectorRegistry | None = No
     if not config.metrics.enabled:
         return NULL_OBSERVER
     return PrometheusObserver(Layer3Metrics(registry, config.metrics.max_label_values))
+
+
+def paper_executor(fills: FillModelConfig, markets: Markets) -> PaperExecutor:
+    """The paper executor with ``fills``, partial fills rounded to the markets' grid."""
+    def round_down(symbol: str, quantity: float) -> float:
+        rules = markets.rules(symbol)
+        return quantity if rules is None else rules.floor_quantity(quantity)
+    return PaperExecutor(fills, round_down=round_down)
+
+
+def build_desk(config: Layer3Config, book: Layer3Book,
+               markets: Markets) -> ExecutionDesk | None:
+    """The book's execution desk if the service fills its own intents
+    (``execution.paper``), else None (Layer 4 executes them)."""
+    if not config.execution.paper:
+        return None
+    return ExecutionDesk(book.book, paper_executor(config.execution.fill_model, markets),
+                         apply_fills=book.apply_fills)
 
 
 def build_rl_client(config: Layer3Config, breaker: CircuitBreaker,

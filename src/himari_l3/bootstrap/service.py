@@ -18,7 +18,7 @@ from ..observers import GatedObserver
 from ..persistence import Store
 from ..runtime.clock import PinnedClock
 from ..runtime.service import SizingService
-from . import build_hybrid, build_observer
+from . import build_desk, build_hybrid, build_observer
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -30,7 +30,8 @@ def build_service(config: Layer3Config, *, config_path: str | None = None,
                   registry: CollectorRegistry | None = None, store: Store | None = None,
                   clock: Clock | None = None) -> SizingService:
     """Wire the service for ``config`` (the engine, its book with the instrument rules of
-    ``execution.markets_file``, the store, the observers, the reloader).
+    ``execution.markets_file``, the paper executor if ``execution.paper``, the store, the
+    observers, the reloader).
 
     ``registry``: where metrics go (a fresh one if None; ignored when metrics are off).
     ``store``: an open store to use (not closed by the service); by default the service
@@ -48,7 +49,8 @@ def build_service(config: Layer3Config, *, config_path: str | None = None,
     the_store = store if store is not None else Store(
         config.persistence.url, sqlite_synchronous=config.persistence.sqlite_synchronous)
     svc = SizingService(config, hybrid, the_store, gate, pinned, config_version,
-                        owns_store=owns_store, book=book)
+                        owns_store=owns_store, book=book,
+                        desk=build_desk(config, book, markets))
     if config_path is not None:
         svc.reloader = ConfigReloader(config_path, svc.apply_config_threadsafe, config,
                                       config.service.config_watch_interval_sec, observer)

@@ -7,7 +7,9 @@ Every failure is a `ConfigError` whose message starts with the file and then the
 
 The one secret, ``service.auth_token``, can come from the environment instead of the file:
 ``HIMARI_L3_AUTH_TOKEN`` (if set and non-empty) overrides the file's value, and is validated
-like any other key (its value is never echoed in an error).
+like any other key (its value is never echoed in an error). ``HIMARI_L3_PAPER=1`` sets
+``execution.paper`` (what ``himari-l3 run --paper`` does for its process, so that every
+reload of the file keeps it).
 
 One top-level key is a directive to the hot reloader, not configuration:
 ``confirm_limit_removal: [dotted.key, ...]`` confirms that the file drops those limit keys on
@@ -36,6 +38,7 @@ from .schema import Layer3Config, parse_config
 __all__ = [
     "AUTH_TOKEN_ENV",
     "CONFIRM_LIMIT_REMOVAL",
+    "PAPER_ENV",
     "ConfigFile",
     "check_config_main",
     "config_version",
@@ -46,6 +49,7 @@ __all__ = [
 ]
 
 AUTH_TOKEN_ENV = "HIMARI_L3_AUTH_TOKEN"
+PAPER_ENV = "HIMARI_L3_PAPER"
 CONFIRM_LIMIT_REMOVAL = "confirm_limit_removal"
 
 
@@ -117,12 +121,9 @@ def read_config_bytes(data: bytes, source: str = "<config>",
     environ = os.environ if env is None else env
     token = environ.get(AUTH_TOKEN_ENV)
     if token:
-        service = raw.get("service")
-        if service is None:
-            service = raw["service"] = {}
-        if isinstance(service, dict):
-            service["auth_token"] = token
-        # else: leave it; validation reports "service" as not a mapping.
+        _override(raw, "service", "auth_token", token)
+    if environ.get(PAPER_ENV, "").strip().lower() in ("1", "true", "yes"):
+        _override(raw, "execution", "paper", True)
     try:
         cfg = parse_config(Layer3Config, raw)
     except ConfigError as err:
@@ -132,6 +133,16 @@ def read_config_bytes(data: bytes, source: str = "<config>",
     if problem is not None:
         raise ConfigError(f"{source}: {problem}", (f"{source}: {problem}",))
     return ConfigFile(cfg, keys, frozenset(confirmed))
+
+
+def _override(raw: dict[str, Any], section: str, key: str, value: Any) -> None:
+    """Set ``section.key`` in the raw file before validation (an environment override)."""
+    node = raw.get(section)
+    if node is None:
+        node = raw[section] = {}
+    if isinstance(node, dict):
+        node[key] = value
+    # else: leave it; validation reports the section as not a mapping.
 
 
 def leaf_paths(data: Mapping[Any, Any], prefix: str = "") -> dict[str, Any]:

@@ -108,6 +108,8 @@ LIVE_KEYS: Mapping[str, str] = {
     "execution.order_type": "stamped on intents issued from now on",
     "execution.time_in_force": "stamped on intents issued from now on",
     "execution.limit_offset_bps": "limit price of intents issued from now on",
+    "trading_state": "triggers, halt action and cool-down, judged at the next step of each "
+                     "portfolio (Book.apply_config reconfigures the machines; states kept)",
     "rl.timeout_sec": "total RL deadline per decision",
     "rl.min_confidence": "RL answers below it fall back (low_confidence)",
     "rl.max_rl_weight": "largest weight of the RL target in the blend",
@@ -135,6 +137,8 @@ RESTART_ONLY_KEYS: Mapping[str, str] = {
     "execution.markets_file": "the instrument rules are loaded at start-up",
     "execution.precision_mode": "how the markets file is read at start-up",
     "execution.closed_intents_kept": "bounded history of closed intents, sized at start-up",
+    "execution.paper": "the paper executor is built (or not) at start-up",
+    "execution.fill_model": "the paper executor's fill model is built at start-up",
     "rl.enabled": "creates or removes the RL client and its breaker",
     "rl.use_mock": "chooses the RL client class",
     "rl.endpoint": "the HTTP client and its connection pool are bound to it",
@@ -177,6 +181,11 @@ LIMIT_KEYS: Mapping[str, str] = {
     "portfolio.max_net_pct": "net exposure cap of the book",
     "portfolio.max_leverage": "leverage cap of the book",
     "rl.max_rl_weight": "largest weight of the RL target in the blend",
+    "trading_state.daily_loss_limit_pct": "daily loss that halts trading",
+    "trading_state.max_drawdown_pct": "drawdown that halts trading",
+    "trading_state.reduce_at_fraction": "share of a loss limit from which trading is "
+                                        "reduce-only",
+    "trading_state.stale_after_sec": "age from which data is stale (reduce-only)",
 }
 
 

@@ -242,9 +242,36 @@ class BookConfig(_Strict):
     max_targets: int = Field(2_000, ge=1, le=1_000_000)
 
 
+class TradingStateConfig(_Strict):
+    """When trading stops by itself: the triggers of ACTIVE → REDUCING → HALTED
+    (docs/execution.md, "Trading states")."""
+
+    daily_loss_limit_pct: float = Field(0.03, gt=0.0, le=1.0)
+    max_drawdown_pct: float = Field(0.15, gt=0.0, le=1.0)
+    reduce_at_fraction: float = Field(0.8, gt=0.0, le=1.0)
+    day_start_utc: str = Field("00:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
+    stale_after_sec: float = Field(5.0, gt=0.0, le=86_400.0)
+    halt_action: Literal["flatten", "freeze"] = "flatten"
+    cooldown_sec: float | None = Field(None, gt=0.0, le=31_536_000.0)
+
+
+class FillModelConfig(_Strict):
+    """How a simulated order fills (paper executor and backtest; docs/execution.md)."""
+
+    fee_bps: float = Field(5.0, ge=0.0, le=1_000.0)
+    slippage_bps: float = Field(2.0, ge=0.0, le=1_000.0)
+    impact_bps: float = Field(10.0, ge=0.0, le=10_000.0)
+    impact_exponent: float = Field(0.5, gt=0.0, le=2.0)
+    slippage_noise_bps: float = Field(0.0, ge=0.0, le=1_000.0)
+    max_participation: float = Field(0.1, gt=0.0, le=1.0)
+    latency_sec: float = Field(0.0, ge=0.0, le=3_600.0)
+    latency_bars: int = Field(0, ge=0, le=1_000)
+    seed: int = Field(0, ge=0, le=2**63 - 1)
+
+
 class OrderExecutionConfig(_Strict):
-    """Order intents for Layer 4: instrument rules, no-trade band, order defaults
-    (docs/execution.md)."""
+    """Order intents for Layer 4: instrument rules, no-trade band, order defaults; the
+    paper executor that fills them itself instead, and its fill model (docs/execution.md)."""
 
     markets_file: str | None = Field(None, min_length=1)
     precision_mode: Literal["tick_size", "decimal_places"] = "tick_size"
@@ -255,6 +282,8 @@ class OrderExecutionConfig(_Strict):
     time_in_force: Literal["GTC", "IOC", "FOK"] = "GTC"
     limit_offset_bps: float = Field(10.0, ge=0.0, le=1_000.0)
     closed_intents_kept: int = Field(256, ge=1, le=100_000)
+    paper: bool = False
+    fill_model: FillModelConfig = FillModelConfig()
 
 
 class CircuitBreakerConfig(_Strict):
@@ -459,6 +488,7 @@ class Layer3Config(_Strict):
     portfolio: PortfolioConfig = PortfolioConfig()
     book: BookConfig = BookConfig()
     execution: OrderExecutionConfig = OrderExecutionConfig()
+    trading_state: TradingStateConfig = TradingStateConfig()
     rl: RLConfig = RLConfig()
     circuit_breaker: CircuitBreakerConfig = CircuitBreakerConfig()
     service: ServiceConfig = ServiceConfig()

@@ -338,6 +338,26 @@ class Layer3Metrics:
             "Absolute USD value of the last snapshot's differences", ["portfolio"],
             registry=r)
 
+        # --- trading states and the paper executor ------------------------------------
+        self.trading_state = Gauge(p + "trading_state",
+            "A portfolio's trading state: 0 ACTIVE, 1 REDUCING, 2 HALTED", ["portfolio"],
+            registry=r)
+        self.trading_transitions = Counter(p + "trading_state_transitions_total",
+            "Trading-state transitions, by scope, new state and reason",
+            ["scope", "to_state", "reason"], registry=r)
+        self.trading_symbols = Gauge(p + "trading_symbols_restricted",
+            "Symbols of a portfolio whose own trading state is REDUCING or HALTED",
+            ["portfolio", "state"], registry=r)
+        self.paper_fills = Counter(p + "paper_fills_total",
+            "Fills made by the paper executor, by side and kind (full or partial)",
+            ["side", "kind"], registry=r)
+        self.paper_fees = Counter(p + "paper_fees_usd_total",
+            "Fees paid on paper fills (USD)", registry=r)
+        self.paper_slippage = FastHistogram(p + "paper_slippage_bps",
+            "Adverse slippage of paper fills against the observed price (bps)",
+            buckets=(0.0, 0.5, 1.0, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 25.0, 50.0, 100.0),
+            registry=r)
+
         # --- circuit breaker (names fixed by the user's document) ------------------------
         self.cb_state = Gauge(p + "circuit_breaker_state",
             "Circuit breaker state: 0 closed, 1 half-open, 2 open", ["breaker"], registry=r)

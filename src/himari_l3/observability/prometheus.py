@@ -33,11 +33,13 @@ from ..events import (
     HttpRequestServed,
     HybridDecided,
     InputRejected,
+    IntentsCancelled,
     Layer1Substituted,
     LearnedStateEvicted,
     LeaseChanged,
     MessageDeadLettered,
     OutcomeLearned,
+    PaperFilled,
     PathOutcomeRecorded,
     PositionsReconciled,
     RegimeObserved,
@@ -54,11 +56,13 @@ from ..events import (
     StreamRedisFailed,
     StreamTicked,
     TradeClosed,
+    TradingStateChanged,
 )
 from ..observers import Observer
 from ..phase1 import PHASE1_STAGE_ORDER
 from ..trace import CascadeAssessment, KellyEstimate, LimitName, StageName
 from .metrics import Layer3Metrics
+from .trading_writers import TradingWriters
 
 __all__ = ["PrometheusObserver", "default_observer"]
 
@@ -71,7 +75,7 @@ _FLUSH_INTERVAL_SEC = 1.0
 _FLUSH_SLICE = 32
 
 
-class PrometheusObserver(Observer):
+class PrometheusObserver(TradingWriters, Observer):
     """Writes Layer 3 metrics for every observed decision, outcome and event."""
 
     def __init__(self, metrics: Layer3Metrics | None = None) -> None:
@@ -86,6 +90,7 @@ class PrometheusObserver(Observer):
         self._latest_cascade: dict[str, tuple[float, dict[str, float]]] = {}
         self._last_regime: dict[str, str] = {}
         self._latest_regime: dict[str, str] = {}
+        self._restricted = {}
         self._flusher: threading.Thread | None = None
         self.metrics.add_pre_collect_hook(self.flush)
         self.metrics.add_pre_collect_hook(self.publish_latest)
@@ -110,6 +115,8 @@ class PrometheusObserver(Observer):
             StreamRedisFailed: self._write_redis_failure,
             StreamDelivered: self._write_delivery, Layer1Substituted: self._write_layer1,
             LeaseChanged: self._write_lease,
+            TradingStateChanged: self._write_trading_state, PaperFilled: self._write_paper_fill,
+            IntentsCancelled: self._write_cancelled,
         }
 
     def _defer(self, fn: Callable[..., None], *args: Any) -> None:
@@ -429,7 +436,7 @@ class PrometheusObserver(Observer):
         m.lease_epoch.set(event.epoch)
 
 
-_BUDGETS = frozenset({"position", "strategy", "portfolio", "net", "leverage"})
+_BUDGETS = frozenset({"position", "strategy", "portfolio", "net", "leverage", "combined"})
 # Where each stage sits in a Phase 1 trace (the declared order).
 _KELLY, _CONFORMAL, _SENTIMENT, _REGIME, _CASCADE = (
     PHASE1_STAGE_ORDER.index(s) for s in (StageName.KELLY, StageName.CONFORMAL,

@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from .correlation import CorrelationMonitor
 
 __all__ = [
+    "CombinedCaps",
     "ConstraintResult",
     "CorrelationAdjustment",
     "CorrelationResult",
@@ -384,6 +385,43 @@ class LeverageBudget(PortfolioBudget):
         return super().apply(ctx)
 
 
+class CombinedCaps:
+    """The last pass, beside the book's commitments: the gross (``max_portfolio_pct``,
+    ``max_leverage``) and the net caps over commitments plus batch together.
+
+    The passes before it scale the commitments or the batch on their own; where a batch
+    position offsets a commitment on the same symbol, scaling one of them (the net cap
+    cutting commitments that breach it alone, say) undoes the netting and can push the
+    gross of the nets back over a cap an earlier pass enforced. Scaling commitments and
+    batch by one factor scales every net by it, so every cap — position, strategy, gross,
+    net, leverage — holds after this pass whatever the passes before it did."""
+
+    name = LimitName.COMBINED
+
+    def __init__(self, gross_cap_pct: float, net_cap_pct: float) -> None:
+        self.gross_cap_pct = gross_cap_pct
+        self.net_cap_pct = net_cap_pct
+
+    def apply(self, ctx: LimitContext) -> ConstraintResult:
+        if not ctx.committed:
+            return _new(ConstraintResult, (self.name, {}, ()))
+        symbols = ctx.all_symbols()
+        held = ctx.held_nets()
+        batch = nets(ctx.contrib, symbols)
+        combined = [held[s] + batch[s] for s in symbols]
+        gross, net = sum(abs(x) for x in combined), abs(sum(combined))
+        f = 1.0
+        if gross > self.gross_cap_pct * ctx.pv:
+            f = self.gross_cap_pct * ctx.pv / gross
+        if net > self.net_cap_pct * ctx.pv:
+            f = min(f, self.net_cap_pct * ctx.pv / net)
+        if f >= 1.0:
+            return _new(ConstraintResult, (self.name, {}, ()))
+        f *= _SAFETY
+        ctx.scale_committed(self.name, "all", f)
+        return _scale_batch(ctx, self.name, f, batch)
+
+
 def _scale_batch(ctx: LimitContext, name: LimitName, f: float,
                  before: dict[str, float]) -> ConstraintResult:
     """Scale every batch contribution by ``f``; bind the symbols that had a net."""
@@ -402,11 +440,11 @@ def declared_limits(cfg: PortfolioConfig) -> list[PortfolioLimit]:
     return [SymbolBoundLimit(), StrategyBudget(cfg.max_strategy_pct),
             PositionBudget(cfg.max_position_pct), PortfolioBudget(cfg.max_portfolio_pct),
             LeverageBudget(cfg.max_leverage, cfg.max_portfolio_pct),
-            NetBudget(cfg.max_net_pct, gross)]
+            NetBudget(cfg.max_net_pct, gross), CombinedCaps(gross, cfg.max_net_pct)]
 
 
 _BUDGETS = frozenset({LimitName.STRATEGY, LimitName.POSITION, LimitName.PORTFOLIO})
-_CAPS = frozenset({LimitName.NET, LimitName.LEVERAGE})
+_CAPS = frozenset({LimitName.NET, LimitName.LEVERAGE, LimitName.COMBINED})
 
 
 def run_limits(limits: Sequence[PortfolioLimit], contrib: Contrib, symbols: list[str],

@@ -292,7 +292,7 @@ class CorrelationMonitor:
         counts = self._rows_with
         need = min(self.min_observations, max(counts.values(), default=0))
         aligned = sorted(s for s, n in counts.items() if n >= need) if need else []
-        n = sum(1 for _, row in self.rows_ if all(s in row for s in aligned)) if aligned else 0
+        n = self._rows_with_all(aligned)
         delta, max_abs = 1.0, 0.0
         if len(aligned) >= 2 and n >= self.min_observations:
             corr, delta, n = self.correlation(aligned)
@@ -301,6 +301,19 @@ class CorrelationMonitor:
             max_abs = float(off.max())
         return {"symbols": self.symbols, "aligned_symbols": aligned, "observations": n,
                 "shrinkage": delta, "max_abs_correlation": max_abs, "rows": len(self.rows_)}
+
+    def _rows_with_all(self, symbols: list[str]) -> int:
+        """Rows of the window holding every one of ``symbols``. A symbol counted in every
+        row is in all of them, so the scan runs only when some symbol is missing from some
+        row (one symbol: its count is the answer)."""
+        if not symbols:
+            return 0
+        counts, rows = self._rows_with, len(self.rows_)
+        if len(symbols) == 1:
+            return counts[symbols[0]]
+        if all(counts[s] == rows for s in symbols):
+            return rows
+        return sum(1 for _, row in self.rows_ if all(s in row for s in symbols))
 
     def export_state(self) -> dict[str, Any]:
         return {"window": self.window, "rows": [[ts, dict(r)] for ts, r in self.rows_]}

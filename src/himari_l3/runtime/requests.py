@@ -14,27 +14,34 @@ from typing import Any
 from ..book import (
     DEFAULT_PORTFOLIO,
     BookAllocation,
+    BookStep,
     Fill,
     FillsResult,
     Layer3Book,
     PositionsSnapshot,
     ReconcileResult,
 )
+from ..book.desk import DeskStep, ExecutionDesk, settle
 from ..contracts import (
     CascadeIndicators,
     PositionSizingDecision,
     TacticalSignal,
 )
+from ..fills import SimFill
 from ..phase3 import Layer3Phase3Hybrid
 
 __all__ = [
     "allocate_request",
     "apply_allocate",
+    "apply_book_entry",
     "apply_fills",
     "apply_outcome",
+    "apply_paper",
+    "apply_prices",
     "apply_reconcile",
     "apply_returns",
     "apply_size",
+    "apply_trading_state",
     "size_request",
 ]
 
@@ -76,13 +83,55 @@ def allocate_request(req: dict[str, Any]) -> tuple[list[TacticalSignal],
 
 def apply_fills(book: Layer3Book, req: dict[str, Any], request_id: int) -> FillsResult:
     """Fills of the book's intents (checked as a whole before any is applied)."""
-    return book.book.apply_fills([Fill.from_dict(f, i) for i, f in enumerate(req["fills"])],
-                                 request_id)
+    return book.apply_fills([Fill.from_dict(f, i) for i, f in enumerate(req["fills"])],
+                            request_id)
 
 
 def apply_reconcile(book: Layer3Book, req: dict[str, Any], request_id: int) -> ReconcileResult:
     """An authoritative positions snapshot of one portfolio."""
     return book.book.reconcile(req["portfolio"], PositionsSnapshot.from_dict(req), request_id)
+
+
+def apply_trading_state(book: Layer3Book, req: dict[str, Any], request_id: int) -> BookStep:
+    """An operator command: a portfolio's (or one symbol's) trading state."""
+    return book.set_trading_state(req["state"], req["reason"], symbol=req.get("symbol"),
+                                  portfolio=req["portfolio"], request_id=request_id)
+
+
+def apply_prices(book: Layer3Book, req: dict[str, Any], request_id: int) -> BookStep:
+    """New prices for a portfolio: marked, the book refreshed and re-planned."""
+    return book.mark(req["prices"], req["portfolio"], request_id)
+
+
+def apply_paper(desk: ExecutionDesk, req: dict[str, Any], request_id: int, ts_ns: int,
+                *, replay: bool) -> DeskStep:
+    """One price observation worked by the paper executor (``req``: ``prices``,
+    ``volumes``; on replay also the ``fills`` it made the first time, applied instead of
+    simulated)."""
+    recorded = ([SimFill.from_dict(f) for f in req["fills"]] if replay else None)
+    return desk.observe(req["prices"], ts_ns, request_id, volumes=req.get("volumes"),
+                        recorded=recorded)
+
+
+def apply_book_entry(book: Layer3Book, desk: ExecutionDesk | None, kind: str,
+                     req: dict[str, Any], request_id: int, ts_ns: int) -> Any:
+    """A journaled ``book`` entry on replay, by kind (fills, reconcile, trading_state,
+    prices, paper)."""
+    if kind == "fills":
+        return apply_fills(book, req, request_id)
+    if kind == "reconcile":
+        return apply_reconcile(book, req, request_id)
+    if kind == "trading_state":
+        return apply_trading_state(book, req, request_id)
+    if kind == "prices":
+        return apply_prices(book, req, request_id)
+    if kind == "paper":
+        if desk is None:  # paper trading switched off since: the fills still happened
+            return settle(book.book, book.apply_fills,
+                          [SimFill.from_dict(f) for f in req["fills"]], req["cancelled"],
+                          request_id)
+        return apply_paper(desk, req, request_id, ts_ns, replay=True)
+    raise ValueError(f"unknown book entry kind {kind!r} (seq {request_id})")
 
 
 def apply_outcome(hybrid: Layer3Phase3Hybrid, req: dict[str, Any]) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from typing import Any
 
 from .._exceptions import ConfigError
 from ..book import Layer3Book
+from ..book.desk import ExecutionDesk
 from ..config.schema import Layer3Config, parse_config
 from ..contracts import EnsembleAllocation, RLPrediction
 from ..observers import GatedObserver
@@ -32,9 +33,8 @@ from .clock import PinnedClock
 from .requests import (
     allocate_request,
     apply_allocate,
-    apply_fills,
+    apply_book_entry,
     apply_outcome,
-    apply_reconcile,
     apply_returns,
     apply_size,
     size_request,
@@ -78,10 +78,11 @@ class Restorer:
 
     def __init__(self, store: Store, hybrid: Layer3Phase3Hybrid, clock: PinnedClock,
                  gate: GatedObserver, version_of: Callable[[Layer3Config], str],
-                 book: Layer3Book) -> None:
+                 book: Layer3Book, desk: ExecutionDesk | None = None) -> None:
         self.store = store
         self.hybrid = hybrid
         self.book = book
+        self.desk = desk
         self.clock = clock
         self.gate = gate
         self.version_of = version_of
@@ -109,6 +110,8 @@ class Restorer:
                 # builds the book up from there).
                 if "book" in state:
                     self.book.book.restore_state(state["book"])
+                if self.desk is not None and state.get("desk") is not None:
+                    self.desk.restore_state(state["desk"])
                 last = state.get("last_allocation")
                 # Phase 2's export leaves out the last allocation outcomes are credited to.
                 hybrid.phase2.restore_last_allocation(
@@ -125,21 +128,28 @@ class Restorer:
                              applied, time.perf_counter() - t0)
 
     async def _apply(self, e: JournalEntry, cfg: Layer3Config) -> Layer3Config:
+        new = await self._apply_entry(e, cfg)
+        if self.desk is not None:  # the executor follows the book, as it did live
+            with self.clock.pinned(int(e.row["ts_ns"])):
+                self.desk.sync()
+        return new
+
+    async def _apply_entry(self, e: JournalEntry, cfg: Layer3Config) -> Layer3Config:
         hybrid, row = self.hybrid, e.row
+        ts = int(row["ts_ns"])
         if e.table == "config":
             new = parse_config(Layer3Config, json.loads(row["config"]))
-            with self.clock.pinned(int(row["ts_ns"])):
+            with self.clock.pinned(ts):
                 self.book.apply_config(new, e.seq)
             return new
         req = json.loads(row["request"])
-        with self.clock.pinned(int(row["ts_ns"])):
+        with self.clock.pinned(ts):
             if e.table == "outcome":
                 apply_outcome(hybrid, req)
             elif e.table == "returns":
                 apply_returns(hybrid, req)
             elif e.table == "book":
-                (apply_fills if row["kind"] == "fills" else apply_reconcile)(self.book, req,
-                                                                            e.seq)
+                apply_book_entry(self.book, self.desk, row["kind"], req, e.seq, ts)
             elif row["kind"] == "size":
                 apply_size(hybrid, *size_request(req))
             elif hybrid.rl_client is not None:

@@ -34,6 +34,7 @@ from typing import Any, NamedTuple
 
 from .._exceptions import ValidationError
 from ..book import DEFAULT_PORTFOLIO, Layer3Book
+from ..book.desk import ExecutionDesk
 from ..config.reload import ConfigReloader
 from ..config.schema import Layer3Config
 from ..contracts import DECISION_FIELDS, CascadeIndicators, TacticalSignal
@@ -45,13 +46,16 @@ from ..rl_port import RLFailure, RLResult
 from .clock import PinnedClock
 from .errors import PersistenceUnavailable
 from .jsonio import dumps, encode_cooperatively, record_fields
+from .paper import paper_entry
 from .requests import (
     apply_allocate,
     apply_fills,
     apply_outcome,
+    apply_prices,
     apply_reconcile,
     apply_returns,
     apply_size,
+    apply_trading_state,
 )
 from .restore import Restorer, RestoreResult
 
@@ -106,20 +110,24 @@ class SizingService:
     def __init__(self, config: Layer3Config, hybrid: Layer3Phase3Hybrid, store: Store,  # noqa: PLR0913 - the collaborators bootstrap wires
                  gate: GatedObserver, clock: PinnedClock,
                  version_of: Callable[[Layer3Config], str], *, owns_store: bool = False,
-                 reloader: ConfigReloader | None = None, book: Layer3Book | None = None) -> None:
+                 reloader: ConfigReloader | None = None, book: Layer3Book | None = None,
+                 desk: ExecutionDesk | None = None) -> None:
         """``gate`` wraps the observer the engine reports to (muted during replay); the
         service reports its own events (journal writes, failures) to ``gate.inner``.
-        ``book``: the book driven by ``hybrid`` (default: one without instrument rules)."""
+        ``book``: the book driven by ``hybrid`` (default: one without instrument rules).
+        ``desk``: the book's execution desk when the service fills its own intents
+        (``execution.paper``; None: Layer 4 executes them)."""
         self.config = config
         self.hybrid = hybrid
         self.book = book or Layer3Book(hybrid, config=config, observer=gate, clock=clock)
+        self.desk = desk
         self.store = store
         self.observer: Observer = gate.inner
         self.clock = clock
         self.version_of = version_of
         self.config_version = version_of(config)
         self.reloader = reloader
-        self.restorer = Restorer(store, hybrid, clock, gate, version_of, self.book)
+        self.restorer = Restorer(store, hybrid, clock, gate, version_of, self.book, desk)
         self._owns_store = owns_store
         p = config.persistence
         self.audit = p.audit_decisions
@@ -146,6 +154,8 @@ class SizingService:
         async with self._lock:
             result = await self.restorer.restore(self.config, startup=True)
             await self._adopt(result, startup=True)
+            for _, pb in sorted(self.book.book.portfolios.items()):
+                pb.trading.announce()  # the gauges learn the restored states
             await self._snapshot_locked_then_write("startup")
         self._ticker = asyncio.create_task(self._tick())
         if self.reloader is not None:
@@ -240,6 +250,7 @@ class SizingService:
                     else contextlib.nullcontext()) as tape:
                 result = await apply_allocate(self.book, signals, cascade, prices, portfolio,
                                               mode, seq)
+                paper = self._observe(prices, None, seq + 1, ts)
             alloc = result.allocation
             path = ("rl" if any(p.get("path") == "rl" for p in alloc.provenance.values())
                     else "baseline")
@@ -249,6 +260,8 @@ class SizingService:
                 trace = {**trace, "inputs": inputs}
             out.update(decision_id=seq, path=path, config_version=self.config_version,
                        mode=mode, **result.step.to_dict(), book=self._summary(portfolio))
+            if paper is not None:
+                out["paper"] = paper[0]
             if request is None:
                 request = {"signals": [s.to_dict() for s in signals],
                            "cascade": {k: c.to_dict() for k, c in sorted(cascade.items())},
@@ -257,7 +270,9 @@ class SizingService:
             # Every answer the guard returned (an empty list too): replay never asks the model.
             rl = None if tape is None else dumps([_rl_result(r) for r in tape.results])
             return await self._decision(_Decision(seq, ts, "allocate", path, request, rl),
-                                        result, out, trace, "trace", want_digest, source)
+                                        result, out, trace, "trace", want_digest,
+                                        source=source,
+                                        then=None if paper is None else paper[1])
 
     def _summary(self, portfolio: str) -> dict[str, Any]:
         """The portfolio's whole-book numbers after a request."""
@@ -273,6 +288,7 @@ class SizingService:
             request = {"fills": fills}
             with self._mutating(), self.clock.pinned(ts):
                 result = apply_fills(self.book, request, seq)
+                self._synced()
             portfolios = sorted(s.portfolio for s in result.steps)
             out = {"fills_id": seq, **result.to_dict(),
                    "book": {p: self._summary(p) for p in portfolios}}
@@ -294,11 +310,73 @@ class SizingService:
                        "timestamp_ns": ts if stamp is None else stamp}
             with self._mutating(), self.clock.pinned(ts):
                 result = apply_reconcile(self.book, request, seq)
+                self._synced()
             out = {"reconcile_id": seq, **result.to_dict(), "book": self._summary(portfolio)}
             return await self._journal(JournalEntry("book", {
                 "seq": seq, "ts_ns": ts, "kind": "reconcile", "portfolio": portfolio,
                 "config_version": self.config_version, "request": dumps(request)}),
                 result, out, want_digest)
+
+    async def trading_state(self, portfolio: str, state: str, reason: str,
+                            symbol: str | None, want_digest: bool) -> Reply:
+        """An operator command (kill switch, reduce-only, resume) for a portfolio or one
+        symbol: journaled, then the book re-plans (a halt that flattens issues its closes
+        now; the paper executor fills them at the next price observation)."""
+        async with self._lock:
+            await self._resync_if_dirty()
+            ts, seq = self.clock.base.time_ns(), self.seq + 1
+            request = {"portfolio": portfolio, "state": state, "reason": reason,
+                       "symbol": symbol}
+            with self._mutating(), self.clock.pinned(ts):
+                step = apply_trading_state(self.book, request, seq)
+                self._synced()
+            out = {"trading_state_id": seq, **self.book.trading_state(portfolio),
+                   "step": step.to_dict(), "book": self._summary(portfolio)}
+            return await self._journal(JournalEntry("book", {
+                "seq": seq, "ts_ns": ts, "kind": "trading_state", "portfolio": portfolio,
+                "config_version": self.config_version, "request": dumps(request)}),
+                step, out, want_digest)
+
+    async def prices(self, portfolio: str, prices: dict[str, float],
+                     volumes: dict[str, float] | None, want_digest: bool) -> Reply:
+        """New prices for a portfolio (a price feed, a live loop): the book is marked and
+        re-planned (the trading states judge the new equity); with the paper executor the
+        observation also fills what it can (journaled as its own entry, like an
+        allocation's)."""
+        async with self._lock:
+            await self._resync_if_dirty()
+            ts, seq = self.clock.base.time_ns(), self.seq + 1
+            request = {"portfolio": portfolio, "prices": prices}
+            with self._mutating(), self.clock.pinned(ts):
+                step = apply_prices(self.book, request, seq)
+                paper = self._observe(prices, volumes, seq + 1, ts)
+            out = {"prices_id": seq, **step.to_dict(), "book": self._summary(portfolio)}
+            entry = JournalEntry("book", {
+                "seq": seq, "ts_ns": ts, "kind": "prices", "portfolio": portfolio,
+                "config_version": self.config_version, "request": dumps(request)})
+            if paper is None:
+                return await self._journal(entry, step, out, want_digest)
+            out["paper"] = paper[0]
+            return await self._journal(entry, step, out, want_digest, paper[1])
+
+    def _observe(self, prices: dict[str, float], volumes: dict[str, float] | None,
+                 seq: int, ts: int) -> tuple[dict[str, Any], JournalEntry] | None:
+        """With the paper executor: work the new intents against this observation (under
+        the request's pinned time), and the journal entry that records what it did."""
+        if self.desk is None:
+            return None
+        self.desk.sync()
+        return paper_entry(self.desk, prices, volumes, seq, ts, self.config_version)
+
+    def _synced(self) -> None:
+        """The executor follows the book (the intents it issued or dropped just now)."""
+        if self.desk is not None:
+            self.desk.sync()
+
+    async def read_trading_state(self, portfolio: str) -> dict[str, Any]:
+        """``GET /v1/trading-state`` (consistent: under the lock)."""
+        async with self._lock:
+            return self.book.trading_state(portfolio)
 
     async def read_positions(self, portfolio: str) -> dict[str, Any]:
         """``GET /v1/positions`` (consistent: under the lock)."""
@@ -360,6 +438,7 @@ class SizingService:
             self.seq = seq
             with self._mutating(), self.clock.pinned(ts):
                 self.book.apply_config(cfg, seq)
+                self._synced()
             self.config, self.config_version = cfg, version
             self._since_snapshot += 1
 
@@ -402,6 +481,8 @@ class SizingService:
         state = self.hybrid.export_state()
         state.pop("circuit_breaker", None)
         state["book"] = self.book.book.export_state()
+        if self.desk is not None:
+            state["desk"] = self.desk.export_state()
         return state
 
     def digest(self) -> str:
@@ -411,8 +492,11 @@ class SizingService:
 
     # ------------------------------------------------------------ internals
     async def _decision(self, d: _Decision, record: Any, out: dict[str, Any], trace: Any,
-                        trace_key: str, want_digest: bool,
-                        source: StreamSource | None = None) -> Reply:
+                        trace_key: str, want_digest: bool, *,
+                        source: StreamSource | None = None,
+                        then: JournalEntry | None = None) -> Reply:
+        """Journal a decision (with its stream inputs, and ``then``: the entry of what its
+        prices filled, in the same transaction)."""
         if want_digest:
             out["state_digest"] = self.digest()
         body = dumps(out)
@@ -422,24 +506,27 @@ class SizingService:
             "config_version": self.config_version, "request": dumps(d.request),
             "response": body if self.audit or source else None,
             "trace": trace_s if self.audit else None, "rl_results": d.rl_results})
-        if source is None:
-            await self._append(entry, "decision")
-        else:
-            await self._append(entry, "decision", [
-                JournalEntry("stream_input", {"stream": source.stream, "msg_id": i,
-                                              "seq": d.seq}) for i in source.ids])
-        self._committed(d.seq)
+        rows = [] if source is None else [
+            JournalEntry("stream_input", {"stream": source.stream, "msg_id": i,
+                                          "seq": d.seq}) for i in source.ids]
+        if then is not None:
+            then.row["response"] = entry.row["response"]  # the reply both belong to
+            rows.append(then)
+        await self._append(entry, "decision", rows or None)
+        self._committed(d.seq if then is None else then.seq)
         return Reply(d.seq, record, body, trace_key, trace_s)
 
     async def _journal(self, entry: JournalEntry, record: Any, out: dict[str, Any],
-                       want_digest: bool) -> Reply:
+                       want_digest: bool, then: JournalEntry | None = None) -> Reply:
         if want_digest:
             out["state_digest"] = self.digest()
         body = dumps(out)
         if self.audit:
             entry.row["response"] = body
-        await self._append(entry, entry.table)
-        self._committed(entry.seq)
+            if then is not None:
+                then.row["response"] = body  # the reply both belong to
+        await self._append(entry, entry.table, None if then is None else [then])
+        self._committed(entry.seq if then is None else then.seq)
         return Reply(entry.seq, record, body)
 
     async def _append(self, entry: JournalEntry, kind: str,
@@ -514,6 +601,7 @@ class SizingService:
                  "config": self.config.public_dump(),
                  "hybrid": self.hybrid.export_state(),
                  "book": self.book.book.export_state(),
+                 "desk": None if self.desk is None else self.desk.export_state(),
                  "last_allocation": last.to_dict() if last is not None else None}
         self._since_snapshot = 0
         self._last_snapshot_mono = self.clock.monotonic()

@@ -1,8 +1,9 @@
 """The HTTP transport: the FastAPI routes over the service the composition root builds.
 
 Endpoints (docs/service.md has examples): ``POST /v1/size``, ``POST /v1/allocate``,
-``POST /v1/outcomes``, ``POST /v1/returns``, ``POST /v1/fills``, ``PUT /v1/positions``
-(bearer token if one is configured), ``GET /v1/positions``, ``GET /v1/intents``,
+``POST /v1/outcomes``, ``POST /v1/returns``, ``POST /v1/fills``, ``PUT /v1/positions``,
+``POST /v1/trading-state``, ``POST /v1/prices`` (bearer token if one is configured),
+``GET /v1/positions``, ``GET /v1/intents``, ``GET /v1/trading-state`` (``trading.py``),
 ``GET /v1/state``, ``GET /metrics``, ``GET /healthz``, OpenAPI at ``/openapi.json`` and
 ``/docs``. A bad request is a 4xx whose ``detail[].loc`` names the field; a 500 only ever
 means a bug (and is logged).
@@ -10,28 +11,27 @@ means a bug (and is logged).
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import logging
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import FastAPI, Header, Query
+from fastapi import FastAPI
 from fastapi.responses import Response
 from prometheus_client import CollectorRegistry, generate_latest
 from starlette.exceptions import HTTPException
 
 from .._clock import Clock
-from .._exceptions import ConfigError, ValidationError
+from .._exceptions import ConfigError
 from .._version import __version__
 from ..bootstrap.service import build_service
 from ..config.schema import Layer3Config
 from ..contracts import CascadeIndicators, TacticalSignal
 from ..persistence import Store
 from ..runtime.jsonio import dumps
-from ..runtime.service import Reply, SizingService
+from ..runtime.service import SizingService
 from .errors import FieldError, install_error_handlers
 from .middleware import EdgeMiddleware
 from .models import (
@@ -45,26 +45,18 @@ from .models import (
     to_signal,
 )
 from .openapi import PROMETHEUS_TEXT, Api, PrometheusText, error, json_object
+from .rendering import JSON as _JSON
+from .rendering import DigestHeader as _Digest
+from .rendering import PortfolioQuery as _Portfolio
+from .rendering import field_errors as _fields
+from .rendering import render
+from .trading import trading_routes
 
 __all__ = ["AUTH_TOKEN_ENV", "create_app"]
 
 log = logging.getLogger(__name__)
 
 AUTH_TOKEN_ENV = "HIMARI_L3_AUTH_TOKEN"
-_JSON = "application/json"
-_Digest = Annotated[str | None, Header(alias="X-State-Digest",
-                                       description="1: add the learned-state digest")]
-_Portfolio = Annotated[str, Query(min_length=1, max_length=64,
-                                  description="the portfolio's book")]
-
-
-def render(reply: Reply) -> Response:
-    """A service reply as the HTTP response: the journaled JSON body, with the decision's
-    trace (if any) under its key."""
-    body = reply.body
-    if reply.trace_key is not None and reply.trace is not None:
-        body = body[:-1] + f',"{reply.trace_key}":' + reply.trace + "}"
-    return Response(body, media_type=_JSON)
 
 
 def create_app(config: Layer3Config, *, config_path: str | None = None,
@@ -116,6 +108,7 @@ def create_app(config: Layer3Config, *, config_path: str | None = None,
     _sizing_routes(api, svc, config.service.max_signals_per_request)
     _book_routes(api, svc)
     _learning_routes(api, svc)
+    trading_routes(api, svc)
     _operations_routes(api, svc, config, registry)
     return app
 
@@ -277,11 +270,3 @@ def _operations_routes(api: Api, svc: SizingService, config: Layer3Config,
 _SIZE_FIELDS = {"signal": "signal", "cascade_indicators": "cascade", "current_price": "price"}
 _OUTCOME_FIELDS = {"actual_return": "realized_return"}
 
-
-@contextlib.contextmanager
-def _fields(rename: dict[str, str]) -> Iterator[None]:
-    """A core `ValidationError` raised by the service is a 422 naming the request field."""
-    try:
-        yield
-    except ValidationError as err:
-        raise FieldError.from_validation(("body",), err, rename) from None

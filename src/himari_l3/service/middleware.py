@@ -18,7 +18,8 @@ Message = dict[str, Any]
 
 ENDPOINTS = frozenset({
     "/v1/size", "/v1/allocate", "/v1/outcomes", "/v1/returns", "/v1/fills", "/v1/positions",
-    "/v1/intents", "/v1/state", "/metrics", "/healthz", "/openapi.json", "/docs", "/redoc",
+    "/v1/intents", "/v1/trading-state", "/v1/prices", "/v1/state", "/metrics", "/healthz",
+    "/openapi.json", "/docs", "/redoc",
 })
 
 

@@ -29,6 +29,7 @@ from .errors import FieldError
 
 __all__ = [
     "AllocateRequest",
+    "Body",
     "CascadeIn",
     "FillIn",
     "FillsRequest",
@@ -38,6 +39,7 @@ __all__ = [
     "ReturnsRequest",
     "SignalIn",
     "SizeRequest",
+    "portfolio_field",
     "to_cascade",
     "to_signal",
 ]
@@ -259,3 +261,8 @@ def to_cascade(c: CascadeIn, loc: tuple[str | int, ...]) -> CascadeIndicators:
         return CascadeIndicators(**c.model_dump())
     except ValidationError as err:
         raise FieldError.from_validation(loc, err) from None
+
+
+# For the other route modules (``trading.py``): the strict body base and the portfolio field.
+Body = _Body
+portfolio_field = _portfolio

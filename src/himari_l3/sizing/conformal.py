@@ -18,6 +18,7 @@ empirical coverage tracks :math:`1-\alpha` under drift.
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections import deque
 from dataclasses import dataclass, field
@@ -39,6 +40,9 @@ class ConformalState:
     total: int = 0
     quantile: float = math.inf
     multiplier: float = field(default=math.nan)
+    # The window's scores in ascending order, kept beside ``scores`` (derived, not
+    # exported): the quantile is an order statistic, read here without a sort per outcome.
+    ordered: list[float] = field(default_factory=list)
 
 
 class ConformalScaler:
@@ -55,6 +59,7 @@ class ConformalScaler:
         self._q_ref = NormalDist().inv_cdf(1.0 - config.alpha / 2.0)
         for st in self.states_.values():
             st.scores = deque(st.scores, maxlen=config.window)
+            st.ordered = sorted(st.scores)
             self._refresh(st)
 
     def _state(self, strategy_id: str) -> ConformalState:
@@ -90,7 +95,10 @@ class ConformalScaler:
             st.total += 1
             st.covered += int(err == 0.0)
             st.alpha_t = min(0.5, max(0.001, st.alpha_t + cfg.aci_gamma * (cfg.alpha - err)))
+        if len(st.scores) == st.scores.maxlen:  # the oldest score leaves the window
+            del st.ordered[bisect.bisect_left(st.ordered, st.scores[0])]
         st.scores.append(score)
+        bisect.insort(st.ordered, score)
         self._refresh(st)
         return score
 
@@ -102,7 +110,7 @@ class ConformalScaler:
             st.multiplier = cfg.cold_start_factor
             return
         k = math.ceil((n + 1) * (1.0 - st.alpha_t))
-        st.quantile = sorted(st.scores)[k - 1] if k <= n else math.inf
+        st.quantile = st.ordered[k - 1] if k <= n else math.inf
         if st.quantile <= 0.0:
             st.multiplier = 1.0
         else:
@@ -127,6 +135,7 @@ class ConformalScaler:
         for sid, d in state.items():
             st = self._state(sid)
             st.scores.extend(float(x) for x in d["scores"])
+            st.ordered = sorted(st.scores)
             st.alpha_t = float(d["alpha_t"])
             st.covered = int(d["covered"])
             st.total = int(d["total"])

@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import gc
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -20,29 +21,22 @@ from collections.abc import Sequence
 from prometheus_client import CollectorRegistry, start_http_server
 
 from .._exceptions import ConfigError
-from ..config.loader import load_config
+from ..config.loader import PAPER_ENV, load_config
 from ..config.schema import Layer3Config
 from ..persistence.lease import LeaseLost
 from .run import run_live
 
-__all__ = ["PAPER_EXECUTOR_MISSING", "PaperExecutorUnavailable", "paper_executor", "run_main"]
+__all__ = ["paper_executor", "run_main"]
 
 log = logging.getLogger(__name__)
 
-PAPER_EXECUTOR_MISSING = ("himari-l3 run --paper needs the paper executor (issue #11), which "
-                          "this build does not have yet; run without --paper and let Layer 4 "
-                          "execute the intents")
 
-
-class PaperExecutorUnavailable(RuntimeError):
-    """``--paper`` was asked for, and this build has no paper executor."""
-
-
-def paper_executor(config: Layer3Config) -> None:
-    """The paper executor that fills the loop's own intents (``--paper``). The one place to
-    wire it once issue #11 lands; until then it refuses, before anything starts."""
-    del config
-    raise PaperExecutorUnavailable(PAPER_EXECUTOR_MISSING)
+def paper_executor() -> None:
+    """``--paper``: the loop fills its own intents with the paper executor. Sets
+    ``HIMARI_L3_PAPER`` for this process, so the config file (and every hot reload of it)
+    has ``execution.paper: true``; the service the loop drives then works each tick's prices
+    through the execution desk (``book/desk.py``)."""
+    os.environ[PAPER_ENV] = "1"
 
 
 def run_main(argv: Sequence[str] | None = None) -> int:
@@ -57,11 +51,11 @@ def run_main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger().setLevel(logging.INFO)  # `himari-l3` configured WARNING already
+    if args.paper:
+        paper_executor()
     try:
         config = load_config(args.config)
-        if args.paper:
-            paper_executor(config)
-    except (ConfigError, PaperExecutorUnavailable) as err:
+    except ConfigError as err:
         print(f"ERROR {err}", file=sys.stderr)
         return 2
     registry = CollectorRegistry()

@@ -57,13 +57,26 @@ def _check(out: Path, phase: int) -> dict[str, Any]:
     sharpe = float(np.mean(rets)) / float(np.std(rets, ddof=1)) * math.sqrt(ppy)
     peak = np.maximum.accumulate(np.concatenate([[e0], equity]))[1:]
     max_dd = float(np.min(equity / peak - 1.0))
-    # Turnover from the positions and the prices file: what had to trade to reach each
-    # target from the position drifted by the bar's price change.
+    # From the positions and the prices file: what traded at each bar is the position minus
+    # the previous one drifted by the bar's price change (at the close); the fills paid at
+    # most the fixed slippage plus impact over that, and every USD they cost is gone from
+    # equity: costs = previous equity + the drifted position's gain - equity now.
     pos = eq["position_usd"]
     drifted = np.concatenate([[0.0], pos[:-1] * close[1:] / close[:-1]])
-    traded = np.abs(pos - drifted)
-    c = (inputs["fees_bps"] + inputs["slippage_bps"]) / 1e4
-    turnover = traded / (equity + traded * c)  # equity before this bar's costs
+    at_close = np.abs(pos - drifted)
+    prev_equity = np.concatenate([[e0], equity[:-1]])
+    prev_pos = np.concatenate([[0.0], pos[:-1]])
+    costs = prev_equity + (drifted - prev_pos) - equity
+    np.testing.assert_allclose(costs, eq["fees_usd"] + eq["slippage_usd"], rtol=0,
+                               atol=1e-6 * e0)
+    traded = eq["traded_usd"]
+    # Slippage: the fills' distance from the close (buys above it, sells below it).
+    np.testing.assert_allclose(np.abs(traded - at_close), eq["slippage_usd"], rtol=0,
+                               atol=1e-7 * e0)
+    assert np.all(eq["slippage_usd"] <= 0.01 * traded + 1e-9)
+    np.testing.assert_allclose(eq["fees_usd"], traded * inputs["fees_bps"] / 1e4, rtol=1e-9,
+                               atol=1e-12)
+    turnover = traded / (equity + costs)  # equity before this bar's fills
     exposure = np.abs(pos) / equity
 
     assert m["total_return"] == pytest.approx(total, rel=REL)

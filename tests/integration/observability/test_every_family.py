@@ -46,7 +46,11 @@ def _config_data(tmp_path: Path) -> dict[str, Any]:
         "circuit_breaker": {"failure_threshold": 3, "initial_timeout_sec": 5.0},
         # A band (0.4 % of equity) wider than a 25 % move of a position at its 1 % cap: the
         # move stays inside the band, breaches the cap, and the book repairs it.
-        "execution": {"no_trade_band_pct": 0.004},
+        "execution": {"no_trade_band_pct": 0.004,
+                      # The paper executor fills from the next observation on, at most 10 %
+                      # of its volume; IOC gives its rests up (the book cancels them).
+                      "paper": True, "time_in_force": "IOC",
+                      "fill_model": {"latency_bars": 1}},
         "persistence": {"url": f"sqlite:///{tmp_path / 'l3.sqlite'}",
                         "snapshot_every_decisions": 5},
         "service": {"config_watch_interval_sec": 3600.0},
@@ -132,7 +136,18 @@ async def test_every_registered_family_is_written(tmp_path: Path) -> None:
             clock.advance(2.0)
             r = await c.post("/v1/allocate", json=_batch(i))
             assert r.status_code == 200, r.text
-            await _fill_and_reconcile(c, i, r.json()["intents"])
+            if i % 2 == 0:  # Layer 4 reports fills (the paper executor drops those intents)
+                await _fill_and_reconcile(c, i, r.json()["intents"])
+            else:  # the paper executor fills part of them at posted prices and volumes
+                r = await c.post("/v1/prices", json={
+                    "prices": _batch(i)["prices"],
+                    "volumes": {"BTC-USD": 0.05, "ETH-USD": 1.0, "SOL-USD": 20.0}})
+                assert r.status_code == 200, r.text
+            if i in (10, 12):  # an operator halts one symbol, then resumes it
+                r = await c.post("/v1/trading-state", json={
+                    "state": "HALTED" if i == 10 else "ACTIVE", "reason": "drill",
+                    "symbol": "ETH-USD"})
+                assert r.status_code == 200, r.text
             for sym in SYMS:
                 await c.post("/v1/outcomes", json={"symbol": sym, "used_rl": i % 2 == 0,
                                                    "realized_return": 0.01 * ((i % 7) - 3)})

@@ -56,7 +56,7 @@ async def test_allocate_answers_with_intents_targets_and_trading_state(
     r = await client.post("/v1/allocate", json={**batch(3), "portfolio": "main"})
     assert r.status_code == 200, r.text
     out = r.json()
-    assert out["trading_state"] == "ACTIVE" and out["mode"] == "incremental"
+    assert out["trading_state"]["state"] == "ACTIVE" and out["mode"] == "incremental"
     assert out["portfolio"] == "main" and set(out["targets"]) == {"BTC-USD", "ETH-USD"}
     intent = out["intents"][0]
     assert {"intent_id", "client_order_id", "symbol", "side", "quantity", "order_type",

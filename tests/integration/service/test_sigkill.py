@@ -1,8 +1,9 @@
 """SIGKILL mid-stream against a real server process (uvicorn on 127.0.0.1, SQLite file):
 every acknowledged request — allocations through the book, fills of their intents,
-positions snapshots, outcomes, returns — is in the store and the restored learned state
-(the book included) is the state after the last committed one; SIGTERM then shuts down
-gracefully with a final snapshot."""
+positions snapshots, outcomes, returns; with the paper executor also its own fills, price
+posts and trading-state commands — is in the store and the restored learned state (the
+book, the trading states and the paper executor included) is the state after the last
+committed one; SIGTERM then shuts down gracefully with a final snapshot."""
 
 from __future__ import annotations
 
@@ -60,11 +61,33 @@ def start_server(cfg: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
     raise AssertionError(f"server did not become healthy:\n{log.read_text()}")
 
 
-def request(i: int, w: int, intents: list[dict[str, Any]]) -> tuple[str, str, dict[str, Any]]:
+_COMMANDS = ("REDUCING", "HALTED", "ACTIVE")
+
+
+def paper_request(i: int, w: int) -> tuple[str, str, dict[str, Any]] | None:
+    """With the paper executor, in place of fills: trading-state commands (portfolio or a
+    symbol) and price posts that the executor fills at."""
+    k, portfolio = i % 6, f"p{w}"
+    if k == 2:
+        return "POST", "/v1/trading-state", {
+            "portfolio": portfolio, "state": _COMMANDS[(i // 6) % 3], "reason": f"drill {i}",
+            "symbol": None if i % 12 == 2 else SYMS[i % 3]}
+    if k == 5:
+        return "POST", "/v1/prices", {"portfolio": portfolio, "prices": {
+            s: p * (1 + 0.001 * ((i + n) % 7 - 3)) for n, (s, p) in enumerate(
+                (("BTC-USD", 5e4), ("ETH-USD", 3e3), ("SOL-USD", 150.0)))}}
+    return None
+
+
+def request(i: int, w: int, intents: list[dict[str, Any]],
+            paper: bool = False) -> tuple[str, str, dict[str, Any]]:
     """The i-th request of worker w (its own portfolio): allocations, fills of the intents
-    the last one issued, positions snapshots, outcomes (both kinds), returns."""
+    the last one issued, positions snapshots, outcomes (both kinds), returns (with
+    ``paper``: commands and prices instead of fills)."""
     k = i % 6
     portfolio = f"p{w}"
+    if paper and (other := paper_request(i, w)) is not None:
+        return other
     if k in (0, 1):
         sigs = [{**SIG, "strategy_id": f"s{j % 3}", "symbol": SYMS[j % 3],
                  "confidence": 0.5 + 0.03 * ((i + j + w) % 12),
@@ -89,13 +112,15 @@ def request(i: int, w: int, intents: list[dict[str, Any]]) -> tuple[str, str, di
                                                enumerate(SYMS)}}
 
 
-_IDS = ("decision_id", "outcome_id", "returns_id", "fills_id", "reconcile_id")
+_IDS = ("decision_id", "outcome_id", "returns_id", "fills_id", "reconcile_id",
+        "trading_state_id", "prices_id")
 
 
-def send(c: httpx.Client, i: int, w: int, intents: list[dict[str, Any]]) -> tuple[int, str]:
+def send(c: httpx.Client, i: int, w: int, intents: list[dict[str, Any]],
+         paper: bool = False) -> tuple[int, str]:
     """Send worker w's i-th request; (seq, state digest) of its acknowledgement. ``intents``
     is the worker's memory of the intents to fill (updated in place)."""
-    method, path, body = request(i, w, intents)
+    method, path, body = request(i, w, intents, paper)
     r = c.request(method, path, json=body, headers={"X-State-Digest": "1"})
     assert r.status_code == 200, r.text
     out = r.json()
@@ -106,7 +131,8 @@ def send(c: httpx.Client, i: int, w: int, intents: list[dict[str, Any]]) -> tupl
     return int(next(out[k] for k in _IDS if k in out)), str(out["state_digest"])
 
 
-def stream(port: int, w: int, stop: threading.Event, acked: list[tuple[int, str]]) -> None:
+def stream(port: int, w: int, stop: threading.Event, acked: list[tuple[int, str]],
+           paper: bool = False) -> None:
     """Send requests until stopped or the server dies; record (seq, digest) of each ack."""
     intents: list[dict[str, Any]] = []
     with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5.0) as c:
@@ -114,7 +140,7 @@ def stream(port: int, w: int, stop: threading.Event, acked: list[tuple[int, str]
             if stop.is_set():
                 return
             try:
-                acked.append(send(c, i, w, intents))
+                acked.append(send(c, i, w, intents, paper))
             except httpx.HTTPError:
                 return
 
@@ -163,24 +189,28 @@ def kill_mid_stream(proc: subprocess.Popen[bytes], threads: list[threading.Threa
             proc.kill()
 
 
-def test_sigkill_mid_stream_loses_nothing_acknowledged(tmp_path: Path) -> None:
+@pytest.mark.parametrize("paper", [False, True], ids=["layer4", "paper"])
+def test_sigkill_mid_stream_loses_nothing_acknowledged(tmp_path: Path, paper: bool) -> None:
     """Kill -9 under load, restart: acked requests stored, learned state exactly restored."""
     db = tmp_path / "l3.sqlite"
     cfg = tmp_path / "layer3.yaml"
     cfg.write_text(f"persistence:\n  url: 'sqlite:///{db}'\n  snapshot_every_decisions: 7\n"
-                   "  snapshot_interval_sec: 0.5\n")
+                   "  snapshot_interval_sec: 0.5\n"
+                   + ("execution:\n  paper: true\n" if paper else ""))
     log = tmp_path / "server.log"
     port = free_port()
     proc = start_server(cfg, port, log)
     acked: list[tuple[int, str]] = []
     stop = threading.Event()
-    workers = [threading.Thread(target=stream, args=(port, w, stop, acked)) for w in range(2)]
+    workers = [threading.Thread(target=stream, args=(port, w, stop, acked, paper))
+               for w in range(2)]
     kill_mid_stream(proc, workers, stop, acked, 150, 15.0)
     assert len(acked) >= 150, log.read_text()
     store = Store(f"sqlite:///{db}")
     kinds = {r["kind"] for r in store.book_events()}
     store.close()
-    assert kinds == {"fills", "reconcile"}, kinds
+    assert kinds == ({"paper", "prices", "trading_state", "reconcile"} if paper
+                     else {"fills", "reconcile"}), kinds
 
     store = Store(f"sqlite:///{db}")
     rows, expected = committed(store, acked)
@@ -268,3 +298,46 @@ def test_sigkill_rounds_under_concurrent_load_with_rl_restore_exactly(tmp_path: 
     # The model was asked and its timeouts are on the journal's RL tapes (how many answers
     # came in time, and whether the breaker opened, depends on the machine's load).
     assert "baseline" in seen_paths and "timeout" in failures, (seen_paths, failures)
+
+
+def test_trading_states_survive_sigkill(tmp_path: Path) -> None:
+    """A paper service halts a symbol and sets the portfolio reduce-only, then dies by
+    SIGKILL before any snapshot: restarted on the same store it reports the same trading
+    state and positions, and an allocation still issues no intent that adds exposure."""
+    db = tmp_path / "l3.sqlite"
+    cfg = tmp_path / "layer3.yaml"
+    cfg.write_text(f"persistence:\n  url: 'sqlite:///{db}'\n  snapshot_every_decisions: 1000\n"
+                   "  snapshot_interval_sec: 3600\nexecution:\n  paper: true\n")
+    log = tmp_path / "server.log"
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    prices = {"BTC-USD": 5e4, "ETH-USD": 3e3, "SOL-USD": 150.0}
+    alloc = {"signals": [{**SIG, "symbol": s} for s in SYMS],
+             "cascade": {s: CAS for s in SYMS}, "prices": prices}
+    proc = start_server(cfg, port, log)
+    try:
+        with httpx.Client(base_url=url, timeout=10) as c:
+            assert c.post("/v1/allocate", json=alloc).status_code == 200
+            for cmd in ({"state": "HALTED", "reason": "venue down", "symbol": "ETH-USD"},
+                        {"state": "REDUCING", "reason": "risk off"}):
+                assert c.post("/v1/trading-state", json=cmd).status_code == 200
+            before = c.get("/v1/trading-state").json()
+            positions = c.get("/v1/positions").json()
+        assert (before["state"], before["symbols"]) == ("REDUCING", {"ETH-USD": "HALTED"})
+        assert any(p["quantity"] > 0 for p in positions["positions"].values())
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    proc = start_server(cfg, port, log)
+    try:
+        with httpx.Client(base_url=url, timeout=10) as c:
+            assert c.get("/v1/trading-state").json() == before
+            assert c.get("/v1/positions").json() == positions
+            out = c.post("/v1/allocate", json=alloc).json()
+            assert out["trading_state"]["state"] == "REDUCING"
+            assert all(i["reduce_only"] and i["side"] == "sell" for i in out["intents"])
+    finally:
+        proc.kill()
+        proc.wait(10)

@@ -1,19 +1,24 @@
 """The commands as a user runs them: ``himari-l3 feed`` replays JSON lines into a stream,
-``himari-l3 run --paper`` refuses clearly without the paper executor, and the Layer 4
-example consumes what the loop published."""
+``himari-l3 run --paper`` fills the loop's own intents, and the Layer 4 example consumes
+what the loop published."""
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import redis
 import yaml
 
+from himari_l3.config.schema import Layer3Config, parse_config
+from himari_l3.persistence import Store
+from redis_support import wait_for
 from stream_support import Harness, l2, outputs, stream_config, stream_settings, write_market
 
 pytestmark = pytest.mark.integration
@@ -57,14 +62,39 @@ def test_feed_stops_at_a_bad_line_naming_it(tmp_path: Path, redis_url: str) -> N
     assert out.returncode == 2 and "bad.jsonl:2" in out.stderr
 
 
-def test_run_paper_refuses_without_the_paper_executor(tmp_path: Path, redis_url: str) -> None:
-    """`--paper` needs issue #11's executor: a clear error, exit 2, nothing started."""
+def test_run_paper_fills_the_loops_own_intents(tmp_path: Path, redis_url: str) -> None:
+    """`run --paper` (the file says nothing about paper): the loop's decisions are filled
+    by the paper executor at each tick's prices — 'paper' entries with fills in the
+    journal, positions in the book; SIGTERM stops it gracefully."""
+    data = stream_settings(tmp_path, redis_url)
+    data["metrics"] = {"enabled": False}
     cfg = tmp_path / "layer3.yaml"
-    cfg.write_text(yaml.safe_dump(stream_settings(tmp_path, redis_url)))
-    out = _run("-m", "himari_l3", "run", "--config", str(cfg), "--paper")
-    assert out.returncode == 2
-    assert "needs the paper executor (issue #11)" in out.stderr
-    assert not (tmp_path / "l3.sqlite").exists()
+    cfg.write_text(yaml.safe_dump(data))
+    config = parse_config(Layer3Config, data)
+    r = redis.Redis.from_url(redis_url)
+    now_ms = time.time_ns() // 1_000_000
+    write_market(r, config, now_ms)
+    r.xadd(config.streams.input_stream, l2(now_ms, "BTCUSDT", confidence=0.9))
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("HIMARI_L3_PAPER", None)
+    log = tmp_path / "loop.log"
+    proc = subprocess.Popen([sys.executable, "-m", "himari_l3", "run", "--config", str(cfg),
+                             "--paper"], stdout=log.open("ab"), stderr=subprocess.STDOUT,
+                            env=env, cwd=tmp_path)
+    try:
+        wait_for(lambda: outputs(r, config), 30, "the decision on the output stream")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0, log.read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    (out,) = outputs(r, config)
+    assert out["intents"] and out["trading_state"]["state"] == "ACTIVE"
+    store = Store(config.persistence.url)
+    paper = [e["request"] for e in store.book_events() if e["kind"] == "paper"]
+    store.close()
+    assert paper and paper[0]["fills"][0]["client_order_id"] == \
+        out["intents"][0]["client_order_id"]
 
 
 def test_run_refuses_a_bad_config(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ import csv
 import io
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -46,7 +47,11 @@ def test_cli_writes_every_output(tmp_path: Path) -> None:
     with (out / "equity.csv").open() as fh:
         header = next(csv.reader(fh))
     assert header == ["timestamp_ms", "datetime", "equity", "return", "position_usd",
-                      "exposure", "turnover", "drawdown"]
+                      "exposure", "turnover", "drawdown", "traded_usd", "fees_usd",
+                      "slippage_usd", "fills", "trading_state"]
+    ex: Any = s["execution"]
+    assert ex["executor"] == "paper" and ex["fills"] > 0
+    assert ex["fees_usd"] > 0 and "transitions" in ex
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") == 3 and "Ablation" in html
 

@@ -11,8 +11,10 @@ import pytest
 from conftest import write_ohlcv_csv
 from himari_l3.backtest import Phase1Policy, make_policy
 from himari_l3.backtest.data import MarketData, align_bars, load_bars
-from himari_l3.backtest.engine import Replay, replay
+from himari_l3.backtest.engine import ExecutionSetup, Replay, replay
 from himari_l3.backtest.signals import SignalTape, reference_signals
+from himari_l3.book import MarketRules, Markets
+from himari_l3.config.schema import Layer3Config, parse_config
 from himari_l3.contracts import CascadeIndicators, TacticalSignal
 
 H = 3_600_000
@@ -50,33 +52,117 @@ class _HalfLong:
         return {}
 
 
+def _free_setup(band: float = 0.0, **fill_model: float) -> ExecutionSetup:
+    """Caps at 100 %, no no-trade band (or ``band`` x equity), a fill model of 8 bps fee
+    and 2 bps slippage (no impact): the replay trades exactly to the policy's targets."""
+    caps = {"max_position_pct": 1.0, "max_strategy_pct": 1.0, "max_portfolio_pct": 1.0,
+            "max_net_pct": 1.0, "max_leverage": 1.0}
+    cfg = parse_config(Layer3Config, {
+        "sizing": {"limits": {"max_position_pct": 1.0}}, "portfolio": caps,
+        # Intents live a day (the default 5 minutes expire before an hourly bar's latency).
+        "execution": {"no_trade_band_pct": band, "no_trade_band_usd": 0.0,
+                      "intent_ttl_sec": 86_400.0,
+                      "fill_model": {"fee_bps": 8.0, "slippage_bps": 2.0, "impact_bps": 0.0,
+                                     **fill_model}}})
+    return ExecutionSetup(cfg)
+
+
 def test_accounting_matches_hand_computation() -> None:
-    """Equity, drift, traded notional, fees, turnover and exposure follow the documented
-    recursion on a three-bar series."""
+    """Cash, quantity, fill prices (slippage), fees, equity, traded notional, turnover and
+    exposure follow the documented recursion on a three-bar series."""
     ts = np.array([0, H, 2 * H], dtype=np.int64)
     close = np.array([[100.0], [110.0], [99.0]])
     market = MarketData(("X",), (), ts, close)
     tape = SignalTape(((), (), ()), ({}, {}, {}), "none")
-    rep = replay(market, tape, _HalfLong(), initial_capital=1000.0, fees_bps=8.0,
-                 slippage_bps=2.0)
-    c, eq, pos = 10 / 1e4, 1000.0, 0.0
-    exp_eq, exp_turn, exp_traded = [], [], []
-    for a in (None, 0.1, -0.1):
-        if a is not None:
-            eq += pos * a
-            pos *= 1 + a
-        traded = abs(0.5 * eq - pos)
-        exp_turn.append(traded / eq)
-        eq -= traded * c
-        pos = 0.5 * (eq + traded * c)
-        exp_eq.append(eq)
-        exp_traded.append(traded)
-    np.testing.assert_allclose(rep.equity, exp_eq, rtol=1e-13)
-    np.testing.assert_allclose(rep.traded_usd, exp_traded, rtol=1e-13)
-    np.testing.assert_allclose(rep.turnover, exp_turn, rtol=1e-13)
-    np.testing.assert_allclose(rep.costs, np.array(exp_traded) * c, rtol=1e-13)
+    rep = replay(market, tape, _HalfLong(), initial_capital=1000.0, execution=_free_setup())
+    cash, q = 1000.0, 0.0
+    exp_eq, exp_turn, exp_traded, exp_cost, exp_fee = [], [], [], [], []
+    for c in (100.0, 110.0, 99.0):
+        pre = cash + q * c
+        dq = 0.5 * pre / c - q
+        p = c * (1 + 2e-4 * (1 if dq > 0 else -1))
+        fee = abs(dq) * p * 8e-4
+        cash -= dq * p + fee
+        q += dq
+        exp_eq.append(cash + q * c)
+        exp_traded.append(abs(dq) * p)
+        exp_turn.append(abs(dq) * p / pre)
+        exp_fee.append(fee)
+        exp_cost.append(fee + abs(dq) * abs(p - c))
+    np.testing.assert_allclose(rep.equity, exp_eq, rtol=1e-12)
+    np.testing.assert_allclose(rep.traded_usd, exp_traded, rtol=1e-12)
+    np.testing.assert_allclose(rep.turnover, exp_turn, rtol=1e-12)
+    np.testing.assert_allclose(rep.fees, exp_fee, rtol=1e-12)
+    np.testing.assert_allclose(rep.costs, exp_cost, rtol=1e-12)
     np.testing.assert_allclose(rep.exposure, rep.positions[:, 0] / rep.equity, rtol=1e-13)
-    assert rep.equity[0] == pytest.approx(999.5)
+    assert list(rep.fills) == [1, 1, 1] and list(rep.trading_state) == [0, 0, 0]
+    assert rep.equity[0] == pytest.approx(1000 - 5 * 100.02 * 8e-4 - 5 * 0.02)
+
+
+def test_latency_and_participation_delay_and_split_the_fills(tmp_path: Path) -> None:
+    """latency_bars 1: bar 0's intent fills at bar 1's close (a 10 % band keeps the next
+    bar's re-plan from superseding it); a 10 % participation cap on small volumes splits a
+    fill over bars (GTC: the rest waits)."""
+    ts = np.array([0, H, 2 * H], dtype=np.int64)
+    market = MarketData(("X",), (), ts, np.array([[100.0], [104.0], [99.0]]))
+    tape = SignalTape(((), (), ()), ({}, {}, {}), "none")
+    rep = replay(market, tape, _HalfLong(), initial_capital=1000.0,
+                 execution=_free_setup(band=0.1, latency_bars=1))
+    assert list(rep.fills) == [0, 1, 0] and rep.positions[0, 0] == 0.0
+    assert rep.positions[1, 0] == pytest.approx(500.0 / 100.0 * 104.0)
+    path = write_ohlcv_csv(tmp_path / "x_usd_1h.csv", [100.0, 100.0, 100.0, 100.0],
+                           [10.0, 10.0, 10.0, 10.0])
+    thin = align_bars([load_bars(path, "X")])
+    quiet = SignalTape(((),) * 4, ({},) * 4, "none")
+    rep = replay(thin, quiet, _HalfLong(), initial_capital=1000.0, execution=_free_setup())
+    # Target 5 units; at most 1 unit (10 % of 10) fills per bar.
+    units = rep.positions[:, 0] / 100.0
+    np.testing.assert_allclose(units, [1.0, 2.0, 3.0, 4.0], rtol=1e-9)
+
+
+def test_instrument_rules_round_and_drop(tmp_path: Path) -> None:
+    """A lot of 0.5 units rounds the target toward zero; a minimum notional larger than
+    the order drops it (counted by reason)."""
+    ts = np.array([0, H], dtype=np.int64)
+    market = MarketData(("X",), (), ts, np.array([[100.0], [100.0]]))
+    tape = SignalTape(((), ()), ({}, {}), "none")
+    lot = Markets({"X": MarketRules("X", step_size=0.5)})
+    setup = _free_setup()
+    rep = replay(market, tape, _HalfLong(), initial_capital=1030.0,
+                 execution=ExecutionSetup(setup.config, lot))
+    assert rep.positions[0, 0] == pytest.approx(500.0)  # 5.15 units -> 5.0
+    big = Markets({"X": MarketRules("X", min_notional=10_000.0)})
+    rep = replay(market, tape, _HalfLong(), initial_capital=1000.0,
+                 execution=ExecutionSetup(setup.config, big))
+    assert rep.positions[:, 0].tolist() == [0.0, 0.0]
+    assert rep.execution["dropped_intents"] == {"below_min_notional": 2}
+
+
+class _Crash(_HalfLong):
+    """Test policy: 90 % long (the trading states must stop it on a 40 % crash)."""
+
+    def targets(self, *args: Any) -> dict[str, float]:
+        return {"X": 0.9 * args[5]}
+
+
+def test_trading_states_halt_on_the_drawdown_and_the_operator_resumes() -> None:
+    """A 40 % crash: the daily loss halts the portfolio (the book flattens it); the
+    stand-in operator resumes it 24 h later; without one it stays halted."""
+    n = 60
+    ts = np.arange(n, dtype=np.int64) * H
+    close = np.array([[100.0]] * 10 + [[60.0]] * (n - 10))
+    market = MarketData(("X",), (), ts, close)
+    tape = SignalTape(((),) * n, ({},) * n, "none")
+    setup = _free_setup()
+    rep = replay(market, tape, _Crash(), initial_capital=1000.0, execution=setup)
+    assert rep.trading_state[10] == 2 and rep.positions[10, 0] == 0.0
+    # Resumed at the end of bar 34 (24 h after bar 10), back in at bar 35.
+    assert rep.trading_state[34] == 0 and rep.positions[35, 0] > 0
+    reasons = [(r["to"], r["reason"]) for r in rep.execution["transitions"]]
+    assert reasons[:2] == [("HALTED", "daily_loss"), ("ACTIVE", "manual")]
+    never = ExecutionSetup(setup.config, resume_after_hours=None)
+    rep = replay(market, tape, _Crash(), initial_capital=1000.0, execution=never)
+    assert set(rep.trading_state[10:].tolist()) == {2} and rep.positions[-1, 0] == 0.0
 
 
 def test_rejects_non_finite_targets_and_mismatched_tape() -> None:

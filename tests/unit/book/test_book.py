@@ -47,6 +47,8 @@ def clock_of(lb: Layer3Book) -> ManualClock:
 
 def allocate(lb: Layer3Book, *pairs: tuple[str, str], mode: str = "incremental",
              portfolio: str = "default", **over: Any) -> Any:
+    """Signals stamped now (older ones would be stale data: the symbol would be REDUCING)."""
+    over.setdefault("timestamp_ns", clock_of(lb).time_ns())
     sigs = [make_signal(strategy_id=s, symbol=y, **{**STRONG, **over}) for s, y in pairs]
     return lb.allocate(sigs, make_cascade(), PRICES, mode=mode, portfolio=portfolio)
 

@@ -1,7 +1,8 @@
 """No inert config keys: for every leaf of ``portfolio_value``, ``sizing``, ``portfolio``,
-``book``, ``execution``, ``rl`` and ``circuit_breaker``, changing that key alone (to another
-valid value) changes an observable output — a Phase 1 decision, a Phase 2/3 allocation, the
-book's targets and intents, a breaker transition, an RL blend. A second test proves every
+``book``, ``execution``, ``trading_state``, ``rl`` and ``circuit_breaker``, changing that key
+alone (to another valid value) changes an observable output — a Phase 1 decision, a Phase 2/3
+allocation, the book's targets and intents, the paper executor's fills, a trading state, a
+breaker transition, an RL blend. A second test proves every
 *live* key also takes effect through ``apply_config``
 (hot reload) exactly as if the orchestrator had been built with it.
 
@@ -29,6 +30,7 @@ from conftest import REPO, make_cascade, make_signal
 from himari_l3 import ManualClock, MarketRegime, TacticalAction
 from himari_l3._exceptions import ValidationError
 from himari_l3.book import Layer3Book
+from himari_l3.bootstrap import build_desk
 from himari_l3.config.markets import load_markets
 from himari_l3.config.reload import is_live, leaf_paths
 from himari_l3.config.schema import Layer3Config, parse_config
@@ -38,7 +40,8 @@ from himari_l3.phase3 import Layer3Phase3Hybrid
 
 SYM, ETH, SOL = "BTC-USD", "ETH-USD", "SOL-USD"
 PRICES = {SYM: 50_000.0, ETH: 3_000.0, SOL: 100.0}
-SECTIONS = ("sizing", "portfolio", "book", "execution", "rl", "circuit_breaker")
+SECTIONS = ("sizing", "portfolio", "book", "execution", "trading_state", "rl",
+            "circuit_breaker")
 BASE: dict[str, Any] = {"rl": {"enabled": True, "use_mock": True, "mock_seed": 7,
                                "mock_success_rate": 1.0}}
 STUB = "{stub}"  # replaced by the stub RL server's URL
@@ -206,7 +209,9 @@ def book_allocations(*batches: list[tuple[str, str, dict[str, Any]]], gap_sec: f
         try:
             for i, batch in enumerate(batches):
                 clock.advance(gap_sec)
-                sigs = [make_signal(strategy_id=s, symbol=y, **kw) for s, y, kw in batch]
+                sigs = [make_signal(strategy_id=s, symbol=y, **{"timestamp_ns":
+                                                                 clock.time_ns(), **kw})
+                        for s, y, kw in batch]
                 outs.append(lb.allocate(sigs, make_cascade(), PRICES,
                                         portfolio=portfolios[i % len(portfolios)]))
         except ValidationError as err:
@@ -219,11 +224,13 @@ def late_fill(supersessions: int) -> BookScenario:
     """An intent superseded ``supersessions`` times over, then filled: applied, or refused
     once the closed intents kept have forgotten it."""
     def run(lb: Layer3Book, clock: ManualClock) -> Any:
-        first = lb.allocate([make_signal(**STRONG)], make_cascade(), PRICES)
+        first = lb.allocate([make_signal(**STRONG, timestamp_ns=clock.time_ns())],
+                            make_cascade(), PRICES)
         intent = first.step.result.issued[0]
         for i in range(supersessions):
             clock.advance(1.0)
-            lb.allocate([make_signal(**{**STRONG, "confidence": 0.5 + 0.2 * (i % 2)})],
+            lb.allocate([make_signal(**{**STRONG, "confidence": 0.5 + 0.2 * (i % 2),
+                                        "timestamp_ns": clock.time_ns()})],
                         make_cascade(), PRICES)
         try:
             lb.apply_fills([{"symbol": SYM, "side": intent.side, "price": PRICES[SYM],
@@ -237,6 +244,91 @@ def late_fill(supersessions: int) -> BookScenario:
 
 ONE_BTC = [("momentum", SYM, STRONG)]
 RESIZED = [("momentum", SYM, {**STRONG, "confidence": 0.85})]
+
+
+def _signal_now(clock: ManualClock, age_sec: float = 0.0, **kw: Any) -> Any:
+    return make_signal(**{**STRONG, "timestamp_ns": clock.time_ns() - round(age_sec * 1e9),
+                          **kw})
+
+
+def paper_rounds(volume: float | None = None, later_sec: float = 0.0) -> BookScenario:
+    """Two allocations of BTC (resized), each followed by a paper observation (and with
+    ``later_sec`` another one that much later), the desk built as the service builds it
+    (`bootstrap.build_desk`): the fills and the book's positions."""
+    def run(lb: Layer3Book, clock: ManualClock) -> Any:
+        desk = build_desk(lb.book.config, lb, lb.book.markets)
+        if desk is None:
+            return "no paper executor", lb.positions()
+        vols = None if volume is None else {SYM: volume}
+        out = []
+        for k in range(2):
+            clock.advance(60.0)
+            lb.allocate([_signal_now(clock, confidence=0.95 - 0.25 * k)], make_cascade(),
+                        PRICES, decision_id=10 * k + 1)
+            desk.sync()
+            out.append(desk.observe(PRICES, clock.time_ns(), 10 * k + 2, volumes=vols)
+                       .to_dict())
+            if later_sec:
+                clock.advance(later_sec)
+                out.append(desk.observe(PRICES, clock.time_ns(), 10 * k + 3, volumes=vols)
+                           .to_dict())
+        return out, lb.positions()
+    return BookScenario(run)
+
+
+def held_then(*steps: tuple[float, float]) -> BookScenario:
+    """Buy BTC (15 % of equity) and fill it; then, per step, wait ``dt`` seconds and mark
+    BTC at ``price_factor`` x its price: the trading states after each mark."""
+    def run(lb: Layer3Book, clock: ManualClock) -> Any:
+        out = lb.allocate([_signal_now(clock)], make_cascade(), PRICES)
+        lb.apply_fills([{"symbol": i.symbol, "side": i.side, "quantity": i.quantity,
+                         "price": i.reference_price, "client_order_id": i.client_order_id}
+                        for i in out.step.result.issued])
+        seen = []
+        for dt, factor in steps:
+            clock.advance(dt)
+            lb.mark({SYM: PRICES[SYM] * factor})
+            st = lb.trading_state()
+            seen.append((st["state"], st["reason"], st["start_of_day_equity"]))
+        return seen
+    return BookScenario(run)
+
+
+def stale_signal(age_sec: float) -> BookScenario:
+    """An allocation whose signal is ``age_sec`` old: the symbol's state and the intents."""
+    def run(lb: Layer3Book, clock: ManualClock) -> Any:
+        out = lb.allocate([_signal_now(clock, age_sec=age_sec)], make_cascade(), PRICES)
+        return lb.trading_state()["symbols"], [i.to_dict() for i in out.step.result.issued]
+    return BookScenario(run)
+
+
+def halted_holding() -> BookScenario:
+    """Hold BTC, then the operator halts: what the halt issues."""
+    def run(lb: Layer3Book, clock: ManualClock) -> Any:
+        out = lb.allocate([_signal_now(clock)], make_cascade(), PRICES)
+        lb.apply_fills([{"symbol": i.symbol, "side": i.side, "quantity": i.quantity,
+                         "price": i.reference_price, "client_order_id": i.client_order_id}
+                        for i in out.step.result.issued])
+        return [i.to_dict() for i in lb.set_trading_state("HALTED", "x").result.issued]
+    return BookScenario(run)
+
+
+def exit_then_calm(after_sec: float) -> BookScenario:
+    """A cascade EXIT on BTC, then a calm allocation ``after_sec`` later: BTC's state."""
+    exit_ = {"funding_rate": 0.01, "oi_change_pct": -0.5, "volume_ratio": 10.0,
+             "onchain_whale_pressure": 1.0, "exchange_netflow_zscore": 10.0}
+    def run(lb: Layer3Book, clock: ManualClock) -> Any:
+        lb.allocate([_signal_now(clock)], make_cascade(**exit_), PRICES)
+        clock.advance(after_sec)
+        lb.allocate([_signal_now(clock)], make_cascade(), PRICES)
+        return lb.trading_state()["symbols"]
+    return BookScenario(run)
+
+
+PAPER = {"execution.paper": True}
+# 22:30 UTC on the manual clock: a 2 % loss now, another ~1 % two hours later (after
+# midnight, before 06:00).
+ACROSS_MIDNIGHT = held_then((0.0, 1 - 0.02 / 0.15), (7200.0, 1 - 0.03 / 0.15))
 BTC_AND_ETH = [("momentum", SYM, STRONG), ("momentum", ETH, STRONG)]
 
 
@@ -396,6 +488,28 @@ TABLE: dict[str, Case] = {
     "execution.limit_offset_bps": Case(50.0, book_allocations(ONE_BTC),
                                        context={"execution.order_type": "limit"}),
     "execution.closed_intents_kept": Case(1, late_fill(3)),
+    "execution.paper": Case(True, paper_rounds()),
+    "execution.fill_model.fee_bps": Case(20.0, paper_rounds(), context=PAPER),
+    "execution.fill_model.slippage_bps": Case(10.0, paper_rounds(), context=PAPER),
+    "execution.fill_model.impact_bps": Case(50.0, paper_rounds(volume=100.0), context=PAPER),
+    "execution.fill_model.impact_exponent": Case(1.0, paper_rounds(volume=100.0),
+                                                 context=PAPER),
+    "execution.fill_model.slippage_noise_bps": Case(3.0, paper_rounds(), context=PAPER),
+    "execution.fill_model.max_participation": Case(0.01, paper_rounds(volume=10.0),
+                                                   context={**PAPER, **TRUSTED}),
+    "execution.fill_model.latency_sec": Case(30.0, paper_rounds(later_sec=60.0),
+                                             context=PAPER),
+    "execution.fill_model.latency_bars": Case(1, paper_rounds(later_sec=1.0), context=PAPER),
+    "execution.fill_model.seed": Case(5, paper_rounds(), context={
+        **PAPER, "execution.fill_model.slippage_noise_bps": 3.0}),
+    # --- trading_state (through the book)
+    "trading_state.daily_loss_limit_pct": Case(0.01, held_then((60.0, 0.9)), context=TRUSTED),
+    "trading_state.max_drawdown_pct": Case(0.01, held_then((60.0, 0.9)), context=TRUSTED),
+    "trading_state.reduce_at_fraction": Case(0.4, held_then((60.0, 0.85)), context=TRUSTED),
+    "trading_state.day_start_utc": Case("06:00", ACROSS_MIDNIGHT, context=TRUSTED),
+    "trading_state.stale_after_sec": Case(60.0, stale_signal(30.0)),
+    "trading_state.halt_action": Case("freeze", halted_holding()),
+    "trading_state.cooldown_sec": Case(60.0, exit_then_calm(120.0)),
     "portfolio.drift_threshold": Case(0.01, phase2(  # sizes under the caps: weights move
         [("momentum", SYM, ORDINARY), ("breakout", SYM, ORDINARY)],
         [("momentum", SYM, ORDINARY), ("breakout", SYM, {**ORDINARY, "confidence": 0.8})])),

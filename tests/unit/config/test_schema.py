@@ -165,6 +165,17 @@ def test_missing_file_is_config_error(tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------ env override
+def test_env_paper_sets_execution_paper() -> None:
+    """HIMARI_L3_PAPER=1 (what `run --paper` sets) turns the paper executor on over the
+    file's value; anything but 1/true/yes leaves the file's value."""
+    assert _load("", {"HIMARI_L3_PAPER": "1"}).execution.paper is True
+    assert _load("execution:\n  paper: false\n", {"HIMARI_L3_PAPER": "true"}).execution.paper
+    assert _load("execution:\n  order_type: limit\n",
+                 {"HIMARI_L3_PAPER": "yes"}).execution.order_type == "limit"
+    assert _load("", {"HIMARI_L3_PAPER": "0"}).execution.paper is False
+    assert _load("execution:\n  paper: true\n").execution.paper is True
+
+
 def test_env_token_sets_auth_token() -> None:
     """HIMARI_L3_AUTH_TOKEN sets service.auth_token, over the file's value."""
     assert _load("", {AUTH_TOKEN_ENV: TOKEN}).service.auth_token == TOKEN

@@ -18,7 +18,8 @@ DOC = ROOT / "docs" / "metrics.md"
 # How a family is named in PromQL (and so in the doc's "Name (as exposed)" column).
 _EXPOSED_SUFFIX = {"counter": "_total", "info": "_info"}
 _WRITERS = ("Phase 1 sizing", "Phase 2 allocation", "Phase 3 hybrid", "circuit breaker",
-            "book", "service", "persistence", "config", "observer start-up", "stream loop")
+            "book", "service", "persistence", "config", "observer start-up", "stream loop",
+            "trading states", "paper executor")
 _ROW = re.compile(r"^\|\s*`(?P<name>[a-zA-Z_:][\w:]*)`\s*\|(?P<rest>.*)\|\s*$")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import random
 
 import numpy as np
 import pytest
@@ -218,3 +219,21 @@ def test_multi_asset_kelly_ratio_matches_a_direct_solve() -> None:
     joint = np.linalg.solve(np.outer(d, d) * r, mu)
     expected = np.clip(joint / (mu / d**2), 0.0, 1.0)
     assert [mult[s] for s in order] == pytest.approx(list(expected), rel=1e-12)
+
+
+def test_observations_count_rows_holding_every_aligned_symbol() -> None:
+    """stats' observations equals a plain scan of the window for one symbol, for symbols
+    in every row and for symbols missing from some rows (its shortcuts change nothing)."""
+    rng = random.Random(5)
+    mon = CorrelationMonitor(window=40, min_observations=5)
+    for t in range(1, 120):
+        row = {s: rng.gauss(0.0, 0.01) for s in ("A", "B", "C")
+               if s == "A" or rng.random() < (0.9 if s == "B" else 0.6)}
+        mon.update(row, t)
+        stats = mon.stats()
+        aligned = stats["aligned_symbols"]
+        scan = sum(1 for _, r in mon.rows_ if all(s in r for s in aligned))
+        assert stats["observations"] == scan
+        for subset in (["A"], ["A", "B"], ["B", "C"], ["A", "B", "C"]):
+            assert mon._rows_with_all(subset) == sum(
+                1 for _, r in mon.rows_ if all(s in r for s in subset))

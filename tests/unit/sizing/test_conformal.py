@@ -196,3 +196,25 @@ def test_export_restore_exact() -> None:
     c.update("s0", 0.02, 0.0, 0.05)
     other.update("s0", 0.02, 0.0, 0.05)
     assert other.multiplier("s0") == c.multiplier("s0")
+
+
+def test_kept_order_equals_a_sort_of_the_window_through_rollover_reload_and_restore() -> None:
+    """The ordered copy the quantile is read from is always sorted(scores): past the
+    window's length (evictions, ties included), after a shrinking reconfigure and a restore;
+    the quantile is the order statistic of a fresh sort."""
+    cfg = ConformalConfig(window=30, min_samples=5)
+    sc = ConformalScaler(cfg)
+    rng = random.Random(3)
+    for i in range(200):
+        r = round(rng.gauss(0.0, 0.02), 3) if i % 7 else 0.01  # repeated scores too
+        sc.update("s", r, 0.0, 0.02)
+        st = sc.states_["s"]
+        assert st.ordered == sorted(st.scores)
+        k = math.ceil((len(st.scores) + 1) * (1.0 - st.alpha_t))
+        assert st.quantile == (sorted(st.scores)[k - 1] if k <= len(st.scores) else math.inf)
+    sc.reconfigure(ConformalConfig(window=12, min_samples=5))
+    assert sc.states_["s"].ordered == sorted(sc.states_["s"].scores)
+    other = ConformalScaler(ConformalConfig(window=12, min_samples=5))
+    other.restore_state(sc.export_state())
+    assert other.states_["s"].ordered == sorted(other.states_["s"].scores)
+    assert other.multiplier("s") == sc.multiplier("s")
