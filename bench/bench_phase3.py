@@ -49,22 +49,36 @@ CASCADES = {s: CascadeIndicators.calm() for s in SYMBOLS}
 PRICES = dict.fromkeys(SYMBOLS, 100.0)
 
 
+_PREDICTION = {"position_pct": 0.05, "confidence": 0.6, "predicted_return": 0.01,
+               "predicted_volatility": 0.02, "model_version": "tiny-1"}
+
+
 class TinyRLServer:
-    """A minimal keep-alive HTTP/1.1 server on 127.0.0.1 answering every POST after ``delay``
-    seconds with a fixed valid prediction: isolates the client's parallelism from the
-    reference server's per-request CPU cost (FastAPI validation runs serially on one loop)."""
+    """A minimal keep-alive HTTP/1.1 model on 127.0.0.1: every request answered after
+    ``delay`` with fixed valid predictions (per signal, or per batch when ``batch``, which it
+    then advertises on GET /healthz); isolates the client's cost from a server's."""
 
-    BODY = json.dumps({"position_pct": 0.05, "confidence": 0.6, "predicted_return": 0.01,
-                       "predicted_volatility": 0.02, "model_version": "tiny-1"}).encode()
-
-    def __init__(self, delay: float) -> None:
-        self.delay = delay
+    def __init__(self, delay: float, batch: bool = False) -> None:
+        self.delay, self.batch = delay, batch
         self.loop = asyncio.new_event_loop()
         self.server = self.loop.run_until_complete(
             asyncio.start_server(self._handle, "127.0.0.1", 0))
         self.port = self.server.sockets[0].getsockname()[1]
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
+
+    def _answer(self, head: bytes, body: bytes) -> tuple[bytes, bytes]:
+        line = head.split(b"\r\n", 1)[0]
+        if line.startswith(b"GET /healthz"):
+            caps = {"predict_batch": {"path": "/predict/batch", "max_signals": 256}}
+            return b"200 OK", json.dumps({"status": "ok", "capabilities":
+                                          caps if self.batch else {}}).encode()
+        if line.startswith(b"POST /predict/batch") and self.batch:
+            n = len(json.loads(body)["signals"])
+            return b"200 OK", json.dumps({"predictions": [_PREDICTION] * n}).encode()
+        if line.startswith(b"POST /predict "):
+            return b"200 OK", json.dumps(_PREDICTION).encode()
+        return b"404 Not Found", b"{}"
 
     async def _handle(self, reader: asyncio.StreamReader,
                       writer: asyncio.StreamWriter) -> None:
@@ -75,18 +89,15 @@ class TinyRLServer:
                 for line in head.split(b"\r\n"):
                     if line.lower().startswith(b"content-length:"):
                         length = int(line.split(b":")[1])
-                await reader.readexactly(length)
-                await asyncio.sleep(self.delay)
-                writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
-                             b"content-length: %d\r\n\r\n%s" % (len(self.BODY), self.BODY))
+                body = await reader.readexactly(length)
+                status, out = self._answer(head, body)
+                if not head.startswith(b"GET"):
+                    await asyncio.sleep(self.delay)
+                writer.write(b"HTTP/1.1 %s\r\ncontent-type: application/json\r\n"
+                             b"content-length: %d\r\n\r\n%s" % (status, len(out), out))
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):
             writer.close()
-
-    def stop(self) -> None:
-        self.server.close()
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
 
 
 def _serve_in_child(kind: str, delay: float, port_q: Any, stop_ev: Any) -> None:
@@ -106,13 +117,15 @@ def _serve_in_child(kind: str, delay: float, port_q: Any, stop_ev: Any) -> None:
 
 
 class ChildServer:
-    """A server in a child process on 127.0.0.1; ``url`` is its predict route."""
+    """A server in a child process on 127.0.0.1; ``url`` is its predict route (``serve``:
+    the child's function, ``serve(kind, delay, port_queue, stop_event)``)."""
 
-    def __init__(self, kind: str, delay: float) -> None:
+    def __init__(self, kind: str, delay: float,
+                 serve: Callable[[str, float, Any, Any], None] | None = None) -> None:
         ctx = multiprocessing.get_context("spawn")
         self._q, self._stop = ctx.Queue(), ctx.Event()
-        self._proc = ctx.Process(target=_serve_in_child, args=(kind, delay, self._q, self._stop),
-                                 daemon=True)
+        self._proc = ctx.Process(target=serve or _serve_in_child,
+                                 args=(kind, delay, self._q, self._stop), daemon=True)
         self._proc.start()
         self.url = f"http://127.0.0.1:{self._q.get(timeout=60)}/predict"
 

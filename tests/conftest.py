@@ -218,14 +218,15 @@ def write_ohlcv_csv(path: Path, close: list[float], volume: list[float], *,
 
 # ------------------------------------------------------------------ RL fault server
 @contextlib.contextmanager
-def fault_server(hang_sec: float) -> Iterator[tuple[Any, Any]]:
+def fault_server(hang_sec: float, *, batch: bool = True) -> Iterator[tuple[Any, Any]]:
     """The reference RL server on 127.0.0.1 with a fault injector (``hang`` sleeps
-    ``hang_sec``); yields (server, injector) and stops the server afterwards."""
+    ``hang_sec``; ``batch=False``: per-signal route only); yields (server, injector) and
+    stops the server afterwards."""
     from himari_l3.rl.policy import RLPolicy
     from himari_l3.rl.server import BackgroundRLServer, FaultInjector, create_rl_app
 
     fault = FaultInjector(hang_sec=hang_sec)
-    srv = BackgroundRLServer(create_rl_app(RLPolicy.default(), fault)).start()
+    srv = BackgroundRLServer(create_rl_app(RLPolicy.default(), fault, batch=batch)).start()
     try:
         yield srv, fault
     finally:

@@ -26,6 +26,7 @@ class AnsweringModel:
         self.answer = answer
         self.calls: list[list[tuple[str, str]]] = []
         self.closed = 0
+        self.warmed: list[float] = []
 
     def _run(self, signals: Sequence[TacticalSignal]) -> list[RLResult]:
         self.calls.append([(s.strategy_id, s.symbol) for s in signals])
@@ -41,6 +42,9 @@ class AnsweringModel:
                               market_data: dict[str, Any] | None,
                               deadline_sec: float) -> list[RLResult]:
         return self._run(signals)
+
+    def warm_up(self, timeout_sec: float) -> None:
+        self.warmed.append(timeout_sec)
 
     def close(self) -> None:
         self.closed += 1

@@ -32,15 +32,18 @@ def _serve(argv: list[str]) -> int:
 def _rl_serve(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="himari-l3 rl-serve",
                                 description="Serve the reference RL model (POST /predict, "
-                                            "GET /healthz).")
+                                            "POST /predict/batch, GET /healthz).")
     p.add_argument("--host", default="127.0.0.1", help="bind address (default loopback)")
     p.add_argument("--port", type=int, default=8888)
     p.add_argument("--model", default=None,
                    help="JSON model file (default: the packaged reference policy)")
+    p.add_argument("--no-batch", action="store_true",
+                   help="serve POST /predict only and advertise no batch route (clients "
+                        "then ask one request per signal)")
     args = p.parse_args(argv)
     from .rl.server import serve_rl
 
-    serve_rl(args.host, args.port, args.model)
+    serve_rl(args.host, args.port, args.model, batch=not args.no_batch)
     return 0
 
 

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from .config.schema import Layer3Config
 
 __all__ = [
+    "DEFAULT_WARMUP_TIMEOUT_SEC",
     "ClientFactory",
     "GuardedModel",
     "PredictionStats",
@@ -48,6 +49,9 @@ __all__ = [
     "install_client_factory",
 ]
 
+
+# How long building a guard may wait for its transport's warm-up (config: rl.warmup_timeout_sec).
+DEFAULT_WARMUP_TIMEOUT_SEC = 1.0
 
 _OPEN_BREAKER: list[RLResult] = []  # identity marks "no answers recorded" on replay
 
@@ -119,13 +123,20 @@ class GuardedModel:
     timeout_sec : per-request timeout (None: only the caller's deadlines bound a call).
     min_confidence : predictions below it come back as ``RLFailure("low_confidence")``.
     clock : time source of the default breaker.
+    warmup_timeout_sec : the transport is warmed up here, at start (``model.warm_up``:
+        connections opened, capabilities learnt), for at most about this long, so the
+        first decision costs what a later one does.
     """
 
     def __init__(self, model: RLModel, circuit_breaker: CircuitBreaker | None = None, *,
                  timeout_sec: float | None = None, min_confidence: float = 0.0,
-                 clock: Clock | None = None) -> None:
+                 clock: Clock | None = None,
+                 warmup_timeout_sec: float = DEFAULT_WARMUP_TIMEOUT_SEC) -> None:
         if timeout_sec is not None and not (math.isfinite(timeout_sec) and timeout_sec > 0):
             raise ValueError(f"timeout_sec was {timeout_sec!r}, expected a finite number > 0")
+        if not (math.isfinite(warmup_timeout_sec) and 0 < warmup_timeout_sec <= 60):
+            raise ValueError(f"warmup_timeout_sec was {warmup_timeout_sec!r}, expected "
+                             "0 < x <= 60")
         if not 0.0 <= min_confidence <= 1.0:
             raise ValueError(f"min_confidence was {min_confidence!r}, expected 0 <= x <= 1")
         self.model = model
@@ -137,6 +148,7 @@ class GuardedModel:
         self._stats = PredictionStats()
         self._tape: RLTape | None = None
         self._replay: list[RLResult] | None = None
+        model.warm_up(warmup_timeout_sec)
 
     @property
     def endpoint_url(self) -> str:

@@ -27,6 +27,7 @@ __all__ = [
     "RLFailure",
     "RLModel",
     "RLResult",
+    "gather_groups_with_deadline",
     "gather_with_deadline",
 ]
 
@@ -81,6 +82,12 @@ class RLModel(Protocol):
         """The same, blocking; safe from any thread, including one running an event loop."""
         ...
 
+    def warm_up(self, timeout_sec: float) -> None:
+        """Get ready to answer at once (open connections, learn what the model offers),
+        returning within about ``timeout_sec`` whether the model answers, refuses or hangs;
+        never raises. Called when the guard is built, so no decision pays for it."""
+        ...
+
     def close(self) -> None:
         """Release connections and threads (idempotent; the model stays usable)."""
         ...
@@ -93,6 +100,22 @@ async def gather_with_deadline(
 ) -> list[RLResult]:
     """Run ``coros`` (one per signal) concurrently; any still running at the deadline is
     cancelled and becomes ``RLFailure(reason="timeout")``. For transports that fan out."""
+    return await gather_groups_with_deadline([[s] for s in signals],
+                                             [_as_list(c) for c in coros], total_deadline_sec)
+
+
+async def _as_list(coro: Coroutine[Any, Any, RLResult]) -> list[RLResult]:
+    return [await coro]
+
+
+async def gather_groups_with_deadline(
+    groups: Sequence[Sequence[TacticalSignal]],
+    coros: Sequence[Coroutine[Any, Any, list[RLResult]]],
+    total_deadline_sec: float,
+) -> list[RLResult]:
+    """Run ``coros`` (one per group of signals, each answering its whole group in order)
+    concurrently; a group still running at the deadline is cancelled and each of its signals
+    becomes ``RLFailure(reason="timeout")``. The answers, flattened in group order."""
     tasks = [asyncio.ensure_future(c) for c in coros]
     if not tasks:
         return []
@@ -105,9 +128,16 @@ async def gather_with_deadline(
             task.cancel()
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
-    return [
-        RLFailure(s.symbol, s.strategy_id, "timeout",
-                  f"still running at the {total_deadline_sec:g}s total deadline")
-        if t.cancelled() else t.result()
-        for s, t in zip(signals, tasks, strict=True)
-    ]
+    out: list[RLResult] = []
+    for group, task in zip(groups, tasks, strict=True):
+        if task.cancelled():
+            out.extend(RLFailure(s.symbol, s.strategy_id, "timeout",
+                                 f"still running at the {total_deadline_sec:g}s total deadline")
+                       for s in group)
+            continue
+        answers = task.result()
+        if len(answers) != len(group):
+            raise RuntimeError(f"a transport answered {len(answers)} results for a group of "
+                               f"{len(group)} signals")
+        out.extend(answers)
+    return out

@@ -95,7 +95,8 @@ def _free_port() -> int:
 
 
 def test_rl_serve_command_answers_predictions() -> None:
-    """`himari-l3 rl-serve` on 127.0.0.1 serves /healthz and valid /predict answers."""
+    """`himari-l3 rl-serve` on 127.0.0.1 serves /healthz (advertising its batch route) and
+    valid /predict and /predict/batch answers."""
     port = _free_port()
     proc = subprocess.Popen([sys.executable, "-m", "himari_l3", "rl-serve", "--port", str(port)],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -114,6 +115,11 @@ def test_rl_serve_command_answers_predictions() -> None:
         answer = httpx.post(f"http://127.0.0.1:{port}/predict", json=body, timeout=5.0).json()
         assert -1.0 <= answer["position_pct"] <= 1.0
         assert answer["model_version"] == health["model_version"]
+        route = health["capabilities"]["predict_batch"]
+        assert route == {"path": "/predict/batch", "max_signals": 256}
+        many = httpx.post(f"http://127.0.0.1:{port}{route['path']}", timeout=5.0,
+                          json={"market_data": None, "signals": [body, body]}).json()
+        assert [p["position_pct"] for p in many["predictions"]] == [answer["position_pct"]] * 2
     finally:
         proc.terminate()
         proc.wait(timeout=10)

@@ -1,6 +1,7 @@
 """Phase 3 against a real HTTP server on 127.0.0.1 with injected faults: the breaker opens,
 rejects, probes once, closes or re-opens with a doubled timeout (on a manual clock, never
-sleeping through it); every decision is a valid allocation; counters and metrics agree."""
+sleeping through it); every decision is a valid allocation; counters and metrics agree —
+whether the client asks one batch request per decision or one request per signal."""
 
 from __future__ import annotations
 
@@ -35,10 +36,11 @@ def signals() -> list[TacticalSignal]:
 CASCADES = {BTC: make_cascade(), ETH: make_cascade()}
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[tuple[BackgroundRLServer, FaultInjector]]:
-    """The reference RL server with a fault injector, for the whole module."""
-    with fault_server(HANG) as started:
+@pytest.fixture(scope="module", params=[True, False], ids=["batch", "per_signal"])
+def server(request: pytest.FixtureRequest) -> Iterator[tuple[BackgroundRLServer, FaultInjector]]:
+    """The reference RL server with a fault injector, for the whole module: once advertising
+    its batch route, once per-signal only (every test holds for both)."""
+    with fault_server(HANG, batch=request.param) as started:
         yield started
 
 
@@ -100,17 +102,17 @@ def test_http_500_opens_rejects_probes_reopens_doubled_then_closes(
         assert reasons(alloc) == {BTC: "http_error", ETH: "http_error"}
     cb = hybrid.circuit_breaker
     assert cb is not None and cb.state.value == "open"
-    assert fault.requests == 6
+    assert fault.asked == 6
     assert sample(hybrid, "himari_l3_circuit_breaker_state", breaker="rl") == 2
     assert sample(hybrid, "himari_l3_circuit_breaker_failures_total", breaker="rl") == 6
 
     alloc = decide(hybrid)  # open: rejected at once, no request
     assert reasons(alloc) == {BTC: "circuit_open", ETH: "circuit_open"}
-    assert fault.requests == 6
+    assert fault.asked == 6
 
     clock.advance(30.0)  # timeout elapsed: exactly one probe (BTC is asked first)
     alloc = decide(hybrid)
-    assert fault.requests == 7
+    assert fault.asked == 7
     assert reasons(alloc) == {BTC: "http_error", ETH: "circuit_open"}
     assert cb.state.value == "open"
     assert cb.get_state()["current_timeout_sec"] == 60.0
@@ -118,12 +120,12 @@ def test_http_500_opens_rejects_probes_reopens_doubled_then_closes(
 
     clock.advance(30.0)  # only half of the doubled timeout: still rejecting
     assert reasons(decide(hybrid)) == {BTC: "circuit_open", ETH: "circuit_open"}
-    assert fault.requests == 7
+    assert fault.asked == 7
 
     fault.set("ok")
     clock.advance(30.0)
     alloc = decide(hybrid)  # the probe succeeds: closed
-    assert fault.requests == 1
+    assert fault.asked == 1
     assert alloc.provenance[BTC] == {"path": "rl", "reason": "blended"}
     assert alloc.provenance[ETH] == {"path": "baseline", "reason": "circuit_open"}
     assert cb.state.value == "closed"
@@ -193,7 +195,7 @@ def test_bad_payloads_are_invalid_responses(hybrid: Layer3Phase3Hybrid, fault: F
     fault.set(mode)
     alloc = decide(hybrid)
     assert reasons(alloc) == {BTC: "invalid_response", ETH: "invalid_response"}
-    assert fault.requests == 2
+    assert fault.asked == 2
     assert sample(hybrid, "himari_l3_rl_requests_total", outcome="invalid_response") == 2
     assert sample(hybrid, "himari_l3_circuit_breaker_failures_total", breaker="rl") == 2
 
@@ -208,12 +210,15 @@ def test_slow_answer_counts_as_failure(hybrid: Layer3Phase3Hybrid, fault: FaultI
     assert hybrid.get_state()["circuit_breaker"]["last_failure_reason"] == "slow"
 
 
-def test_healthy_server_blends_every_symbol(hybrid: Layer3Phase3Hybrid,
-                                            fault: FaultInjector) -> None:
-    """With the server OK, each symbol is decided by the RL path, one request per signal."""
+def test_healthy_server_blends_every_symbol(hybrid: Layer3Phase3Hybrid, fault: FaultInjector,
+                                            request: pytest.FixtureRequest) -> None:
+    """With the server OK, each symbol is decided by the RL path: one batch request where the
+    server advertises its batch route, else one request per signal."""
     alloc = decide(hybrid)
     assert {p["path"] for p in alloc.provenance.values()} == {"rl"}
-    assert fault.requests == 2
+    assert fault.asked == 2
+    batch = request.node.callspec.params["server"]
+    assert (fault.batch_requests, fault.requests) == ((1, 0) if batch else (0, 2))
     assert sample(hybrid, "himari_l3_rl_requests_total", outcome="success") == 2
     assert sample(hybrid, "himari_l3_decisions_total", path="rl") == 1
 

@@ -92,7 +92,8 @@ def test_mode2_mock_rl() -> None:
 def test_mode3_real_rl_against_reference_server(
         reference_server: tuple[BackgroundRLServer, FaultInjector]) -> None:
     """Mode 3 as written, against the reference server: predictions over real HTTP are
-    blended, one request per asked signal, sync and async alike."""
+    blended, one batch request per decision (the server advertises its batch route), sync
+    and async alike."""
     srv, fault = reference_server
     fault.set("ok")
     hybrid = Layer3Phase3Hybrid(
@@ -113,7 +114,8 @@ def test_mode3_real_rl_against_reference_server(
             assert alloc.provenance[SOL] == {"path": "baseline", "reason": "limits_forbid"}
             versions = {x["model_version"] for x in alloc.trace["rl"]["blends"]}
             assert versions == {RLPolicy.default().model_version}
-        assert fault.requests == 2 * 3  # no request for SOL's forbidden SELL
+        assert fault.asked == 2 * 3  # no ask for SOL's forbidden SELL
+        assert (fault.batch_requests, fault.requests) == (2, 0)  # one request per decision
         state = hybrid.get_state()
         assert (state["total_decisions"], state["rl_decisions"]) == (2, 2)
         assert state["rl_client"]["successful_predictions"] == 6

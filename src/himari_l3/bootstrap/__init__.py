@@ -94,7 +94,8 @@ def build_rl_client(config: Layer3Config, breaker: CircuitBreaker,
                                        timeout_sec=rl.timeout_sec)
     return TransformerRLClient(rl.endpoint, rl.timeout_sec, rl.min_confidence,
                                circuit_breaker=breaker, clock=clock,
-                               max_response_bytes=rl.max_response_bytes)
+                               max_response_bytes=rl.max_response_bytes,
+                               warmup_timeout_sec=rl.warmup_timeout_sec)
 
 
 def build_portfolio(config: Layer3Config, *, observer: Observer = NULL_OBSERVER,

@@ -146,6 +146,7 @@ RESTART_ONLY_KEYS: Mapping[str, str] = {
     "rl.mock_seed": "seeds the mock client's generator at construction",
     "rl.performance_history_size": "bounded RL-vs-baseline history is allocated at start-up",
     "rl.max_response_bytes": "fixed in the HTTP transport at construction",
+    "rl.warmup_timeout_sec": "the client warms up once, when it is built",
     "service": "listening socket, auth, request limits and the watcher interval",
     "persistence": "the database connection and snapshot schedule",
     "metrics": "the metric registry and its label bounds",

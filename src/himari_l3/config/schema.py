@@ -328,6 +328,7 @@ class RLConfig(_Strict):
     mock_seed: int | None = None
     performance_history_size: int = Field(10_000, ge=10, le=10_000_000)
     max_response_bytes: int = Field(65_536, ge=256, le=16 * 1_048_576)
+    warmup_timeout_sec: float = Field(1.0, gt=0.0, le=30.0)
 
     @field_validator("endpoint")
     @classmethod

@@ -97,6 +97,9 @@ class MockModel:
         draws = [self._draw() for _ in signals]
         return [self._answer(s, d, deadline_sec) for s, d in zip(signals, draws, strict=True)]
 
+    def warm_up(self, timeout_sec: float) -> None:
+        """Nothing to open."""
+
     def close(self) -> None:
         """Nothing to release."""
 

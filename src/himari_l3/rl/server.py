@@ -1,11 +1,21 @@
 """Reference RL model server: the `RLPolicy` behind the HTTP contract `TransformerRLClient` speaks.
 
-Routes: ``POST /predict`` (a signal's fields plus optional ``market_data`` → ``position_pct``,
-``confidence``, ``predicted_return``, ``predicted_volatility``, ``model_version``) and
-``GET /healthz``. Bad input gets a 422 whose ``detail[].loc`` names the field, never a 500.
+Routes (the contract: ``wire.py``, docs/deployment.md):
+
+* ``POST /predict``: a signal's fields plus optional ``market_data`` → ``position_pct``,
+  ``confidence``, ``predicted_return``, ``predicted_volatility``, ``model_version``;
+* ``POST /predict/batch``: ``{"market_data": ..., "signals": [...]}`` (1 to ``max_batch``
+  signals) → ``{"predictions": [...]}``, one per signal in order, each echoing its
+  ``strategy_id`` and ``symbol``;
+* ``GET /healthz``: status, model version and the capabilities, which advertise the batch
+  route (``{"predict_batch": {"path": "/predict/batch", "max_signals": 256}}``; empty when
+  served with ``batch=False``, as a per-signal-only model would).
+
+Bad input gets a 422 whose ``detail[].loc`` names the field, never a 500.
 
 A `FaultInjector` can make the server misbehave on purpose (HTTP 500, hang, malformed or
-out-of-range answers...), so the client's failure handling is tested against a real socket.
+out-of-range answers, a batch answer one short or with one bad item...), so the client's
+failure handling is tested against a real socket.
 """
 
 from __future__ import annotations
@@ -14,8 +24,6 @@ import asyncio
 import socket
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Final
 
@@ -28,17 +36,20 @@ from starlette.middleware.base import RequestResponseEndpoint
 
 from .._exceptions import ValidationError
 from ..contracts import TacticalSignal
+from .faults import FAULT_MODES, FaultInjector, batch_answer, single_answer
 from .policy import RLPolicy
 
-__all__ = ["FAULT_MODES", "BackgroundRLServer", "FaultInjector", "create_rl_app", "serve_rl"]
+__all__ = ["BATCH_PATH", "FAULT_MODES", "MAX_BATCH", "BackgroundRLServer", "FaultInjector",
+           "create_rl_app", "serve_rl"]
 
-FAULT_MODES: Final = ("ok", "http_500", "hang", "malformed", "out_of_range", "nan", "slow")
+BATCH_PATH: Final = "/predict/batch"
+MAX_BATCH: Final = 256
 
 Unit = Annotated[float, Field(ge=0.0, le=1.0)]
 
 
-class PredictRequest(BaseModel):
-    """The request body (ranges as in `TacticalSignal`; NaN/inf rejected)."""
+class SignalFields(BaseModel):
+    """A signal's fields (ranges as in `TacticalSignal`; NaN/inf rejected)."""
 
     model_config = ConfigDict(allow_inf_nan=False)
 
@@ -54,7 +65,21 @@ class PredictRequest(BaseModel):
     signal_strength: Unit | None = None
     sentiment_score: Unit | None = None
     sentiment_confidence: Unit | None = None
+
+
+class PredictRequest(SignalFields):
+    """The per-signal request body: the signal's fields plus ``market_data``."""
+
     market_data: dict[str, Any] | None = None
+
+
+class BatchRequest(BaseModel):
+    """The batch request body: ``market_data`` once, then the signals."""
+
+    model_config = ConfigDict(allow_inf_nan=False)
+
+    market_data: dict[str, Any] | None = None
+    signals: list[SignalFields] = Field(min_length=1, max_length=MAX_BATCH)
 
 
 class PredictResponse(BaseModel):
@@ -67,50 +92,26 @@ class PredictResponse(BaseModel):
     model_version: str
 
 
-@dataclass
-class FaultInjector:
-    """Switchable misbehaviour for tests; ``requests`` counts POST /predict hits (all modes).
-
-    Modes: "ok"; "http_500"; "hang" (sleep ``hang_sec`` then answer); "malformed" (not JSON);
-    "out_of_range" (position_pct 3.0); "nan" (a NaN literal in the JSON); "slow" (sleep
-    ``slow_sec``, call ``on_slow`` — e.g. advance a test clock past the client's deadline —
-    then answer normally).
-    """
-
-    mode: str = "ok"
-    hang_sec: float = 1.0
-    slow_sec: float = 0.0
-    on_slow: Callable[[], None] | None = None
-    requests: int = 0
-
-    def reset(self) -> None:
-        """Back to "ok": no slow-answer hook, no extra delay, request counter at zero."""
-        self.set("ok")
-        self.on_slow = None
-        self.slow_sec = 0.0
-
-    def set(self, mode: str) -> None:
-        """Switch mode and zero the request counter."""
-        if mode not in FAULT_MODES:
-            raise ValueError(f"mode was {mode!r}, expected one of {FAULT_MODES}")
-        self.mode, self.requests = mode, 0
-
-
 def _unprocessable(field: str, message: str) -> JSONResponse:
     # Same shape as FastAPI's own 422s, so clients parse one format.
     return JSONResponse(status_code=422, content={"detail": [
         {"loc": ["body", field], "msg": message, "type": "value_error"}]})
 
 
-def create_rl_app(policy: RLPolicy, fault: FaultInjector | None = None) -> FastAPI:
-    """The FastAPI app serving ``policy`` (``fault``: optional fault injection for tests)."""
+def create_rl_app(policy: RLPolicy, fault: FaultInjector | None = None, *,
+                  batch: bool = True, max_batch: int = MAX_BATCH) -> FastAPI:
+    """The FastAPI app serving ``policy`` (``fault``: optional fault injection for tests;
+    ``batch=False``: no batch route and no advertisement, a per-signal-only model)."""
+    if not 1 <= max_batch <= MAX_BATCH:
+        raise ValueError(f"max_batch was {max_batch!r}, expected 1..{MAX_BATCH}")
     app = FastAPI(title="HIMARI L3 reference RL model", version=policy.model_version)
+    capabilities = ({"predict_batch": {"path": BATCH_PATH, "max_signals": max_batch}}
+                    if batch else {})
 
     if fault is not None:
         @app.middleware("http")
         async def count_requests(request: Request, call_next: RequestResponseEndpoint) -> Response:
-            if request.url.path == "/predict":
-                fault.requests += 1  # only the server's loop thread writes it
+            fault.count(request.method, request.url.path, BATCH_PATH)
             return await call_next(request)
 
     @app.exception_handler(RequestValidationError)
@@ -123,8 +124,11 @@ def create_rl_app(policy: RLPolicy, fault: FaultInjector | None = None) -> FastA
              "type": str(e.get("type", "value_error"))} for e in errors]})
 
     @app.get("/healthz")
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok", "model_version": policy.model_version}
+    async def healthz() -> dict[str, Any]:
+        if fault is not None and fault.health_hang_sec > 0:
+            await asyncio.sleep(fault.health_hang_sec)
+        return {"status": "ok", "model_version": policy.model_version,
+                "capabilities": capabilities}
 
     @app.post("/predict", response_model=PredictResponse)
     async def predict(request: PredictRequest) -> Any:
@@ -132,35 +136,44 @@ def create_rl_app(policy: RLPolicy, fault: FaultInjector | None = None) -> FastA
             signal = TacticalSignal(**request.model_dump(exclude={"market_data"}))
         except ValidationError as err:  # e.g. an unknown action or regime spelling
             return _unprocessable(err.field, str(err))
-        mode = fault.mode if fault is not None else "ok"
         answer = policy.predict(signal)
-        if mode == "http_500":
-            return JSONResponse(status_code=500, content={"detail": "injected fault"})
-        if mode == "hang" and fault is not None:
-            await asyncio.sleep(fault.hang_sec)
-        if mode == "malformed":
-            return Response(content=b'{"position_pct": 0.1, "confidence', status_code=200,
-                            media_type="application/json")
-        if mode == "out_of_range":
-            return JSONResponse({**answer, "position_pct": 3.0})
-        if mode == "nan":
-            body = b'{"position_pct": NaN, "confidence": 0.5, "predicted_return": 0.0, ' \
-                   b'"predicted_volatility": 0.02, "model_version": "nan-model"}'
-            return Response(content=body, media_type="application/json")
-        if mode == "slow" and fault is not None:
-            await asyncio.sleep(fault.slow_sec)
-            if fault.on_slow is not None:
-                fault.on_slow()
-        return answer
+        if fault is not None:
+            fault.asked += 1
+            await fault.delay()
+        return single_answer(fault, answer) or answer
 
+    if batch:
+        _add_batch_route(app, policy, fault, max_batch)
     return app
 
 
+def _add_batch_route(app: FastAPI, policy: RLPolicy, fault: FaultInjector | None,
+                     max_batch: int) -> None:
+    @app.post(BATCH_PATH)
+    async def predict_batch(request: BatchRequest) -> Response:
+        if len(request.signals) > max_batch:
+            return _unprocessable("signals", f"{len(request.signals)} signals, at most "
+                                  f"{max_batch} per request")
+        items = []
+        for i, fields in enumerate(request.signals):
+            try:
+                signal = TacticalSignal(**fields.model_dump())
+            except ValidationError as err:  # e.g. an unknown action or regime spelling
+                return _unprocessable(f"signals.{i}.{err.field}", str(err))
+            items.append({"strategy_id": signal.strategy_id, "symbol": signal.symbol,
+                          **policy.predict(signal)})
+        if fault is not None:
+            fault.asked += len(items)
+            await fault.delay()
+        return batch_answer(fault, items)
+
+
 def serve_rl(host: str = "127.0.0.1", port: int = 8888, model_path: str | Path | None = None,
-             log_level: str = "info") -> None:
-    """Serve the policy from ``model_path`` (default: the packaged model) until interrupted."""
+             log_level: str = "info", *, batch: bool = True) -> None:
+    """Serve the policy from ``model_path`` (default: the packaged model) until interrupted
+    (``batch=False``: per-signal route only, nothing advertised)."""
     policy = RLPolicy.load(model_path) if model_path is not None else RLPolicy.default()
-    uvicorn.run(create_rl_app(policy), host=host, port=port, log_level=log_level)
+    uvicorn.run(create_rl_app(policy, batch=batch), host=host, port=port, log_level=log_level)
 
 
 class BackgroundRLServer:

@@ -8,7 +8,7 @@ import json
 import random
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -84,14 +84,15 @@ async def test_ok_prediction(client: TransformerRLClient, fault: FaultInjector) 
 
 async def test_one_pooled_client_across_calls(client: TransformerRLClient,
                                               fault: FaultInjector) -> None:
-    """predict, predict_many and predict_sync all reuse the same AsyncClient."""
+    """predict, predict_many and predict_sync all reuse the clients made at start."""
+    made = client.http.clients
+    assert len(made) == 10
+    assert client.http_client is made[0]
     await client.predict(signal())
-    first = client.http_client
-    assert first is not None
     await client.predict_many([signal("A"), signal("B")], total_deadline_sec=1.0)
     client.predict_sync(signal("C"))
-    assert client.http_client is first
-    assert fault.requests == 4
+    assert client.http.clients == made
+    assert (fault.requests, fault.batch_requests, fault.asked) == (2, 1, 4)
 
 
 @pytest.mark.parametrize(("mode", "reason"), [
@@ -235,6 +236,13 @@ async def test_reference_server_rejects_bad_requests_with_422(
     assert health["model_version"] == "ref-linear-tanh-1"
 
 
+def posts_only(handler: Callable[[httpx.Request], httpx.Response]) -> httpx.MockTransport:
+    """A mock model whose health route is absent (404: per-signal requests only) and whose
+    predict route is ``handler``."""
+    return httpx.MockTransport(
+        lambda r: httpx.Response(404) if r.method == "GET" else handler(r))
+
+
 def contract_body(**overrides: object) -> bytes:
     body: dict[str, object] = {"position_pct": 0.1, "confidence": 0.9, "predicted_return": 0.01,
                                "predicted_volatility": 0.03, "model_version": "m1"}
@@ -267,7 +275,7 @@ async def test_response_contract_via_mock_transport(status: int, content: bytes,
 
     breaker = CircuitBreaker(clock=ManualClock())
     c = TransformerRLClient("http://rl.test/predict", min_confidence=0.5,
-                            circuit_breaker=breaker, transport=httpx.MockTransport(handler))
+                            circuit_breaker=breaker, transport=posts_only(handler))
     try:
         r = await c.predict(signal(), {"mid": 1.0})
     finally:
@@ -290,7 +298,7 @@ async def test_no_budget_and_empty_batch_make_no_request() -> None:
         return httpx.Response(200, content=contract_body())
 
     c = TransformerRLClient("http://rl.test/predict", clock=ManualClock(),
-                            transport=httpx.MockTransport(handler))
+                            transport=posts_only(handler))
     try:
         r = await c.predict(signal(), deadline_sec=0.0)
         assert await c.predict_many([], total_deadline_sec=0.1) == []
@@ -357,7 +365,7 @@ def _streamed(head: bytes, chunks: int, pulled: list[int],
         headers = {"content-length": str(len(head) + chunks * len(pad))} if declare else {}
         return httpx.Response(200, headers=headers, stream=Body())
 
-    return httpx.MockTransport(handler)
+    return posts_only(handler)
 
 
 @pytest.mark.parametrize("declare", [False, True])

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import random
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -543,6 +544,10 @@ TABLE: dict[str, Case] = {
     # A valid answer padded to ~1 KB: within the default, over 256 bytes.
     "rl.max_response_bytes": Case(256, blend(), context={**HTTP,
                                                          "rl.endpoint": STUB + "/padded"}),
+    # The model advertises a batch route (whose answers differ) 0.4 s after being asked:
+    # found within the default 1 s warm-up, not within 0.1 s (then asked per signal).
+    "rl.warmup_timeout_sec": Case(0.1, blend(), context={
+        **HTTP, "rl.endpoint": STUB + "/advertising/predict"}),
     # --- circuit_breaker
     "circuit_breaker.enabled": Case(False, breaker()),
     "circuit_breaker.failure_threshold": Case(3, breaker(failures=3)),
@@ -558,20 +563,43 @@ TABLE: dict[str, Case] = {
     "circuit_breaker.backoff_multiplier": Case(3.0, breaker(probes=1)),
 }
 
-HTTP_KEYS = {"rl.use_mock", "rl.endpoint", "rl.max_response_bytes"}
+HTTP_KEYS = {"rl.use_mock", "rl.endpoint", "rl.max_response_bytes", "rl.warmup_timeout_sec"}
 
 
 # ------------------------------------------------------------------ machinery
+def _prediction(pct: float) -> dict[str, Any]:
+    return {"position_pct": pct, "confidence": 0.9, "predicted_return": 0.01,
+            "predicted_volatility": 0.02, "model_version": "stub"}
+
+
 class _StubRL(BaseHTTPRequestHandler):
-    """POST /good answers a fixed valid prediction, /padded the same followed by 1,000
-    spaces; anything else is 404."""
+    """POST /good (and /advertising/predict) answers a fixed valid prediction, /padded the
+    same followed by 1,000 spaces; GET /advertising/healthz advertises /advertising/batch
+    after 0.4 s, whose predictions are larger; anything else is 404."""
+
+    def do_GET(self) -> None:
+        body, status = b"{}", 404
+        if self.path == "/advertising/healthz":
+            time.sleep(0.4)
+            body, status = json.dumps({"capabilities": {"predict_batch": {
+                "path": "/advertising/batch", "max_signals": 8}}}).encode(), 200
+        self._send(status, body)
+
+    def _send(self, status: int, body: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
 
     def do_POST(self) -> None:
-        self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        if self.path in ("/good", "/padded"):
-            body = json.dumps({"position_pct": 0.05, "confidence": 0.9,
-                               "predicted_return": 0.01, "predicted_volatility": 0.02,
-                               "model_version": "stub"}).encode()
+        sent = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        if self.path == "/advertising/batch":
+            n = len(json.loads(sent)["signals"])
+            self._send(200, json.dumps({"predictions": [_prediction(0.08)] * n}).encode())
+            return
+        if self.path in ("/good", "/padded", "/advertising/predict"):
+            body = json.dumps(_prediction(0.05)).encode()
             body += b" " * (1000 if self.path == "/padded" else 0)
             self.send_response(200)
         else:
