@@ -31,7 +31,7 @@ from __future__ import annotations
 import math
 from collections import Counter, deque
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, SupportsInt, cast
 
 import numpy as np
 from numpy.typing import NDArray
@@ -126,7 +126,7 @@ class CorrelationMonitor:
         self.max_clock_skew_sec = config.max_clock_skew_sec
         self.version_ += 1  # invalidate cached matrices
 
-    def update(self, returns: Mapping[str, float], timestamp_ns: int) -> None:
+    def update(self, returns: Mapping[str, float], timestamp_ns: SupportsInt) -> None:
         """Add one aligned row of per-symbol returns (fractions: 0.01 = +1 %).
 
         Raises `InvalidReturnsException` (and changes nothing) for a bad symbol or return, an
@@ -142,21 +142,24 @@ class CorrelationMonitor:
             raise InvalidReturnsException(
                 "returns", len(returns), f"at most portfolio.correlation.max_symbols_per_row "
                 f"({self.max_symbols_per_row}) symbols in one row")
+        # The caller's keys and values as objects until checked: a compiled build would
+        # otherwise refuse a bad key, or turn a bool into a float, before the checks below.
+        raw = cast("Mapping[object, object]", returns)
         row: dict[str, float] = {}
-        for sym in returns:
+        for key in raw:
             try:
-                nonempty_str(InvalidReturnsException, "returns", sym)
+                nonempty_str(InvalidReturnsException, "returns", key)
             except InvalidReturnsException as err:
-                raise InvalidReturnsException("returns", sym,
+                raise InvalidReturnsException("returns", key,
                                               f"a symbol key: {err.expected}") from None
-        for sym in sorted(returns):
-            value = returns[sym]
+        for sym in sorted(cast("Mapping[str, object]", raw)):
+            value = raw[sym]
             if (isinstance(value, bool) or not isinstance(value, (int, float))
                     or not math.isfinite(value) or not -1.0 <= value <= 10.0):
                 raise InvalidReturnsException(f"returns[{sym}]", value, "-1 <= return <= 10")
             row[sym] = float(value)
-        self._check_timestamp(timestamp_ns)
-        merge = bool(self.rows_) and timestamp_ns == self.rows_[-1][0]
+        ts = self._check_timestamp(timestamp_ns)
+        merge = bool(self.rows_) and ts == self.rows_[-1][0]
         self._check_window_cap(row, merge)
         if merge:
             # Same timestamp: merge into that row (time alignment).
@@ -166,13 +169,15 @@ class CorrelationMonitor:
         else:
             if len(self.rows_) == self.window:
                 self._forget(self.rows_[0][1])
-            self.rows_.append((timestamp_ns, row))
+            self.rows_.append((ts, row))
             counts = self._rows_with
             for sym in row:  # count rows, not returns (a loop: Counter.update is Python code)
                 counts[sym] += 1
         self.version_ += 1
 
-    def _check_timestamp(self, ts: int) -> None:
+    def _check_timestamp(self, ts: object) -> int:
+        """``ts`` as an int (typed ``object``: a compiled build would refuse a float with a
+        bare TypeError before this check could name the field)."""
         if isinstance(ts, bool) or not isinstance(ts, int):
             raise InvalidReturnsException("timestamp_ns", ts,
                                           "an integer number of nanoseconds since the epoch")
@@ -188,6 +193,7 @@ class CorrelationMonitor:
         if self.rows_ and ts < self.rows_[-1][0]:
             raise InvalidReturnsException(
                 "timestamp_ns", ts, f">= the previous row's {self.rows_[-1][0]}")
+        return ts
 
     def _check_window_cap(self, row: dict[str, float], merge: bool) -> None:
         new = [s for s in row if s not in self._rows_with]
