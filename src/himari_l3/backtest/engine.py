@@ -153,11 +153,15 @@ def replay(  # noqa: PLR0913 - the run's options (keyword-only)
             progress(t + 1)
     elapsed = time.perf_counter() - started
     fm = setup.config.execution.fill_model
-    return Replay(policy.name, market.symbols, market.timestamp_ms, run.equity_out,
-                  run.pos_out, run.traded_out, run.turnover_out, run.exposure_out,
-                  run.fee_out + run.slip_out, float(initial_capital), market.periods_per_year,
-                  fm.fee_bps, fm.slippage_bps, elapsed, policy.state(), run.fee_out,
-                  run.slip_out, run.fills_out, run.state_out,
+    rec = run.record
+    fees, slippage = np.asarray(rec.fees), np.asarray(rec.slippage)
+    return Replay(policy.name, market.symbols, market.timestamp_ms, np.asarray(rec.equity),
+                  np.asarray(rec.positions, dtype=np.float64).reshape(n, len(market.symbols)),
+                  np.asarray(rec.traded), np.asarray(rec.turnover), np.asarray(rec.exposure),
+                  fees + slippage, float(initial_capital), market.periods_per_year,
+                  fm.fee_bps, fm.slippage_bps, elapsed, policy.state(), fees, slippage,
+                  np.asarray(rec.fills, dtype=np.int64),
+                  np.asarray(rec.trading_state, dtype=np.int64),
                   run.execution.summary(market.symbols))
 
 
@@ -185,6 +189,23 @@ class _BarClock:
         return self.now_ns
 
 
+class _Record:
+    """The per-bar record as it grows (lists: one append per bar costs less than a store
+    into a numpy array; `replay` makes the arrays once at the end). ``positions``: the
+    bars' rows one after the other."""
+
+    def __init__(self) -> None:
+        self.equity: list[float] = []
+        self.positions: list[float] = []
+        self.traded: list[float] = []
+        self.turnover: list[float] = []
+        self.exposure: list[float] = []
+        self.fees: list[float] = []
+        self.slippage: list[float] = []
+        self.fills: list[int] = []
+        self.trading_state: list[int] = []
+
+
 class _Run:
     """The replay's book and execution (``execution.py``) and its per-bar record."""
 
@@ -200,16 +221,7 @@ class _Run:
             if vols else None)
         self.clock = _BarClock()
         self.execution = BookExecution(setup, self.clock)
-        n, n_sym = market.n_bars, len(self.symbols)
-        self.equity_out = np.empty(n)
-        self.pos_out = np.empty((n, n_sym))
-        self.traded_out = np.zeros(n)
-        self.turnover_out = np.zeros(n)
-        self.exposure_out = np.zeros(n)
-        self.fee_out = np.zeros(n)
-        self.slip_out = np.zeros(n)
-        self.fills_out = np.zeros(n, dtype=np.int64)
-        self.state_out = np.zeros(n, dtype=np.int64)
+        self.record = _Record()
         self.ruined = False
 
     def mark(self, t: int) -> None:
@@ -236,14 +248,16 @@ class _Run:
                        None if self.volumes is None else self.volumes[t])
         after = ex.equity(prices)  # re-marked at the close (fills marked at their price)
         held = [ex.quantity(s) * prices[s] for s in symbols]
-        self.equity_out[t] = after
-        self.pos_out[t] = held
-        self.traded_out[t] = bar.traded_usd
-        self.turnover_out[t] = bar.traded_usd / equity if equity > 0 else 0.0
-        self.exposure_out[t] = sum(abs(x) for x in held) / after if after > 0 else 0.0
-        self.fee_out[t], self.slip_out[t] = bar.fees, bar.slippage_usd
-        self.fills_out[t] = bar.fills
-        self.state_out[t] = ex.state_code
+        rec = self.record
+        rec.equity.append(after)
+        rec.positions.extend(held)
+        rec.traded.append(bar.traded_usd)
+        rec.turnover.append(bar.traded_usd / equity if equity > 0 else 0.0)
+        rec.exposure.append(sum([abs(x) for x in held], 0.0) / after if after > 0 else 0.0)
+        rec.fees.append(bar.fees)
+        rec.slippage.append(bar.slippage_usd)
+        rec.fills.append(bar.fills)
+        rec.trading_state.append(ex.state_code)
 
     def _targets(self, t: int, tape: SignalTape, prices: dict[str, float], equity: float,
                  positions: dict[str, float]) -> dict[str, float]:

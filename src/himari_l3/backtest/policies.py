@@ -214,15 +214,20 @@ class EnsemblePolicy(abc.ABC):
             alloc = self._allocate(list(signals), {s: cascade[s] for s in syms},
                                    {s: prices[s] for s in syms})
             out = {s: float(alloc.allocations.get(s, 0.0)) for s in syms}
-            for s in syms:
-                used_rl = alloc.provenance.get(s, {}).get("path") == "rl"
-                self.rl_decisions += used_rl
-                self._held[s] = (out[s], used_rl)
-            self._held = {s: v for s, v in self._held.items() if v[0] != 0.0}
-            # Strategies record_outcome will teach: a non-zero share of a held symbol.
-            self._taught = {(sid, sym) for sid, row in alloc.breakdown.items()
-                            for sym, c in row.items() if c != 0.0 and sym in self._held}
+            self._hold(alloc, out)
         return out
+
+    def _hold(self, alloc: EnsembleAllocation, targets: dict[str, float]) -> None:
+        """Remember which path decided each held symbol (for `_record_held`) and which
+        strategies hold a share of it."""
+        for s, usd in targets.items():
+            used_rl = alloc.provenance.get(s, {}).get("path") == "rl"
+            self.rl_decisions += used_rl
+            self._held[s] = (usd, used_rl)
+        self._held = {s: v for s, v in self._held.items() if v[0] != 0.0}
+        # Strategies record_outcome will teach: a non-zero share of a held symbol.
+        self._taught = {(sid, sym) for sid, row in alloc.breakdown.items()
+                        for sym, c in row.items() if c != 0.0 and sym in self._held}
 
     @abc.abstractmethod
     def close(self) -> None:
@@ -247,6 +252,10 @@ class Phase2Policy(EnsemblePolicy):
 
     def _record_held(self, asset_returns: dict[str, float]) -> None:
         """Phase 2 has no decision paths to credit."""
+
+    def _hold(self, alloc: EnsembleAllocation, targets: dict[str, float]) -> None:
+        """Nothing to remember: every Phase 2 target is the baseline's, and no outcome is
+        credited per path (`_record_held`)."""
 
     def close(self) -> None:
         """Phase 2 holds nothing to release."""
