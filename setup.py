@@ -32,9 +32,10 @@ COMPILED_MODULES = (
     "book/fills", "book/views", "book/markets",
     "trading/gate", "trading/machine",
     # The replay's loop (a backtest runs the decision path once per bar): the correlation
-    # monitor fed each bar, the execution desk, the replay and its policies and book glue.
-    "portfolio/correlation", "book/desk",
-    "backtest/engine", "backtest/execution", "backtest/policies",
+    # monitor fed each bar, the execution desk and the paper executor it drives, the
+    # replay, its policies and its execution glue.
+    "portfolio/correlation", "book/desk", "book/settings", "executors/paper",
+    "fills/simulator", "backtest/engine", "backtest/execution", "backtest/policies",
 )
 
 
