@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import abc
 from collections import defaultdict
-from typing import Any
+from typing import Any, SupportsFloat
 
 from ..bootstrap import build_hybrid, build_portfolio
 from ..config.schema import Layer3Config, SizingConfig
@@ -295,21 +295,24 @@ def _rl_label(rl: str) -> str:
     return rl if rl in ("off", "mock") else "url"
 
 
-def make_policy(name: str, initial_capital: float, *, rl: str = "off", seed: int = 0,
+def make_policy(name: str, initial_capital: SupportsFloat, *, rl: str = "off", seed: int = 0,
                 periods_per_year: float = 8760.0,
                 config: Layer3Config | None = None) -> SizingPolicy:
     """A fresh policy (no learned state) by name; the engines come from the composition
     root (``bootstrap``). ``rl`` (Phase 3 only): "off", "mock" (the seeded mock model) or a
     model URL. ``config``: the sizing and portfolio settings of the Layer 3 policies
-    (default: the defaults); its ``portfolio_value`` is replaced by ``initial_capital``."""
+    (default: the defaults); its ``portfolio_value`` is replaced by ``initial_capital``
+    (``SupportsFloat``: the config's own validation names a bad one, in the compiled build
+    too, which would otherwise refuse a non-float with a bare ``TypeError``)."""
     data = (config or Layer3Config()).model_dump()
     data["portfolio_value"] = initial_capital
+    capital = Layer3Config.model_validate(data).portfolio_value  # validated: named error
     if name == "fixed_fraction":
         return FixedFractionPolicy(allow_short=data["sizing"]["limits"]["allow_short"])
     if name == "phase1":
         clock = ReplayClock()
-        return Phase1Policy(initial_capital, Layer3Phase1(
-            initial_capital, enable_metrics=False, clock=clock,
+        return Phase1Policy(capital, Layer3Phase1(
+            capital, enable_metrics=False, clock=clock,
             config=Layer3Config.model_validate(data).sizing), clock)
     clock = ReplayClock()
     if name == "phase2":
