@@ -11,6 +11,7 @@ p99 <= 600 µs per batch.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import platform
 import random
@@ -25,6 +26,7 @@ from himari_l3 import CascadeIndicators, ManualClock, MarketRegime, TacticalSign
 from himari_l3.observability.metrics import Layer3Metrics
 from himari_l3.observability.prometheus import PrometheusObserver
 from himari_l3.phase2 import Layer3Phase2Portfolio
+from himari_l3.runtime.heap import settle_heap
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SYMBOLS = ["BTC-USD", "ETH-USD", "SOL-USD", "AVAX-USD", "LINK-USD"]
@@ -53,9 +55,28 @@ def percentile(xs: list[float], q: float) -> float:
     return s[min(len(s) - 1, int(q * len(s)))]
 
 
+def _timed(p: Layer3Phase2Portfolio, observer: PrometheusObserver,
+           work: list[list[TacticalSignal]], cascades: dict[str, CascadeIndicators],
+           prices: dict[str, float], scrape_every: int) -> tuple[list[float], float]:
+    """Each batch's seconds, and the seconds of the scrapes' metric flushes (untimed)."""
+    times: list[float] = []
+    flush_total = 0.0
+    for i, b in enumerate(work, 1):
+        t0 = time.perf_counter()
+        p.process_multi_strategy_signals(b, cascades, prices)
+        times.append(time.perf_counter() - t0)
+        if i % scrape_every == 0:
+            f0 = time.perf_counter()
+            observer.flush()
+            flush_total += time.perf_counter() - f0
+    return times, flush_total
+
+
 def run(batches: int = 2000, seed: int = 0, scrape_every: int = 50, warmup: int = 100,
-        write: bool = True) -> dict[str, Any]:
-    """Run the bench; returns (and writes) the result dict. Bounded: ``batches`` <= 20,000."""
+        write: bool = True, service_gc: bool = False) -> dict[str, Any]:
+    """Run the bench; returns (and writes) the result dict. Bounded: ``batches`` <= 20,000.
+    ``service_gc``: time under the collector settings ``himari-l3 serve`` applies after
+    start-up (``runtime/heap.py``; restored afterwards)."""
     batches = min(batches, 20_000)
     rng = random.Random(seed + 1)
     observer = PrometheusObserver(Layer3Metrics(CollectorRegistry()))
@@ -70,20 +91,20 @@ def run(batches: int = 2000, seed: int = 0, scrape_every: int = 50, warmup: int 
     for b in work[:warmup]:
         p.process_multi_strategy_signals(b, cascades, prices)
     observer.flush()
-    times: list[float] = []
-    flush_total = 0.0
-    for i, b in enumerate(work[warmup:], 1):
-        t0 = time.perf_counter()
-        p.process_multi_strategy_signals(b, cascades, prices)
-        times.append(time.perf_counter() - t0)
-        if i % scrape_every == 0:
-            f0 = time.perf_counter()
-            observer.flush()
-            flush_total += time.perf_counter() - f0
+    threshold = gc.get_threshold()
+    if service_gc:
+        settle_heap()
+    try:
+        times, flush_total = _timed(p, observer, work[warmup:], cascades, prices,
+                                    scrape_every)
+    finally:
+        gc.set_threshold(*threshold)
+        gc.unfreeze()
     us = [t * 1e6 for t in times]
     result = {
         "name": "bench_phase2", "batches": batches, "signals_per_batch": 10, "seed": seed,
-        "metrics": "on (isolated registry)", "python": platform.python_version(),
+        "metrics": "on (isolated registry)", "service_gc": service_gc,
+        "python": platform.python_version(),
         "p50_us": percentile(us, 0.50), "p90_us": percentile(us, 0.90),
         "p99_us": percentile(us, 0.99), "max_us": max(us), "mean_us": statistics.fmean(us),
         "metric_flush_us_per_batch": flush_total * 1e6 / batches,
@@ -111,8 +132,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batches", type=int, default=2000)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--service-gc", action="store_true",
+                    help="time under the collector settings himari-l3 serve applies")
     args = ap.parse_args()
-    print_table(run(args.batches, args.seed))
+    print_table(run(args.batches, args.seed, service_gc=args.service_gc))
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ means a bug (and is logged).
 
 from __future__ import annotations
 
-import gc
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -30,6 +29,7 @@ from ..bootstrap.service import build_service
 from ..config.schema import Layer3Config
 from ..contracts import CascadeIndicators, TacticalSignal
 from ..persistence import Store
+from ..runtime.heap import settle_heap
 from ..runtime.jsonio import dumps
 from ..runtime.service import SizingService
 from .errors import FieldError, install_error_handlers
@@ -81,11 +81,7 @@ def create_app(config: Layer3Config, *, config_path: str | None = None,
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await svc.start()
         if app.state.freeze_gc:
-            # Everything alive now (imported modules, restored state) moves to the permanent
-            # generation: full collections then scan only what requests create. Measured:
-            # 35-40 ms gen-2 pauses every few seconds at 300 req/s before, a few ms after.
-            gc.collect()
-            gc.freeze()
+            settle_heap()  # the long-running process's collector settings (runtime/heap.py)
         try:
             yield
         finally:

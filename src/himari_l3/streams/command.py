@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import logging
 import os
 import signal
@@ -24,6 +23,7 @@ from .._exceptions import ConfigError
 from ..config.loader import PAPER_ENV, load_config
 from ..config.schema import Layer3Config
 from ..persistence.lease import LeaseLost
+from ..runtime.heap import settle_heap
 from .run import run_live
 
 __all__ = ["paper_executor", "run_main"]
@@ -78,8 +78,6 @@ async def _main(config: Layer3Config, path: str, registry: CollectorRegistry) ->
 
 
 def _freeze_gc(_: object) -> None:
-    """Everything alive once the loop owns its portfolio (modules, restored state) moves to
-    the permanent generation, so full collections scan only what ticks create (as the HTTP
-    service does: it took tens-of-ms gen-2 pauses out of the tail)."""
-    gc.collect()
-    gc.freeze()
+    """Once the loop owns its portfolio: the long-running process's collector settings
+    (``runtime/heap.py``, as the HTTP service does)."""
+    settle_heap()
