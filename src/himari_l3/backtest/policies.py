@@ -306,18 +306,17 @@ def make_policy(name: str, initial_capital: SupportsFloat, *, rl: str = "off", s
     too, which would otherwise refuse a non-float with a bare ``TypeError``)."""
     data = (config or Layer3Config()).model_dump()
     data["portfolio_value"] = initial_capital
-    capital = Layer3Config.model_validate(data).portfolio_value  # validated: named error
+    cfg = Layer3Config.model_validate(data)  # a bad capital: the named error, here
+    capital = cfg.portfolio_value
     if name == "fixed_fraction":
-        return FixedFractionPolicy(allow_short=data["sizing"]["limits"]["allow_short"])
+        return FixedFractionPolicy(allow_short=cfg.sizing.limits.allow_short)
     if name == "phase1":
         clock = ReplayClock()
         return Phase1Policy(capital, Layer3Phase1(
-            capital, enable_metrics=False, clock=clock,
-            config=Layer3Config.model_validate(data).sizing), clock)
+            capital, enable_metrics=False, clock=clock, config=cfg.sizing), clock)
     clock = ReplayClock()
     if name == "phase2":
-        return Phase2Policy(build_portfolio(Layer3Config.model_validate(data), clock=clock),
-                            clock)
+        return Phase2Policy(build_portfolio(cfg, clock=clock), clock)
     if name == "phase3":
         data["rl"].update(enabled=rl != "off", use_mock=rl == "mock", mock_seed=seed,
                           endpoint=None if rl in ("off", "mock") else rl)

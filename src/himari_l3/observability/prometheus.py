@@ -180,14 +180,6 @@ class PrometheusObserver(TradingWriters, Observer):
                     log.exception("metric write %s failed", getattr(fn, "__name__", fn))
             return len(pending)
 
-    def _child(self, metric: Any, *labels: str) -> Any:
-        # labels() takes a lock and hashes; cache the children on the hot path.
-        key = (id(metric), *labels)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = metric.labels(*labels)
-        return child
-
     # ------------------------------------------------------------------ the port
     def emit(self, event: Event) -> None:
         """Queue the metric writes of ``event`` (tens of ns on the decision path)."""

@@ -11,21 +11,32 @@ from ..events import IntentsCancelled, PaperFilled
 from ..trading import TradingState, TradingStateChanged
 from .metrics import Layer3Metrics
 
-__all__ = ["TradingWriters"]
+__all__ = ["LabelledChildren", "TradingWriters"]
 
 _RESTRICTED = (TradingState.REDUCING, TradingState.HALTED)
 
 
-class TradingWriters:
+class LabelledChildren:
+    """The labelled children of metric families, cached: ``labels()`` takes a lock and
+    hashes, too slow for the writers' hot path."""
+
+    _children: dict[tuple[Any, ...], Any]
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        key = (id(metric), *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
+
+class TradingWriters(LabelledChildren):
     """Writers for `TradingStateChanged`, `PaperFilled` and `IntentsCancelled`."""
 
     metrics: Layer3Metrics
     # (portfolio label, symbol) -> its own state, for the symbols not ACTIVE (bounded by
     # the restricted symbols: an ACTIVE one is dropped).
     _restricted: dict[tuple[str, str], TradingState]
-
-    def _child(self, metric: Any, *labels: str) -> Any:  # provided by the observer
-        raise NotImplementedError
 
     def _write_trading_state(self, event: TradingStateChanged) -> None:
         m = self.metrics
