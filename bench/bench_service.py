@@ -58,6 +58,14 @@ def cpu_sec(pid: int) -> float:
     return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def server_env(src: Path | None) -> dict[str, str]:
+    """The server's environment: ours without a token, ``src`` first on its path if given."""
+    env = {k: v for k, v in os.environ.items() if k != "HIMARI_L3_AUTH_TOKEN"}
+    if src is not None:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(src), env.get("PYTHONPATH")]))
+    return env
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -165,24 +173,27 @@ async def _load(port: int, pid: int, duration: float, rate: float, cap: int,
 
 
 def run(duration_sec: float = 30.0, rate: float = 300.0, *, max_requests: int = 100_000,
-        warmup: int = 300, snapshot_every: int = 100, sqlite_synchronous: str = "full",
-        write: bool = True) -> dict[str, Any]:
+        warmup: int = 300, snapshot_every: int | None = None, sqlite_synchronous: str = "full",
+        write: bool = True, src: Path | None = None) -> dict[str, Any]:
     """Start a server, drive it, stop it (SIGTERM); returns (and writes) the results.
 
-    ``snapshot_every``: ``persistence.snapshot_every_decisions`` of the server (100 is the
-    default config)."""
+    ``snapshot_every``: ``persistence.snapshot_every_decisions`` of the server (None: the
+    default config's, 1,000 since issue #14; 100 before). ``src``: a ``src/`` tree whose
+    ``himari_l3`` the server runs instead of the installed one (``bench/compare_service.py``:
+    another commit's)."""
     with tempfile.TemporaryDirectory(prefix="himari-bench-") as tmp:
         cfg = Path(tmp) / "layer3.yaml"
+        every = ("" if snapshot_every is None
+                 else f"  snapshot_every_decisions: {snapshot_every}\n")
         cfg.write_text(f"persistence:\n  url: 'sqlite:///{Path(tmp) / 'bench.sqlite'}'\n"
-                       f"  snapshot_every_decisions: {snapshot_every}\n"
-                       f"  sqlite_synchronous: {sqlite_synchronous}\n")
+                       f"{every}  sqlite_synchronous: {sqlite_synchronous}\n")
         port = _free_port()
         log = Path(tmp) / "server.log"
         proc = subprocess.Popen(
             [sys.executable, "-m", "himari_l3.service.main", "--config", str(cfg),
              "--host", "127.0.0.1", "--port", str(port)],
             stdout=log.open("wb"), stderr=subprocess.STDOUT,
-            env={k: v for k, v in os.environ.items() if k != "HIMARI_L3_AUTH_TOKEN"})
+            env=server_env(src))
         try:
             deadline = time.monotonic() + 30
             while True:
@@ -196,12 +207,15 @@ def run(duration_sec: float = 30.0, rate: float = 300.0, *, max_requests: int = 
                 time.sleep(0.05)
             res = asyncio.run(_load(port, proc.pid, duration_sec, rate, max_requests,
                                     warmup))
-            state = httpx.get(f"http://127.0.0.1:{port}/v1/state").json()["service"]
+            # Generous: a server that fell behind still works off its backlog first.
+            state = httpx.get(f"http://127.0.0.1:{port}/v1/state", timeout=120).json()[
+                "service"]
         finally:
             proc.terminate()
             proc.wait(30)
     res.update({"target_rps": rate, "duration_sec": duration_sec, "signals_per_request": 10,
-                "snapshot_every_decisions": snapshot_every,
+                "snapshot_every_decisions": ("config default" if snapshot_every is None
+                                             else snapshot_every),
                 "journal_seq_at_end": state["journal_seq"],
                 "last_snapshot_seq": state["last_snapshot_seq"],
                 "store": f"sqlite (WAL, synchronous={sqlite_synchronous.upper()})",
@@ -217,7 +231,8 @@ if __name__ == "__main__":
     ap.add_argument("--duration", type=float, default=30.0)
     ap.add_argument("--rate", type=float, default=300.0)
     ap.add_argument("--max-requests", type=int, default=100_000)
-    ap.add_argument("--snapshot-every", type=int, default=100)
+    ap.add_argument("--snapshot-every", type=int, default=None,
+                    help="persistence.snapshot_every_decisions (default: the config's)")
     ap.add_argument("--sqlite-synchronous", choices=("full", "normal"), default="full")
     a = ap.parse_args()
     print(json.dumps(run(a.duration, a.rate, max_requests=a.max_requests,

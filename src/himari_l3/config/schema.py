@@ -402,7 +402,7 @@ class PersistenceConfig(_Strict):
     # power cut); "normal" survives a crash or SIGKILL of the process, not a power cut.
     sqlite_synchronous: Literal["full", "normal"] = "full"
     audit_decisions: bool = True
-    snapshot_every_decisions: int = Field(100, ge=1, le=1_000_000)
+    snapshot_every_decisions: int = Field(1000, ge=1, le=1_000_000)
     snapshot_interval_sec: float = Field(30.0, gt=0.0, le=86_400.0)
 
 
