@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+from collections.abc import Sequence
 from io import BytesIO
 from pathlib import Path
 from typing import Any
@@ -38,12 +39,17 @@ FIGURES: dict[str, tuple[str, str, tuple[str, ...]]] = {
 }
 
 
-def export_src(ref: str, into: Path) -> Path:
-    """``ref``'s ``src/`` tree under ``into`` (returns the folder to put on PYTHONPATH)."""
-    data = subprocess.run(["git", "-C", str(REPO), "archive", ref, "src"], check=True,
+def archive(ref: str, into: Path, names: Sequence[str] = ("src",)) -> None:
+    """Extract ``names`` (files or folders) as they are at commit ``ref`` under ``into``."""
+    data = subprocess.run(["git", "-C", str(REPO), "archive", ref, *names], check=True,
                           capture_output=True, timeout=60).stdout
     with tarfile.open(fileobj=BytesIO(data)) as tar:
         tar.extractall(into, filter="data")
+
+
+def export_src(ref: str, into: Path) -> Path:
+    """``ref``'s ``src/`` tree under ``into`` (returns the folder to put on PYTHONPATH)."""
+    archive(ref, into)
     return into / "src"
 
 

@@ -30,15 +30,13 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tarfile
 import tempfile
 from dataclasses import dataclass
-from io import BytesIO
 from pathlib import Path
 from typing import Any
 
-BENCH = Path(__file__).resolve().parent
-REPO = BENCH.parent
+from compare import BENCH, REPO, archive
+
 RESULTS = BENCH / "results"
 CHILD_TIMEOUT_SEC = 900
 BUILD_FILES = ("setup.py", "pyproject.toml", "README.md", "build_backend")
@@ -126,11 +124,7 @@ FIGURES: tuple[Figure, ...] = (
 
 def export_src(ref: str, into: Path) -> Path:
     """``ref``'s source and build files under ``into`` (returns the project folder)."""
-    names = ["src", *[n for n in BUILD_FILES if _exists_at(ref, n)]]
-    data = subprocess.run(["git", "-C", str(REPO), "archive", ref, *names], check=True,
-                          capture_output=True, timeout=60).stdout
-    with tarfile.open(fileobj=BytesIO(data)) as tar:
-        tar.extractall(into, filter="data")
+    archive(ref, into, ["src", *[n for n in BUILD_FILES if _exists_at(ref, n)]])
     return into
 
 
